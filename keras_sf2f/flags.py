@@ -249,7 +249,7 @@ def corpus_spec_from_flags():
 flags.DEFINE_string(
     "model_dir", None,
     "Training output directory: checkpoints (resumed automatically when present), best_<metric>/ "
-    "checkpoints, TensorBoard summaries (train/, val/), flags.txt / flags.json.")
+    "checkpoints, TensorBoard summaries (train/, val/), flags.cfg / flags.json.")
 flags.DEFINE_integer(
     "train_steps", 132000,
     "Total generator (= discriminator) updates; training stops there and a restart with a "
@@ -301,6 +301,12 @@ flags.DEFINE_string(
     "Initialise the models (not the optimizers) from this checkpoint directory or prefix, "
     "e.g. a stage-1 model_dir or best_l1/ for stage 2, or an imported reference checkpoint. "
     "Ignored when --model_dir already holds a checkpoint (that one is resumed).")
+flags.DEFINE_enum(
+    "fuser_init", "reference", ["reference", "average"],
+    "Stage 2, when --init_checkpoint has no fuser: 'reference' keeps the fuser's random "
+    "initialisation (as the reference does); 'average' starts linear_out as [I; 0], so the "
+    "fused embedding begins as an attention-weighted average of the segment embeddings, "
+    "which the stage-1 decoder already understands (short stage-2 runs, e.g. the demo).")
 flags.DEFINE_integer("fuser_windows", 20,
                      "Stage 2: at most this many 1.25 s windows per identity and batch item.",
                      lower_bound=1)
@@ -370,7 +376,7 @@ TRAINING_FLAG_NAMES = (
     "train_steps", "batch_size", "learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon",
     "lr_decay_start_step", "lr_decay_final_factor", "l1_weight", "gan_weight", "ac_weight",
     "perceptual_weight", "perceptual_layer_weights", "face_network", "train_fuser_only",
-    "init_checkpoint", "fuser_windows", "seed", "crop_frames_min", "crop_frames_max",
+    "init_checkpoint", "fuser_init", "fuser_windows", "seed", "crop_frames_min", "crop_frames_max",
     "strategy", "mixed_precision", "checkpoint_every_steps", "keep_checkpoints",
     "eval_every_steps", "val_split", "eval_batch_size", "eval_max_windows", "best_l1_metric",
     "num_image_identities", "summary_every_steps", "log_every_seconds",

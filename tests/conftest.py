@@ -4,6 +4,10 @@ import numpy as np
 import pytest
 from scipy import signal as _signal
 
+from keras_sf2f.data import records
+from keras_sf2f.data.prepare import DatasetWriter
+from keras_sf2f.data.procedural import face_pngs
+
 
 def make_speech_like(seed: int, seconds: float, sample_rate: int = 16000,
                      gaps=(), peak: float = 12000.0) -> np.ndarray:
@@ -38,3 +42,24 @@ def make_speech_like(seed: int, seconds: float, sample_rate: int = 16000,
 def speech_like():
     """The :func:`make_speech_like` generator."""
     return make_speech_like
+
+
+def write_tiny_dataset(directory: str, names: dict, *, utterances: int = 2, frames: int = 260,
+                       faces: int = 2, seed: int = 0) -> str:
+    """A prepared dataset small enough to train on in seconds, in the on-disk layout
+    ``trainers/prepare_data.py`` writes. ``names`` maps split -> identity names. Within a
+    split, identity i's mels are offset by 0.3 * i and its faces are coloured by i, so a model
+    can tell identities apart. Returns ``directory``."""
+    rng = np.random.default_rng(seed)
+    writer = DatasetWriter(directory, names, utterance_shards=1)
+    for split_names in names.values():
+        for i, name in enumerate(split_names):
+            for u in range(utterances):
+                mel = rng.normal(size=(frames, 40)).astype(np.float32) + 0.3 * i
+                writer.add_utterance(name, f"{name}_u{u}", mel)
+            for k in range(faces):
+                image = np.full([128, 128, 3], (20 * i + 10, 120 + 40 * k, 60), np.uint8)
+                image[40:90, 40:90] = (200 - 15 * i, 80, 30 * k)
+                writer.add_face(name, f"{name}_f{k}", face_pngs(image, records.IMAGE_SIZES))
+    writer.close()
+    return directory

@@ -552,10 +552,12 @@ def test_model_config_from_flagfile(tmp_path):
 def test_flags_file_lookup(tmp_path):
     (tmp_path / "best_l1").mkdir()
     assert savedmodel.find_flags_file(str(tmp_path)) is None
-    (tmp_path / "flags.txt").write_text("")
-    assert savedmodel.find_flags_file(str(tmp_path / "best_l1")) == str(tmp_path / "flags.txt")
     (tmp_path / "flags.cfg").write_text("")
+    assert savedmodel.find_flags_file(str(tmp_path / "best_l1")) == str(tmp_path / "flags.cfg")
     assert savedmodel.find_flags_file(str(tmp_path)) == str(tmp_path / "flags.cfg")
+    (tmp_path / "best_l1" / "flags.cfg").write_text("")
+    assert savedmodel.find_flags_file(str(tmp_path / "best_l1")) == str(
+        tmp_path / "best_l1" / "flags.cfg")
 
 
 def test_missing_checkpoint_and_mismatched_config_are_clear_errors(tiny, tmp_path):

@@ -175,6 +175,24 @@ def test_fuser_mask_ignores_padded_segments():
     assert np.all(np.isfinite(np.asarray(fuser(embeddings, np.zeros((2, 5), bool)))))
 
 
+def test_fuser_average_start_is_a_weighted_average_of_segments():
+    fuser = AttentionFuser(16)
+    embeddings = _mels(2, 5, 16)
+    fuser(embeddings)
+    fuser.initialize_as_average()
+    _, weights = fuser.attend(embeddings)
+    expected = np.mean(np.asarray(weights) @ np.asarray(embeddings), axis=1)
+    np.testing.assert_allclose(np.asarray(fuser(embeddings)), expected, atol=1e-6)
+    # With a zero query projection the attention is uniform: the plain mean of the segments.
+    fuser.linear_in.kernel.assign(np.zeros((16, 16), np.float32))
+    np.testing.assert_allclose(np.asarray(fuser(embeddings)),
+                               np.mean(np.asarray(embeddings), axis=1), atol=1e-6)
+    with pytest.raises(ValueError, match="output_dim == embedding_dim"):
+        narrow = AttentionFuser(16, output_dim=8)
+        narrow(embeddings)
+        narrow.initialize_as_average()
+
+
 @pytest.mark.parametrize("with_fuser", [True, False])
 def test_encoder_mask_ignores_padding_content(with_fuser):
     encoder = _small_encoder(fuser=with_fuser)

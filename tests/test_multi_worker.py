@@ -2,7 +2,6 @@
 model for a few steps; both hold identical weights afterwards, report identical global losses,
 and only the chief's checkpoint remains."""
 
-import io
 import json
 import os
 import socket
@@ -14,10 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from keras_sf2f.data import records  # noqa: E402
-from keras_sf2f.data.prepare import DatasetWriter  # noqa: E402
+from conftest import write_tiny_dataset  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
@@ -65,28 +62,11 @@ def _free_ports(n):
     return ports
 
 
-def _pngs(image):
-    out = {}
-    for size in records.IMAGE_SIZES:
-        buf = io.BytesIO()
-        Image.fromarray(image).resize((size, size), Image.BILINEAR).save(buf, format="PNG")
-        out[size] = buf.getvalue()
-    return out
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("prepared"))
-    names = {"train": [f"tr{i}" for i in range(4)]}
-    rng = np.random.default_rng(0)
-    writer = DatasetWriter(d, names, utterance_shards=1)
-    for i, name in enumerate(names["train"]):
-        writer.add_utterance(name, f"{name}_u0",
-                             rng.normal(size=(200, 40)).astype(np.float32) + 0.3 * i)
-        writer.add_face(name, f"{name}_f0",
-                        _pngs(np.full([128, 128, 3], (40 * i, 100, 60), np.uint8)))
-    writer.close()
-    return d
+    return write_tiny_dataset(str(tmp_path_factory.mktemp("prepared")),
+                              {"train": [f"tr{i}" for i in range(4)]},
+                              utterances=1, frames=200, faces=1)
 
 
 def test_two_workers_hold_identical_weights(data_dir, tmp_path):

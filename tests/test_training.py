@@ -21,17 +21,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from keras_sf2f import flags as sf2f_flags  # noqa: E402
-from keras_sf2f.data import records  # noqa: E402
-from keras_sf2f.data.prepare import DatasetWriter  # noqa: E402
 from keras_sf2f.models import builder  # noqa: E402
 from keras_sf2f.models.facenet import FaceNet  # noqa: E402
 from keras_sf2f.training import config as config_lib  # noqa: E402
 from keras_sf2f.training import loop  # noqa: E402
 from keras_sf2f.training import losses as losses_lib  # noqa: E402
 from keras_sf2f.training.config import TrainConfig  # noqa: E402
+from conftest import write_tiny_dataset  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = sf2f_flags.FLAGS
@@ -45,35 +43,13 @@ TINY_MODEL_FLAGS = dict(
     num_train_identities=NUM_TRAIN)
 
 
-def _pngs(image):
-    out = {}
-    for size in records.IMAGE_SIZES:
-        buf = io.BytesIO()
-        Image.fromarray(image).resize((size, size), Image.BILINEAR).save(buf, format="PNG")
-        out[size] = buf.getvalue()
-    return out
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    """6 training and 10 validation identities; mel offsets and face colours depend on the
-    identity; 2 utterances of 260 frames (2 windows each) and 2 faces per identity."""
-    d = str(tmp_path_factory.mktemp("prepared"))
+    """6 training and 10 validation identities, 2 utterances of 260 frames (2 windows each)
+    and 2 faces per identity."""
     names = {"train": [f"tr{i}" for i in range(NUM_TRAIN)],
              "val": [f"va{i}" for i in range(NUM_VAL)]}
-    rng = np.random.default_rng(0)
-    writer = DatasetWriter(d, names, utterance_shards=1)
-    for split, split_names in names.items():
-        for i, name in enumerate(split_names):
-            for u in range(2):
-                mel = rng.normal(size=(260, 40)).astype(np.float32) + 0.3 * i
-                writer.add_utterance(name, f"{name}_u{u}", mel)
-            for k in range(2):
-                image = np.full([128, 128, 3], (20 * i + 10, 120 + 40 * k, 60), np.uint8)
-                image[40:90, 40:90] = (200 - 15 * i, 80, 30 * k)
-                writer.add_face(name, f"{name}_f{k}", _pngs(image))
-    writer.close()
-    return d
+    return write_tiny_dataset(str(tmp_path_factory.mktemp("prepared")), names)
 
 
 def tiny_facenet():
@@ -113,7 +89,7 @@ def run_a(data_dir, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("run_a")
     config = make_config(model_dir, data_dir, eval_every_steps=2)
     result, seen = run(config, face_network=tiny_facenet,
-                       extra_files={"flags.txt": "--train_steps=5\n"})
+                       extra_files={"flags.cfg": "--train_steps=5\n"})
     return config, result, seen
 
 
@@ -171,7 +147,7 @@ def test_summaries_validation_and_best_checkpoints(run_a):
         assert best["metric"] == name and best["step"] in (2, 4, 5)
     with open(os.path.join(config.model_dir, "train_config.json")) as f:
         assert json.load(f)["model"]["embedding_dim"] == 32
-    with open(os.path.join(config.model_dir, "flags.txt")) as f:
+    with open(os.path.join(config.model_dir, "flags.cfg")) as f:
         assert f.read() == "--train_steps=5\n"
 
 
@@ -320,7 +296,7 @@ def test_sigterm_to_entry_point_saves_and_exits_zero(data_dir, tmp_path):
     assert tf.train.latest_checkpoint(str(model_dir)).endswith(f"ckpt-{step}")
     with open(model_dir / "flags.json") as f:
         assert json.load(f)["train_steps"] == 100000
-    text = (model_dir / "flags.txt").read_text()
+    text = (model_dir / "flags.cfg").read_text()
     assert "--train_steps=100000" in text and "--encoder=cnn" in text
 
 

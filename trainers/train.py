@@ -9,7 +9,7 @@
 
 Flags after --flagfile override it. Re-running the same command resumes from the latest
 checkpoint in --model_dir; SIGTERM or Ctrl-C saves a checkpoint and exits 0. The effective
-flags are written to --model_dir as flags.txt (usable with --flagfile) and flags.json.
+flags are written to --model_dir as flags.cfg (usable with --flagfile) and flags.json.
 TensorBoard: ``tensorboard --logdir DIR``. Multi-worker: --strategy=multi_worker with TF_CONFIG
 set in every worker's environment. Exit status 1 with a message on a non-finite loss (the last
 good checkpoint is kept) or on bad data/configuration.
@@ -53,7 +53,7 @@ def main(argv):
     from keras_sf2f.data.table import DataError  # noqa: PLC0415 - imports TensorFlow
     from keras_sf2f.training import loop  # noqa: PLC0415
 
-    extra_files = {"flags.txt": sf2f_flags.serialize_flags(),
+    extra_files = {"flags.cfg": sf2f_flags.serialize_flags(),
                    "flags.json": json.dumps(_flags_json(), indent=2, sort_keys=True) + "\n"}
     try:
         result = loop.train(config, extra_files=extra_files)

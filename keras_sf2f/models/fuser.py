@@ -71,6 +71,18 @@ class AttentionFuser(keras.layers.Layer):
         outputs = self.linear_out(ops.concatenate([mix, query], axis=-1))
         return outputs, weights
 
+    def initialize_as_average(self):
+        """Sets ``linear_out`` to pass the attention mix through unchanged ([I; 0]), so the
+        fused embedding starts as an attention-weighted average of the segment embeddings:
+        what a stage-1 decoder already understands. (The reference starts from a random
+        projection, which the decoder has never seen; see --fuser_init.)"""
+        if self.output_dim != self.embedding_dim:
+            raise ValueError(f"{self.name}: an averaging start needs output_dim == "
+                             f"embedding_dim, got {self.output_dim} and {self.embedding_dim}")
+        kernel = self.linear_out.kernel
+        identity = ops.eye(self.embedding_dim, dtype=kernel.dtype)
+        kernel.assign(ops.concatenate([identity, ops.zeros_like(identity)], axis=0))
+
     def call(self, segment_embeddings, segment_mask=None):
         outputs, _ = self.attend(segment_embeddings, segment_mask)
         return masked_mean(outputs, segment_mask)

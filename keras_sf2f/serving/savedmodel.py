@@ -21,8 +21,7 @@ Signatures (``tensorflow/serving/predict``): ``serving_default`` (WAV bytes -> P
 ``predict_waveform`` and ``predict_mel`` (see keras_sf2f/serving/inference.py).
 
 Model configuration: ``flags.cfg`` in the checkpoint directory (written by training and by the
-reference importer; for a ``best_*`` sub-directory, the parent's), else ``flags.txt`` (older
-training runs), else what the caller passes (the entry point's ``--flagfile``).
+reference importer; for a ``best_*`` sub-directory, the parent's), else what the caller passes (the entry point's ``--flagfile``).
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ __all__ = ["ExportError", "Exported", "find_flags_file", "model_config_from_flag
            "export_checkpoint", "warmup_requests", "write_warmup_file", "read_warmup_file",
            "warmup_wav", "speech_like"]
 
-FLAGS_FILES = ("flags.cfg", "flags.txt")
+FLAGS_FILE = "flags.cfg"
 WARMUP_FILE = "tf_serving_warmup_requests"
 METADATA_FILE = "sf2f_export.json"
 _TMP_PREFIX = ".tmp-export-"
@@ -61,15 +60,14 @@ class ExportError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 def find_flags_file(checkpoint_dir: str) -> str | None:
-    """``flags.cfg`` (or ``flags.txt``) of a checkpoint directory or of its parent (for the
+    """``flags.cfg`` of a checkpoint directory or of its parent (for the
     training loop's ``best_<metric>/`` sub-directories); None when there is none."""
     directory = checkpoint_dir if os.path.isdir(checkpoint_dir) else os.path.dirname(
         checkpoint_dir)
     for candidate in (directory, os.path.dirname(os.path.abspath(directory))):
-        for name in FLAGS_FILES:
-            path = os.path.join(candidate, name)
-            if os.path.isfile(path):
-                return path
+        path = os.path.join(candidate, FLAGS_FILE)
+        if os.path.isfile(path):
+            return path
     return None
 
 

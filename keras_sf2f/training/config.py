@@ -18,6 +18,7 @@ from keras_sf2f.models.builder import ModelConfig
 STRATEGIES = ("mirrored", "multi_worker", "default")
 PRECISIONS = ("float32", "mixed_bfloat16")
 BEST_L1_METRICS = ("pixel", "facenet")
+FUSER_INITS = ("reference", "average")
 
 
 @dataclasses.dataclass
@@ -45,6 +46,7 @@ class TrainConfig:
     # stage 2
     train_fuser_only: bool = False
     init_checkpoint: str | None = None
+    fuser_init: str = "reference"
     fuser_windows: int = 20
     # data sampling
     seed: int = 0
@@ -166,6 +168,8 @@ class TrainConfig:
         if self.best_l1_metric not in BEST_L1_METRICS:
             problems.append(f"best_l1_metric must be one of {BEST_L1_METRICS}, "
                             f"got {self.best_l1_metric!r}")
+        if self.fuser_init not in FUSER_INITS:
+            problems.append(f"fuser_init must be one of {FUSER_INITS}, got {self.fuser_init!r}")
         if self.train_fuser_only and self.model.fuser != "attention":
             problems.append("train_fuser_only needs a model with --fuser=attention")
         if (self.model.fuser == "attention" and self.train_fuser_only

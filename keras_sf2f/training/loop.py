@@ -10,7 +10,7 @@ Model directory layout (``config.model_dir``)::
                                             models + step at the best validation value so far,
                                             and best.json (step, value, every metric)
     train/ val/                             TensorBoard event files (scalars, images, HParams)
-    train_config.json                       the TrainConfig; the entry point adds flags.txt
+    train_config.json                       the TrainConfig; the entry point adds flags.cfg
                                             (a flagfile) and flags.json
 
 Resumption: the data pipelines are stateless functions of (seed, step), so the data position
@@ -86,24 +86,12 @@ class TrainResult:
 # -- face network ---------------------------------------------------------------------------
 
 def load_face_network(path: str):
-    """The perceptual loss's face network from ``path``: whatever
-    ``keras_sf2f.training.face_identity.load_face_network`` accepts (the project's face-identity
-    network), or a whole-model ``.keras`` file (e.g. imported VGGFace2 FaceNet weights)."""
-    try:
-        from keras_sf2f.training.face_identity import load_face_network as load  # noqa: PLC0415
-    except ImportError:
-        load = None
-    if load is not None and not path.endswith(".keras"):
-        loaded = load(path)
-        # face_identity.load_face_network returns (model, info).
-        return loaded[0] if isinstance(loaded, tuple) else loaded
-    if path.endswith(".keras"):
-        import keras  # noqa: PLC0415
-
-        import keras_sf2f.models.facenet  # noqa: F401,PLC0415 - registers FaceNet
-        return keras.models.load_model(path, compile=False)
-    raise ValueError(f"cannot load a face network from {path!r}: expected a .keras file "
-                     f"(keras_sf2f.training.face_identity is not available)")
+    """The perceptual loss's face network from ``path`` (anything
+    ``face_identity.load_face_network`` reads: the project's face-identity network or a
+    ``.keras`` FaceNet such as imported VGGFace2 weights), without its description."""
+    from keras_sf2f.training.face_identity import load_face_network as load  # noqa: PLC0415
+    model, _ = load(path)
+    return model
 
 
 # -- checkpoints ----------------------------------------------------------------------------
@@ -361,7 +349,7 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
       face_network: the perceptual loss's face network (a Keras model or a zero-argument
         callable); default ``load_face_network(config.face_network)`` when one is configured.
       step_callback: ``f(step, values)`` after every step (values: the step's scalars).
-      extra_files: {file name: text} written into model_dir by the chief (e.g. flags.txt).
+      extra_files: {file name: text} written into model_dir by the chief (e.g. flags.cfg).
       handle_signals: install the SIGTERM/SIGINT save-and-stop handler (main thread only).
     Returns a TrainResult. Raises NonFiniteLossError, DataError or ValueError.
     """
@@ -411,12 +399,18 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
             checkpoint.restore(latest).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as e:
             raise ValueError(f"cannot resume from {latest}: it does not match the current "
-                             f"flags (the run's were saved in {model_dir}/flags.txt): "
+                             f"flags (the run's were saved in {model_dir}/flags.cfg): "
                              f"{e}") from None
         logging.info("resuming from %s (step %d)", latest, int(step_var.numpy()))
     elif config.init_checkpoint:
         prefix = restore_models(config.init_checkpoint, trainer.model_objects())
         logging.info("initialised the models from %s (optimizers start fresh)", prefix)
+        fuser = trainer.models.generator.fuser
+        if config.fuser_init == "average" and fuser is not None and not \
+                _checkpoint_has_object(prefix, ("generator", "encoder", "fuser")):
+            fuser.initialize_as_average()
+            logging.info("the fresh fuser starts as an average of the segment embeddings "
+                         "(--fuser_init=average)")
     step = int(step_var.numpy())
     last_saved = latest
 
