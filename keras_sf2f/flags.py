@@ -601,3 +601,56 @@ flags.DEFINE_bool("eval_dlib", True,
 flags.DEFINE_bool("eval_untrained_baseline", True,
                   "Also evaluate the same architecture freshly initialised, to show what "
                   "training added.")
+flags.DEFINE_bool(
+    "reference_galleries", False,
+    "Recall within the reference's three fixed galleries of 100 identities ([0,100), "
+    "[100,200), [200,300) of the split; chance K/100) at its K values 1,2,5,10,20,50, so that "
+    "numbers compare with the reference's. A split of 100-299 identities uses the complete "
+    "galleries among the three; fewer than 100 is an error (the chance level would differ). "
+    "Default: retrieval within the whole split (chance K/N).")
+flags.DEFINE_string(
+    "baseline_checkpoint_dir", None,
+    "A second checkpoint (e.g. voice2face trained with configs/voice2face_64.cfg) evaluated "
+    "beside --checkpoint_dir and shown as the third column of the Figure-1 grid. Its model "
+    "configuration comes from its train_config.json or flags.cfg (or --baseline_flagfile).")
+flags.DEFINE_string(
+    "baseline_flagfile", None,
+    "Flagfile describing --baseline_checkpoint_dir's model when its directory has no "
+    "train_config.json / flags.cfg (e.g. configs/voice2face_64.cfg).")
+flags.DEFINE_string("eval_model_name", "SF2F",
+                    "Name of --checkpoint_dir's model in the report, figures and TensorBoard.")
+flags.DEFINE_string("baseline_name", "voice2face",
+                    "Name of --baseline_checkpoint_dir's model in the report and figures.")
+flags.DEFINE_string(
+    "summary_dir", None,
+    "TensorBoard directory for the evaluation metrics (default <report_dir>/tensorboard). "
+    "Tags are training's validation tags (val/recall_at_10, ...), so with --summary_dir="
+    "<model_dir>/eval the points sit on the training run's validation charts.")
+
+# --- ablations --- (trainers/ablations.py; --output_dir, --data_dir, --face_network,
+# --train_steps and the evaluation flags above are shared)
+flags.DEFINE_list(
+    "variants", [],
+    "Ablations: variants to run (default: all). Table 2: sf2f, no_l1, no_gan, no_ac, "
+    "no_perceptual, baseline_encoder, baseline_decoder, low_quality_faces; Table 3: sf2f, "
+    "sf2f_fuser, voice2face. Variants a chosen one depends on are run too.")
+flags.DEFINE_string("ablation_config", "configs/demo.cfg",
+                    "Ablations: the flagfile of full SF2F (stage 1), which every Table-2 "
+                    "variant modifies by one change; it also prepares missing data and trains a "
+                    "missing face-identity network.")
+flags.DEFINE_string("ablation_fuser_config", "configs/demo_fuser.cfg",
+                    "Ablations: stage-2 (fuser) flagfile applied on top of --ablation_config.")
+flags.DEFINE_string("ablation_voice2face_config", "configs/demo_voice2face.cfg",
+                    "Ablations: flagfile of the voice2face baseline (Table 3).")
+flags.DEFINE_string(
+    "wild_data_dir", None,
+    "Ablations: prepared data with in-the-wild faces for the low-quality-faces variant "
+    "(default <output_dir>/data_in_the_wild; prepared from --data_dir's corpus settings with "
+    "--face_quality=in_the_wild when missing).")
+flags.DEFINE_integer("fuser_steps", None,
+                     "Ablations: stage-2 (fuser) training steps (default: the fuser flagfile's).",
+                     lower_bound=1)
+flags.DEFINE_integer("ablation_jobs", 1,
+                     "Ablations: variants trained at once (each training already uses every "
+                     "core; more than 1 only pays when start-up dominates, e.g. tiny tests).",
+                     lower_bound=1)

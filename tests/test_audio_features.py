@@ -286,3 +286,70 @@ def test_saved_model_round_trip_stock_ops(tmp_path):
         out = loaded.signatures["serving_default"](waveform=tf.constant(x),
                                                    sample_rate=tf.constant(sr))["log_mel"]
         np.testing.assert_allclose(out.numpy(), F.normalize_log_mel(_ref(x, sr)), atol=TOL)
+
+
+# --------------------------------------------------------------------------------------------
+# Precisions and code paths
+
+
+@pytest.mark.parametrize("sr", RATES)
+def test_parity_of_each_parity_safe_precision(sr, speech_like):
+    """The default (float64 FFT, float32 filterbank) and float64 stay far inside the 1e-3
+    criterion (measured ~2e-6) on every kind of signal; a float32 FFT does not at 48 kHz."""
+    rng = np.random.default_rng(sr + 1)
+    from scipy import signal
+    high_passed = signal.sosfilt(signal.butter(4, 100, btype="high", fs=sr, output="sos"),
+                                 speech_like(3, 2.0, sr, peak=30000.0))
+    signals = [_noise(rng, sr, scale=300.0), _band_limited(rng, sr, sr),
+               np.round(high_passed), speech_like(4, 2.0, sr) + 0.37]  # last: non-integer
+    for x in signals:
+        ref = _ref(x, sr)
+        for precision in (None, "mixed", tf.float64):
+            got = F.log_mel_filterbank(x, sr, compute_dtype=precision).numpy()
+            assert np.abs(got - ref).max() < 2e-5, (sr, precision)
+
+
+def test_precision_argument():
+    x = _noise(np.random.default_rng(10), 3000)
+    default = F.log_mel_filterbank(x, 16000).numpy()
+    np.testing.assert_array_equal(F.log_mel_filterbank(x, 16000, compute_dtype="mixed"),
+                                  default)
+    for bad in ("float16", tf.float16, "double-ish"):
+        with pytest.raises(ValueError, match="compute_dtype"):
+            F.log_mel_filterbank(x, 16000, compute_dtype=bad)
+
+
+@pytest.mark.parametrize("sr", RATES)
+def test_integer_input_dtypes_and_short_path_equal_chunked_path(sr):
+    """int16 input (pre-emphasis exact in any precision); an eager call on a short utterance
+    takes the path without chunking, a graph with unknown length the chunked one."""
+    rng = np.random.default_rng(sr + 2)
+    x = _noise(rng, sr // 2).astype(np.int16)
+    ref = _ref(x, sr)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int16)])
+    def graph(w):
+        return F.log_mel_filterbank(w, sr)
+
+    eager = F.log_mel_filterbank(x, sr).numpy()
+    np.testing.assert_allclose(eager, ref, atol=1e-5)
+    np.testing.assert_allclose(graph(x).numpy(), eager, atol=1e-6)
+    np.testing.assert_allclose(F.log_mel_filterbank(x.astype(np.int32), sr).numpy(), eager,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("sr", (22050, 44100))
+def test_block_framing_rates_in_batches(sr, monkeypatch):
+    """At 22.05 / 44.1 kHz frames are gathered as whole 10 ms blocks (gcd(512, step) is 1);
+    tiny chunks put segment boundaries everywhere."""
+    monkeypatch.setattr(F, "CHUNK_FRAMES", 5)
+    monkeypatch.setattr(F, "_EAGER_FNS", {})
+    rng = np.random.default_rng(sr + 3)
+    w = (rng.standard_normal((3, sr // 3)) * 3000).round().astype(np.float32)
+    lengths = [sr // 3, sr // 5, 700]
+    feats, frames = F.log_mel_filterbank_batch(w, lengths, sr)
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(feats[i, :frames[i]].numpy(), _ref(w[i, :n], sr), atol=TOL)
+    for precision in (tf.float64, tf.float32):
+        got = F.log_mel_filterbank_batch(w, lengths, sr, compute_dtype=precision)[0]
+        np.testing.assert_allclose(got[0].numpy(), _ref(w[0], sr), atol=0.05)

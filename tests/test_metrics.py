@@ -222,6 +222,29 @@ def test_recall_reference_galleries():
         m.recall_at_k(pred, gt, ks=(101,), galleries="reference")
 
 
+def test_reference_gallery_ranges_for_small_splits():
+    assert m.reference_gallery_ranges(340) == [(0, 100), (100, 200), (200, 300)]
+    assert m.reference_gallery_ranges(300) == [(0, 100), (100, 200), (200, 300)]
+    assert m.reference_gallery_ranges(299) == [(0, 100), (100, 200)]
+    assert m.reference_gallery_ranges(100) == [(0, 100)]
+    with pytest.raises(ValueError, match=r"only 99.*K/99 instead of K/100"):
+        m.reference_gallery_ranges(99)
+    with pytest.raises(ValueError, match="only 50"):
+        m.reference_gallery_ranges(50)
+    # The complete galleries of a 250-identity split score as the explicit ranges do, each
+    # query among 100 candidates (chance K/100, not K/250).
+    rng = np.random.default_rng(6)
+    gt = rng.normal(size=(250, 6))
+    pred = gt + 0.8 * rng.normal(size=gt.shape)
+    out = m.recall_at_k(pred, gt, ks=(1, 10), galleries=m.reference_gallery_ranges(250))
+    manual = [m.recall_at_k(pred[a:b], gt[a:b], ks=(1, 10)) for a, b in ((0, 100), (100, 200))]
+    assert out["recall@10"] == pytest.approx(np.mean([d["recall@10"] for d in manual]),
+                                             abs=1e-15)
+    zero = np.zeros_like(gt)
+    chance = m.recall_at_k(zero, gt, ks=(10,), galleries=m.reference_gallery_ranges(250))
+    assert chance["recall@10"] == pytest.approx(10 / 100)
+
+
 def test_recall_argument_errors():
     x = np.eye(3)
     with pytest.raises(ValueError, match="same"):

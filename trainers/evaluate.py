@@ -2,11 +2,16 @@
 
     python trainers/evaluate.py --flagfile=configs/demo.cfg --data_dir=runs/demo/data \
         --checkpoint_dir=runs/demo/stage1 --face_network=runs/demo/face_net \
-        --report_dir=runs/demo/report
+        --report_dir=runs/demo/report [--baseline_checkpoint_dir=runs/v2f/model] \
+        [--reference_galleries] [--summary_dir=runs/demo/stage1/eval]
 
-Writes REPORT_DIR/report.md (tables per embedder, mean ± std over runs), faces.png (ground
-truth | generated faces per identity) and metrics.json. See keras_sf2f/evaluation/evaluate.py
-for the protocols.
+Writes REPORT_DIR/report.md (tables per embedder, mean ± std over runs), faces.png, the
+seed's Figure-1 grids (figure1_<input>.png: ground truth | SF2F | voice2face per identity;
+the voice2face column needs --baseline_checkpoint_dir), samples.npz, metrics.json, and the
+metrics as TensorBoard scalars (--summary_dir, default REPORT_DIR/tensorboard) under the tags
+training validates with. --reference_galleries scores recall within the reference's fixed
+100-identity galleries and stops with an error on a split of fewer than 100 identities. See
+keras_sf2f/evaluation/evaluate.py for the protocols.
 """
 
 import os
@@ -27,15 +32,12 @@ def main(argv):
     for name in ("data_dir", "checkpoint_dir", "report_dir", "face_network"):
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
+    if FLAGS.eval_model_name == FLAGS.baseline_name:
+        raise app.UsageError("--eval_model_name and --baseline_name must differ")
     logging.set_verbosity(logging.INFO)
-    import numpy as np  # noqa: PLC0415 - keep --help fast
-
-    from keras_sf2f.data import pipelines, table  # noqa: PLC0415
-    from keras_sf2f.evaluation import embedders as emb  # noqa: PLC0415
-    from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
+    from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415 - keep --help fast
     from keras_sf2f.models.builder import ModelConfig, build_generator  # noqa: PLC0415
     from keras_sf2f.progress import Progress  # noqa: PLC0415
-    from keras_sf2f.training.loop import restore_models  # noqa: PLC0415
 
     model_config = ModelConfig.from_flags(FLAGS).validate()
     image_size = max(model_config.output_resolutions)
@@ -43,60 +45,84 @@ def main(argv):
         data_dir=FLAGS.data_dir, split=FLAGS.eval_split,
         durations=tuple(float(d) for d in FLAGS.eval_durations), runs=FLAGS.eval_runs,
         seed=FLAGS.eval_seed, fuser_protocol=FLAGS.eval_fuser_protocol,
-        max_windows=FLAGS.eval_max_windows, reference_ground_truth=FLAGS.reference_ground_truth)
+        max_windows=FLAGS.eval_max_windows, reference_ground_truth=FLAGS.reference_ground_truth,
+        galleries="reference" if FLAGS.reference_galleries else None)
 
-    face_net = emb.FaceNetEmbedder.from_path(FLAGS.face_network, name="face_identity_net")
-    embedders = [face_net]
-    notes = [f"`face_identity_net`: the project's face-identity network from "
-             f"`{FLAGS.face_network}` (trained on identities disjoint from every voice-face "
-             f"identity)."]
-    if FLAGS.eval_dlib and emb.dlib_available():
-        embedders.append(emb.DlibEmbedder())
-        notes.append("`dlib`: dlib's pretrained 128-D ResNet face recogniser "
-                     "(face_recognition_models, CC0); no part of training has seen it.")
-    # The identity classifier for the VGGFace-style score: the face-identity network's own
-    # identities (the faceid split), scored by cosine to their centroids.
-    centroids = {}
+    baseline_config = None
+    if FLAGS.baseline_checkpoint_dir:
+        baseline_config, source = ev.model_config_for_checkpoint(FLAGS.baseline_checkpoint_dir)
+        if baseline_config is None:
+            if not FLAGS.baseline_flagfile:
+                raise app.UsageError(
+                    f"{FLAGS.baseline_checkpoint_dir} has no train_config.json or flags.cfg "
+                    f"describing its model: pass --baseline_flagfile (e.g. "
+                    f"configs/voice2face_64.cfg)")
+            from keras_sf2f.serving.savedmodel import model_config_from_flagfile  # noqa: PLC0415
+            baseline_config = model_config_from_flagfile(FLAGS.baseline_flagfile).validate()
+            source = FLAGS.baseline_flagfile
+        if max(baseline_config.output_resolutions) != image_size:
+            raise app.UsageError(
+                f"the baseline generates {max(baseline_config.output_resolutions)} px faces, "
+                f"the evaluated model {image_size} px: compare models of one resolution")
+
+    embedders, notes = ev.make_embedders(FLAGS.face_network, FLAGS.eval_dlib)
+    centroids, note = ev.classifier_centroids(FLAGS.data_dir, embedders[0], image_size)
+    notes.append(note)
     try:
-        faceid = table.load_split(FLAGS.data_dir, "faceid", require_utterances=False)
-        faces, labels = zip(*pipelines.faces_dataset(faceid, image_size=image_size)
-                            .as_numpy_iterator())
-        from keras_sf2f.evaluation import metrics  # noqa: PLC0415
-        centroids[face_net.name] = metrics.ground_truth_embeddings(
-            face_net.embed(np.stack(faces)), np.asarray(labels), faceid.num_identities)
-        notes.append(f"VGGFace-style score: softmax of {ev.CLASSIFIER_LOGIT_SCALE:g}·cos against "
-                     f"the centroids of the face-identity network's {faceid.num_identities} "
-                     f"training identities, 5 splits.")
-    except (table.DataError, FileNotFoundError) as e:
-        notes.append(f"No VGGFace-style score: {e}")
+        evaluator = ev.Evaluator(config, embedders, image_size, centroids)
+    except ValueError as e:  # e.g. --reference_galleries on a split of < 100 identities
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
-    evaluator = ev.Evaluator(config, embedders, image_size, centroids)
-    models = {}
-    generator = build_generator(model_config)
-    prefix = restore_models(FLAGS.checkpoint_dir, {"generator": generator})
-    models["trained"] = generator
-    notes.append(f"`trained`: checkpoint `{prefix}`.")
+    name, baseline_name = FLAGS.eval_model_name, FLAGS.baseline_name
+    models, steps = {}, {}
+    models[name], prefix, steps[name] = ev.load_generator(FLAGS.checkpoint_dir, model_config)
+    notes.append(f"`{name}`: checkpoint `{prefix}` (step {steps[name]}).")
+    if baseline_config is not None:
+        models[baseline_name], prefix, steps[baseline_name] = ev.load_generator(
+            FLAGS.baseline_checkpoint_dir, baseline_config)
+        notes.append(f"`{baseline_name}`: checkpoint `{prefix}` (step {steps[baseline_name]}), "
+                     f"model configuration from `{source}`.")
     if FLAGS.eval_untrained_baseline:
         models["untrained"] = build_generator(model_config)
-        notes.append("`untrained`: the same architecture freshly initialised (no training).")
+        steps["untrained"] = 0
+        notes.append("`untrained`: the same architecture as "
+                     f"`{name}` freshly initialised (no training).")
 
     protocols = len(config.durations) * config.runs
     progress = Progress(protocols * len(models), "evaluating", unit="runs", write=logging.info)
     results, samples = {}, {}
-    for name, g in models.items():
+    for model_name, g in models.items():
         out = evaluator.evaluate(ev.FaceGenerator(g, config.batch_size), progress)
-        results[name], samples[name] = out["results"], out["samples"]
+        results[model_name], samples[model_name] = out["results"], out["samples"]
+
+    summary_dir = FLAGS.summary_dir or os.path.join(FLAGS.report_dir, "tensorboard")
+    ev.write_summaries(summary_dir, results, steps, training_embedder=embedders[0].name)
+    figure_columns = [(name, name, None), (
+        baseline_name, baseline_name if baseline_config is not None else None,
+        "no --baseline_checkpoint_dir given")]
     path = ev.write_report(FLAGS.report_dir, config, evaluator, results,
-                           {"trained": samples["trained"]}, notes)
+                           {k: v for k, v in samples.items() if k != "untrained"}, notes,
+                           figure_columns=figure_columns, summary_dir=summary_dir)
     print(f"Report: {os.path.abspath(path)}")
     print(f"Faces:  {os.path.abspath(os.path.join(FLAGS.report_dir, 'faces.png'))}")
-    for e in embedders:
-        for protocol, per in results["trained"].items():
-            r10 = per[e.name].get("recall@10", {}).get("mean")
-            base = results.get("untrained", {}).get(protocol, {}).get(e.name, {}).get(
-                "recall@10", {}).get("mean")
-            print(f"  {e.name:>18} {protocol:>18}: recall@10 {r10:.3f}"
-                  + (f" (untrained {base:.3f})" if base is not None else ""))
+    print(f"TensorBoard scalars: {os.path.abspath(summary_dir)}")
+    k = 10 if 10 in evaluator.recall_ks else (evaluator.recall_ks[-1] if evaluator.recall_ks
+                                              else None)
+    if k is not None:
+        for e in embedders:
+            for model_name in results:
+                if model_name == "untrained":
+                    continue
+                for protocol, per in results[model_name].items():
+                    value = per[e.name][f"recall@{k}"]["mean"]
+                    base = results.get("untrained", {}).get(protocol, {}).get(e.name, {}).get(
+                        f"recall@{k}", {}).get("mean")
+                    print(f"  {e.name:>18} {model_name:>12} {protocol:>18}: recall@{k} "
+                          f"{value:.3f}" + (f" (untrained {base:.3f})" if base is not None
+                                            else ""))
+    return 0
 
 
 if __name__ == "__main__":

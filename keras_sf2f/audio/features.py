@@ -25,15 +25,26 @@ Inputs are on the **int16 sample scale** (values up to +-32768), not in [-1, 1]:
 normalisation constants :data:`MEL_MEAN` / :data:`MEL_STD` were computed on that scale.
 Normalisation is a separate step, :func:`normalize_log_mel`.
 
-Precision: by default pre-emphasis, FFT, power and filterbank run in float64 (the output is
-float32); the max abs difference to the reference is ~2e-6 (float32 rounding of the output).
-A float32 FFT (``compute_dtype=tf.float32``) is 2-3x faster but not accurate enough for
-parity everywhere: its rounding noise sits ~140 dB below the frame's energy, and some bands
-legitimately lie that low (the lowest filters cover a single FFT bin ~30 dB down after
-pre-emphasis, and a single bin of noise can be arbitrarily small). Measured on 10 s of noise /
-speech-like audio: max difference 2e-5 at 8 kHz, 2e-4 at 16 kHz, 4e-4 at 22.05 kHz, but 6e-3 at
-44.1 kHz. Frame geometry and the filterbank matrix are always computed in float64 exactly as
-the reference does.
+Precision (``compute_dtype``):
+
+* default (``None``, "mixed"): pre-emphasis, frames and the FFT in float64, the filterbank
+  product in float32 (its terms are all positive, so float32 costs ~1e-7 relative); max abs
+  difference to the reference ~2e-6 (measured over noise, band-limited, high-passed and
+  speech-like signals at 8-48 kHz);
+* ``tf.float64``: everything in float64 (the filterbank product too); the same ~2e-6;
+* ``tf.float32``: everything in float32, ~2.5x cheaper FFT, not parity-safe: a float32 FFT's
+  rounding noise sits ~140 dB below the frame's energy, and pre-emphasis puts the lowest bins
+  20-30 dB down, where single-bin filters (at 44.1/48 kHz the first filter is bin 0 alone)
+  meet that noise: 4e-4 at 44.1 kHz but 1.1e-2 at 48 kHz in the same measurement.
+
+A float32 FFT with only the lowest bins recomputed in float64 (a direct DFT of 8 bins) was
+parity-safe too (worst 1.1e-4), but measured no faster on this 2-core machine: the float64
+matrix product cost as much as the float64 FFT it replaces.
+
+Pre-emphasis is computed as ``z = 100 x[n] - 97 x[n-1]`` (= 100 y[n]), exact in floating point
+for integer samples on the int16 scale; the factor is folded into the filterbank. Frame
+geometry and the filterbank matrix are always computed in float64 exactly as the reference
+does.
 
 Sample rate: a Python number (or a tensor with a static value) builds the filterbank once as a
 constant; a scalar tensor with no static value (e.g. an exported signature that takes the rate
@@ -49,7 +60,7 @@ from __future__ import annotations
 
 import decimal
 import math
-from typing import Tuple, Union
+from typing import NamedTuple, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -237,61 +248,75 @@ def _mel_filterbank_tf(sample_rate: tf.Tensor, num_filters: int) -> tf.Tensor:
     return rising + falling
 
 
-_FB_CACHE: dict = {}
-
-
-def _filterbank_constant(rate, num_filters):
-    key = (rate, num_filters)
-    fb = _FB_CACHE.get(key)
-    if fb is None:
-        # 1/NFFT of the power spectrum folded into the matrix (one multiply fewer per bin).
-        fb = mel_filterbank_matrix(rate, num_filters) / NFFT
-        fb.setflags(write=False)
-        _FB_CACHE[key] = fb
-    return fb
-
-
 # --------------------------------------------------------------------------------------------
 # Log mel filterbank
 # --------------------------------------------------------------------------------------------
 
-def _geometry(sample_rate, num_filters, dtype):
-    """(frame_len, frame_step, fft_input_len, filterbank[257, nf] incl. 1/NFFT, in ``dtype``)."""
+#: Pre-emphasis is computed as ``z = 100 x[n] - 97 x[n-1] = 100 y[n]``: for integer samples on
+#: the int16 scale every term is an integer below 2^24, so ``z`` is exact even in float32 (``y``
+#: itself is not: ``0.97 x`` rounds, adding white noise at the level of the float32 FFT's own).
+#: The scale is folded into the filterbank matrix.
+_SCALE = 100.0
+_PREV = 97.0
+
+PRECISIONS = ("mixed", "float32", "float64")
+
+
+class _Plan(NamedTuple):
+    """Everything the per-segment computation needs (Python numbers or tensors)."""
+    precision: str
+    frame_len: object
+    frame_step: object
+    fft_input: object      # samples of a frame that reach the FFT: min(frame_len, 512)
+    fb: tf.Tensor          # mixed/float32: [514, nf] float32, rows (re, im) of each bin;
+                           # float64: [257, nf] float64. Includes 1 / (512 * 100^2).
+    num_filters: int
+
+
+def _precision(compute_dtype) -> str:
+    if compute_dtype is None or (isinstance(compute_dtype, str) and compute_dtype == "mixed"):
+        return "mixed"
+    try:
+        dtype = tf.as_dtype(compute_dtype)
+    except TypeError:
+        dtype = None
+    if dtype == tf.float32:
+        return "float32"
+    if dtype == tf.float64:
+        return "float64"
+    raise ValueError(f"compute_dtype must be None (mixed), 'mixed', float32 or float64, "
+                     f"got {compute_dtype!r}")
+
+
+def _paired_filterbank(fb, precision, xp):
+    """float64 keeps ``[257, nf]``; the others take the (re, im) pairs of the spectrum as
+    ``[514, nf]`` rows (``xp``: numpy or tf)."""
+    return fb if precision == "float64" else xp.repeat(fb, 2, axis=0)
+
+
+_PLAN_CACHE: dict = {}
+
+
+def _plan(sample_rate, num_filters: int, precision: str) -> _Plan:
     rate = _static_rate(sample_rate)
+    scale = 1.0 / (NFFT * _SCALE * _SCALE)
+    dtype = tf.float64 if precision == "float64" else tf.float32
     if rate is not None:
+        key = (rate, num_filters, precision)
+        fb = _PLAN_CACHE.get(key)
+        if fb is None:
+            fb = _paired_filterbank(mel_filterbank_matrix(rate, num_filters) * scale,
+                                    precision, np)
+            _PLAN_CACHE[key] = fb
         fl, fs = frame_geometry(rate)
-        fb = tf.constant(_filterbank_constant(rate, num_filters), dtype)
-        return fl, fs, min(fl, NFFT), fb
+        return _Plan(precision, fl, fs, min(fl, NFFT), tf.constant(fb, dtype), num_filters)
     rate_t = tf.convert_to_tensor(sample_rate)
     with tf.control_dependencies([tf.debugging.assert_greater_equal(
             tf.cast(rate_t, tf.float64), tf.constant(50.0, tf.float64),
             message="sample_rate must be at least 50 Hz")]):
         fl, fs = _frame_geometry_tf(rate_t)
-    fb = tf.cast(_mel_filterbank_tf(rate_t, num_filters) / NFFT, dtype)
-    return fl, fs, tf.minimum(fl, NFFT), fb
-
-
-def _compute_dtype(dtype) -> tf.DType:
-    dtype = tf.as_dtype(dtype)
-    if dtype not in (tf.float32, tf.float64):
-        raise ValueError(f"compute_dtype must be float32 or float64, got {dtype.name}")
-    return dtype
-
-
-def _preemphasis(x: tf.Tensor) -> tf.Tensor:
-    """``y[..., 0] = x[..., 0]; y[..., n] = x[..., n] - 0.97 x[..., n-1]`` along the last axis."""
-    return tf.concat([x[..., :1], x[..., 1:] - PREEMPHASIS * x[..., :-1]], axis=-1)
-
-
-def _frames_to_log_mel(frames: tf.Tensor, fb: tf.Tensor) -> tf.Tensor:
-    """``[..., F, 512]`` frames -> ``[..., F, nf]`` log filter energies."""
-    spec = tf.signal.rfft(frames, fft_length=[NFFT])
-    power = tf.math.square(tf.math.real(spec)) + tf.math.square(tf.math.imag(spec))
-    shape = tf.shape(power)
-    feat = tf.matmul(tf.reshape(power, [-1, _NBINS]), fb)
-    feat = tf.reshape(feat, tf.concat([shape[:-1], tf.shape(fb)[-1:]], 0))
-    feat = tf.where(feat == 0.0, tf.constant(_EPS, feat.dtype), feat)
-    return tf.cast(tf.math.log(feat), tf.float32)
+    fb = _paired_filterbank(_mel_filterbank_tf(rate_t, num_filters) * scale, precision, tf)
+    return _Plan(precision, fl, fs, tf.minimum(fl, NFFT), tf.cast(fb, dtype), num_filters)
 
 
 def _pad_or_trim(x: tf.Tensor, length) -> tf.Tensor:
@@ -306,92 +331,169 @@ def _pad_or_trim(x: tf.Tensor, length) -> tf.Tensor:
 
 
 #: Frames per chunk. Intermediates (frames, spectrum, power) of a whole long utterance or a big
-#: batch run to hundreds of MB, and allocating and touching that much memory can cost more than
-#: the FFT itself (a 64 x 3 s batch ran several times faster chunked than as one block); chunks
-#: of <= 512 frames (2 MB per float64 intermediate) stay in cache.
+#: batch run to hundreds of MB, and allocating and touching that much memory costs more than
+#: the FFT itself (fresh multi-MB buffers page-fault on every call: an rfft of 3000 frames
+#: took 2.4 us per frame, of 512 frames 1.1 us); chunks of <= 512 frames stay in cache.
+#: Short rows are grouped so that a chunk still holds up to this many frames.
 CHUNK_FRAMES = 512
 
 
-def _frames(y: tf.Tensor, nf, fs, m) -> tf.Tensor:
-    """``[..., nf, 512]`` FFT inputs: frame ``k`` holds ``y[k*fs : k*fs + m]``, then zeros.
+def _blocks_per_frame(fs):
+    """``P = ceil(512 / fs)``: 10 ms blocks spanned by the samples an FFT frame can use."""
+    if isinstance(fs, int):
+        return -(-NFFT // fs)
+    return (NFFT + fs - 1) // fs
 
-    Frames straight to the FFT length and zeroes the samples past ``m`` (the frame length, or
-    512 when the frame is longer); measured a little faster than framing to ``m`` and letting
-    the FFT op pad.
-    """
-    y = _pad_or_trim(y, (nf - 1) * fs + NFFT)
-    frames = tf.signal.frame(y, NFFT, fs, axis=-1)
-    frames = tf.ensure_shape(frames, [None] * (frames.shape.rank - 1) + [NFFT])
+
+def _frame(z: tf.Tensor, length, fs, count) -> tf.Tensor:
+    """``[G, L]`` -> ``[G, count, length]`` with frame ``i = z[:, i*fs : i*fs + length]``, where
+    ``L = (count - 1 + P) * fs`` (``P = ceil(512 / fs)``, ``length <= 512``).
+
+    ``tf.signal.frame`` gathers sub-frames of ``gcd(length, fs)`` samples: 32 for 512 / 160,
+    but a single sample for 512 / 221 (22.05 kHz) or 512 / 441 (44.1 kHz), which is many times
+    slower. Then frames are gathered as ``P`` whole blocks of ``fs`` samples and cut to
+    ``length``."""
+    if isinstance(length, int) and isinstance(fs, int) and math.gcd(length, fs) >= 16:
+        return tf.signal.frame(z[:, :(count - 1) * fs + length], length, fs, axis=-1)
+    blocks_per_frame = _blocks_per_frame(fs)
+    blocks = tf.reshape(z, [tf.shape(z)[0], count - 1 + blocks_per_frame, fs])
+    frames = tf.signal.frame(blocks, blocks_per_frame, 1, axis=1)  # [G, count, P, fs]
+    frames = tf.reshape(frames, [tf.shape(z)[0], count, blocks_per_frame * fs])
+    return frames[:, :, :length]
+
+
+def _fft_frames(z: tf.Tensor, fs, m, count) -> tf.Tensor:
+    """``[G, L]`` -> ``[G, count, 512]`` FFT inputs: frame ``k`` holds ``z[k*fs : k*fs + m]``,
+    then zeros. Framing straight to the FFT length and zeroing the tail measured faster than
+    framing to ``m`` and letting the FFT op pad."""
+    frames = tf.ensure_shape(_frame(z, NFFT, fs, count), [None, None, NFFT])
     if isinstance(m, int) and m >= NFFT:
         return frames
-    keep = tf.range(NFFT) < m
-    return tf.where(keep, frames, tf.zeros([], frames.dtype))
+    return tf.where(tf.range(NFFT) < m, frames, tf.zeros([], frames.dtype))
 
 
-def _log_mel_rows(y: tf.Tensor, max_frames, fs, m, fb: tf.Tensor) -> tf.Tensor:
-    """Pre-emphasised rows ``[R, T]`` -> ``[R, max_frames, nf]`` log filter energies, in chunks.
+def _finish(feat: tf.Tensor) -> tf.Tensor:
+    feat = tf.where(tf.equal(feat, 0.0), tf.constant(_EPS, feat.dtype), feat)
+    return tf.cast(tf.math.log(feat), tf.float32)
 
-    Each row is cut into segments of ``C = min(CHUNK_FRAMES, max_frames)`` frames (segments
-    overlap by ``512 - fs`` samples), and a ``tf.map_fn`` computes one segment at a time; when
-    there are at most ``CHUNK_FRAMES`` frames in all, they are computed in one go.
+
+def _segment_log_mel(segments: tf.Tensor, valid: tf.Tensor, chunk, plan: _Plan) -> tf.Tensor:
+    """``[G, fs + L]`` raw samples -> ``[G, chunk, nf]`` log energies.
+
+    Segment ``g`` holds the ``fs`` samples before its first frame, then the ``L = (chunk - 1 +
+    P) * fs`` samples its frames draw from; ``valid[g]`` of those ``L`` samples lie within the
+    signal (pre-emphasised samples past the end are zero, as the reference pads them)."""
+    fs, m, nf = plan.frame_step, plan.fft_input, plan.num_filters
+    wide = tf.float32 if plan.precision == "float32" else tf.float64
+    x = tf.cast(segments, wide)
+    z = _SCALE * x[:, fs:] - _PREV * x[:, fs - 1:-1]
+    z = tf.where(tf.range(tf.shape(z)[1])[None, :] < valid[:, None], z, tf.zeros([], wide))
+    rows = tf.shape(z)[0] * chunk
+    spec = tf.signal.rfft(_fft_frames(z, fs, m, chunk))
+    if plan.precision == "float64":
+        power = tf.math.square(tf.math.real(spec)) + tf.math.square(tf.math.imag(spec))
+        feat = tf.matmul(tf.reshape(power, [rows, _NBINS]), plan.fb)
+    else:
+        # (re, im) pairs squared in one pass; the filterbank rows come in the same pairs. The
+        # filter sums add positive terms, so float32 costs them ~1e-7 relative at most.
+        power = tf.math.square(tf.bitcast(spec, wide))
+        if plan.precision == "mixed":
+            power = tf.cast(power, tf.float32)
+        feat = tf.matmul(tf.reshape(power, [rows, 2 * _NBINS]), plan.fb)
+    return tf.reshape(_finish(feat), [-1, chunk, nf])
+
+
+def _direct_rows(x: tf.Tensor, lengths: tf.Tensor, max_frames, plan: _Plan) -> tf.Tensor:
+    """:func:`_log_mel_rows` for little work (all frames in one chunk): each row is one
+    segment, no chunking machinery (a single short utterance costs about half the ops)."""
+    fs = plan.frame_step
+    chunk = tf.maximum(max_frames, 1)
+    seg_len = (chunk - 1 + _blocks_per_frame(fs)) * fs
+    segments = _pad_or_trim(tf.pad(x, [[0, 0], [fs, 0]]), fs + seg_len)
+    out = _segment_log_mel(segments, tf.minimum(lengths, seg_len), chunk, plan)
+    return out[:, :max_frames]
+
+
+def _log_mel_rows(x: tf.Tensor, lengths: tf.Tensor, max_frames, plan: _Plan,
+                  direct: bool = False) -> tf.Tensor:
+    """Raw rows ``[R, T]`` with ``lengths[r]`` valid samples -> ``[R, max_frames, nf]``.
+
+    Rows are cut into segments of ``chunk = min(CHUNK_FRAMES, max_frames)`` frames (segments
+    overlap by a few blocks of ``fs`` samples); segments are grouped up to ``CHUNK_FRAMES``
+    frames and a ``tf.map_fn`` computes one group at a time (two at once); a single group is
+    computed without the loop. Segment lengths are multiples of ``fs``, so that framing gathers
+    whole blocks, not single samples.
     """
-    num_filters = fb.shape[-1]
-    rows = tf.shape(y)[0]
+    if direct:
+        return _direct_rows(x, lengths, max_frames, plan)
+    fs, nf = plan.frame_step, plan.num_filters
+    rows = tf.shape(x)[0]
+    chunk = tf.maximum(tf.minimum(CHUNK_FRAMES, max_frames), 1)
+    nch = (max_frames + chunk - 1) // chunk
+    seg_len = (chunk - 1 + _blocks_per_frame(fs)) * fs
+    hop = chunk * fs
+    # x_ext[j] = x[j - fs]: segment c is x_ext[c * hop : c * hop + fs + seg_len].
+    x_ext = tf.pad(x, [[0, 0], [fs, 0]])
+    x_ext = _pad_or_trim(x_ext, (tf.maximum(nch, 1) - 1) * hop + fs + seg_len)
+    segments = tf.signal.frame(x_ext, fs + seg_len, hop, axis=-1)[:, :nch]
+    count = rows * nch
+    segments = tf.reshape(segments, [count, fs + seg_len])
+    starts = tf.range(nch) * hop
+    valid = tf.reshape(tf.clip_by_value(lengths[:, None] - starts[None, :], 0, seg_len),
+                       [count])
+    # Balanced groups of at most CHUNK_FRAMES frames.
+    most = tf.maximum(CHUNK_FRAMES // chunk, 1)
+    groups = tf.maximum((count + most - 1) // most, 1)
+    size = tf.maximum((count + groups - 1) // groups, 1)
+    padded = groups * size
+    segments = tf.reshape(tf.pad(segments, [[0, padded - count], [0, 0]]),
+                          [groups, size, fs + seg_len])
+    valid = tf.reshape(tf.pad(valid, [[0, padded - count]]), [groups, size])
 
     def direct():
-        # Little work in total (one short utterance, or nothing): no loop and its fixed cost.
-        return _frames_to_log_mel(_frames(y, max_frames, fs, m), fb)
+        return _segment_log_mel(segments[0], valid[0], chunk, plan)[None]
 
-    def chunked():
-        chunk = tf.maximum(tf.minimum(CHUNK_FRAMES, max_frames), 1)
-        nch = (max_frames + chunk - 1) // chunk
-        seg_len = (chunk - 1) * fs + NFFT
-        padded = _pad_or_trim(y, (nch * chunk - 1) * fs + NFFT)
-        segments = tf.signal.frame(padded, seg_len, chunk * fs, axis=-1)  # [R, nch, seg_len]
-        segments = tf.reshape(segments, [rows * nch, seg_len])
-        out = tf.map_fn(lambda seg: _frames_to_log_mel(_frames(seg, chunk, fs, m), fb),
-                        segments, parallel_iterations=2,
-                        fn_output_signature=tf.TensorSpec([None, num_filters], tf.float32))
-        out = tf.reshape(out, [rows, nch * chunk, num_filters])
-        return out[:, :max_frames]
+    def looped():
+        return tf.map_fn(lambda args: _segment_log_mel(args[0], args[1], chunk, plan),
+                         (segments, valid), parallel_iterations=2,
+                         fn_output_signature=tf.TensorSpec([None, None, nf], tf.float32))
 
-    return tf.cond(rows * max_frames <= CHUNK_FRAMES, direct, chunked)
+    out = tf.cond(tf.equal(groups, 1), direct, looped)
+    out = tf.reshape(out, [padded, chunk, nf])[:count]
+    return tf.reshape(out, [rows, nch * chunk, nf])[:, :max_frames]
 
 
-def _as_1d(waveform, dtype) -> tf.Tensor:
-    x = tf.cast(tf.convert_to_tensor(waveform), dtype)
+def _as_1d(waveform) -> tf.Tensor:
+    x = tf.convert_to_tensor(waveform)
     if x.shape.rank is not None and x.shape.rank != 1:
         raise ValueError(f"waveform must be 1-D (mono samples), got shape {x.shape}; "
                          "use log_mel_filterbank_batch for [batch, samples]")
-    return tf.reshape(x, [-1])
+    return tf.reshape(x, [-1]) if x.shape.rank is None else x
 
 
-def _log_mel_impl(waveform, sample_rate, num_filters, dtype):
-    x = _as_1d(waveform, dtype)
-    fl, fs, m, fb = _geometry(sample_rate, num_filters, dtype)
+def _log_mel_impl(waveform, sample_rate, num_filters, precision, direct=False):
+    x = _as_1d(waveform)
+    plan = _plan(sample_rate, num_filters, precision)
     n = tf.shape(x)[0]
-    nf = _num_frames_from(n, fl, fs)
-    y = _preemphasis(x)
-    # Frames start at k * step and keep their first min(frame_len, 512) samples.
-    return _log_mel_rows(y[None, :], nf, fs, m, fb)[0]
+    nf = _num_frames_from(n, plan.frame_len, plan.frame_step)
+    return _log_mel_rows(x[None, :], n[None], nf, plan, direct)[0]
 
 
 _EAGER_FNS: dict = {}
 
 
-def _eager_fn(rate, num_filters, dtype):
-    key = (rate, num_filters, dtype)
+def _eager_fn(key, build):
+    """A cached concrete function per (kind, rate, filters, precision, input dtype): calling a
+    concrete function skips the polymorphic dispatch of ``tf.function``."""
     fn = _EAGER_FNS.get(key)
     if fn is None:
-        fn = tf.function(
-            lambda w: _log_mel_impl(w, rate, num_filters, dtype),
-            input_signature=[tf.TensorSpec([None], dtype)])
+        fn = build()
         _EAGER_FNS[key] = fn
     return fn
 
 
 def log_mel_filterbank(waveform, sample_rate, num_filters: int = NUM_FILTERS,
-                       compute_dtype=tf.float64) -> tf.Tensor:
+                       compute_dtype=None) -> tf.Tensor:
     """Log mel filterbank of one waveform, ``python_speech_features.logfbank`` semantics.
 
     Args:
@@ -399,26 +501,35 @@ def log_mel_filterbank(waveform, sample_rate, num_filters: int = NUM_FILTERS,
         also unknown inside ``tf.function``).
       sample_rate: Python number, or scalar tensor (static or run-time value).
       num_filters: number of mel filters (the reference uses 40).
-      compute_dtype: float64 (default, reference parity) or float32 (faster, see module doc).
+      compute_dtype: None (default, "mixed": float64 FFT, float32 filterbank product, ~2e-6 from
+        the reference), float64 (everything in float64) or float32 (fastest, not parity-safe:
+        up to ~1e-2 off at 48 kHz); see the module doc.
 
     Returns:
       float32 tensor ``[num_frames(len, sr), num_filters]`` of natural-log filter energies
       (not normalised; see :func:`normalize_log_mel`).
     """
-    dtype = _compute_dtype(compute_dtype)
+    precision = _precision(compute_dtype)
     rate = _static_rate(sample_rate)
     if rate is not None:
         _check_rate(rate)
+    num_filters = int(num_filters)
     if tf.executing_eagerly() and rate is not None:
-        # One traced graph per (rate, filters, dtype) instead of ~20 eager op dispatches.
-        w = _as_1d(waveform, dtype)
-        return _eager_fn(rate, int(num_filters), dtype)(w)
-    return _log_mel_impl(waveform, sample_rate if rate is None else rate, int(num_filters),
-                         dtype)
+        x = _as_1d(waveform)
+        # The length is known here: a short utterance skips the chunking ops.
+        direct = num_frames(int(x.shape[0]), rate) <= CHUNK_FRAMES
+        fn = _eager_fn(("single", rate, num_filters, precision, x.dtype, direct),
+                       lambda: tf.function(
+                           lambda w: _log_mel_impl(w, rate, num_filters, precision, direct),
+                           autograph=False).get_concrete_function(
+                               tf.TensorSpec([None], x.dtype)))
+        return fn(x)
+    return _log_mel_impl(waveform, sample_rate if rate is None else rate, num_filters,
+                         precision)
 
 
 def log_mel_filterbank_batch(waveforms, lengths, sample_rate, num_filters: int = NUM_FILTERS,
-                             compute_dtype=tf.float64) -> Tuple[tf.Tensor, tf.Tensor]:
+                             compute_dtype=None) -> Tuple[tf.Tensor, tf.Tensor]:
     """Batched :func:`log_mel_filterbank` of right-padded waveforms.
 
     Args:
@@ -426,6 +537,7 @@ def log_mel_filterbank_batch(waveforms, lengths, sample_rate, num_filters: int =
         samples, anything after them is ignored (it need not be zero).
       lengths: ``[B]`` integer number of valid samples per row (clipped to ``[0, S]``).
       sample_rate: shared by the whole batch (Python number or scalar tensor).
+      compute_dtype: as for :func:`log_mel_filterbank`.
 
     Returns:
       ``(features, frame_lengths)``: float32 ``[B, max_frames, num_filters]`` where row ``b``'s
@@ -434,48 +546,42 @@ def log_mel_filterbank_batch(waveforms, lengths, sample_rate, num_filters: int =
       length are filled with **0.0** (a raw log energy of 0; after :func:`normalize_log_mel` this is
       :data:`MEL_PAD_VALUE`, the value the reference pads short crops with).
     """
-    dtype = _compute_dtype(compute_dtype)
+    precision = _precision(compute_dtype)
     rate = _static_rate(sample_rate)
     if rate is not None:
         _check_rate(rate)
+    num_filters = int(num_filters)
     if tf.executing_eagerly() and rate is not None:
-        x = tf.cast(tf.convert_to_tensor(waveforms), dtype)
+        x = tf.convert_to_tensor(waveforms)
         if x.shape.rank != 2:
             raise ValueError(f"waveforms must be [batch, samples], got shape {x.shape}")
         n = tf.cast(tf.convert_to_tensor(lengths), tf.int32)
-        return _eager_batch_fn(rate, int(num_filters), dtype)(x, n)
+        longest = int(np.clip(n.numpy(), 0, x.shape[1]).max(initial=0))
+        direct = int(x.shape[0]) * num_frames(longest, rate) <= CHUNK_FRAMES
+        fn = _eager_fn(("batch", rate, num_filters, precision, x.dtype, direct),
+                       lambda: tf.function(
+                           lambda w, k: _log_mel_batch_impl(w, k, rate, num_filters,
+                                                            precision, direct),
+                           autograph=False).get_concrete_function(
+                               tf.TensorSpec([None, None], x.dtype),
+                               tf.TensorSpec([None], tf.int32)))
+        return fn(x, n)
     return _log_mel_batch_impl(waveforms, lengths, sample_rate if rate is None else rate,
-                               int(num_filters), dtype)
+                               num_filters, precision)
 
 
-def _log_mel_batch_impl(waveforms, lengths, sample_rate, num_filters, dtype):
-    x = tf.cast(tf.convert_to_tensor(waveforms), dtype)
-    x = tf.ensure_shape(x, [None, None])
+def _log_mel_batch_impl(waveforms, lengths, sample_rate, num_filters, precision,
+                        direct=False):
+    x = tf.ensure_shape(tf.convert_to_tensor(waveforms), [None, None])
     total = tf.shape(x)[1]
     lengths = tf.clip_by_value(tf.cast(tf.convert_to_tensor(lengths), tf.int32), 0, total)
-    fl, fs, m, fb = _geometry(sample_rate, num_filters, dtype)
-    frame_lengths = _num_frames_from(lengths, fl, fs)
+    plan = _plan(sample_rate, num_filters, precision)
+    frame_lengths = _num_frames_from(lengths, plan.frame_len, plan.frame_step)
     max_frames = tf.reduce_max(tf.concat([frame_lengths, [0]], 0))
-
-    valid = tf.range(total)[None, :] < lengths[:, None]
-    zero = tf.zeros([], dtype)
-    x = tf.where(valid, x, zero)
-    y = tf.where(valid, _preemphasis(x), zero)
-    feats = _log_mel_rows(y, max_frames, fs, m, fb)
+    feats = _log_mel_rows(x, lengths, max_frames, plan, direct)
     frame_valid = tf.range(max_frames)[None, :] < frame_lengths[:, None]
     feats = tf.where(frame_valid[:, :, None], feats, 0.0)
     return feats, frame_lengths
-
-
-def _eager_batch_fn(rate, num_filters, dtype):
-    key = ("batch", rate, num_filters, dtype)
-    fn = _EAGER_FNS.get(key)
-    if fn is None:
-        fn = tf.function(
-            lambda w, n: _log_mel_batch_impl(w, n, rate, num_filters, dtype),
-            input_signature=[tf.TensorSpec([None, None], dtype), tf.TensorSpec([None], tf.int32)])
-        _EAGER_FNS[key] = fn
-    return fn
 
 
 def normalize_log_mel(x):

@@ -18,13 +18,25 @@ face images' mean embedding, re-normalised (the seed) or not (``--reference_grou
 The VGGFace-style score uses an identity classifier's softmax over the classes it knows: the
 project's face-identity network scores ``16 * cos(e, centroid_c)`` against the centroids of
 its own (faceid) identities, the normalised-softmax head it was trained with.
+
+Recall is retrieval within the whole split (chance ``K / N``) or, with ``galleries=
+'reference'``, within the reference's fixed galleries of 100 identities (chance ``K / 100``,
+``metrics.reference_gallery_ranges``: a split of fewer than 100 identities is refused).
+
+Outputs (``write_report``): ``report.md``, ``faces.png`` (every model and protocol),
+``figure1_<input>.png`` (the seed's Figure 1 layout: ground truth | SF2F | voice2face per
+identity, one picture per input duration), ``samples.npz`` (the pictured faces, for composite
+figures) and ``metrics.json``; ``write_summaries`` puts the metrics into TensorBoard under the
+training validation's tags.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 import time
 
 import numpy as np
@@ -49,9 +61,17 @@ class EvaluationConfig:
     fuser_protocol: bool = True
     max_windows: int = 20
     reference_ground_truth: bool = False
+    # None: retrieval within the whole split; 'reference': the reference's 100-identity
+    # galleries (metrics.reference_gallery_ranges), reported at the reference's K values.
+    galleries: str | None = None
     recall_ks: tuple = (1, 5, 10)
     batch_size: int = 32
     grid_identities: int = 8
+
+    def effective_recall_ks(self) -> tuple:
+        if self.galleries == "reference" and tuple(self.recall_ks) == (1, 5, 10):
+            return tuple(metrics.REFERENCE_RECALL_KS)
+        return tuple(self.recall_ks)
 
 
 def _windows(mels: tf.Tensor):
@@ -121,8 +141,20 @@ class Evaluator:
         self.config = config
         self.embedders = embedders
         self.image_size = image_size
+        if config.galleries not in (None, "reference"):
+            raise ValueError(f"galleries must be None or 'reference', got {config.galleries!r}")
         self.split = table.load_split(config.data_dir, config.split)
         self.centroids = classifier_centroids or {}
+        n = self.split.num_identities
+        if config.galleries == "reference":
+            self.galleries = metrics.reference_gallery_ranges(n)  # ValueError below 100
+            gallery_size = self.galleries[0][1] - self.galleries[0][0]
+        else:
+            self.galleries = None
+            gallery_size = n
+        # K beyond the gallery is meaningless (every query is a hit); small splits drop it.
+        self.recall_ks = tuple(k for k in config.effective_recall_ks() if k <= gallery_size)
+        self.gallery_size = gallery_size
         faces, labels = [], []
         for image, label in pipelines.faces_dataset(self.split, image_size=image_size
                                                     ).as_numpy_iterator():
@@ -130,7 +162,8 @@ class Evaluator:
             labels.append(label)
         self.faces = np.stack(faces)
         self.labels = np.asarray(labels)
-        n = self.split.num_identities
+        # The first face of each identity (faces are in label order): the pictured one.
+        self.first_faces = np.flatnonzero(np.r_[True, np.diff(self.labels) != 0])
         self.ground_truth = {
             e.name: metrics.ground_truth_embeddings(
                 e.embed(self.faces), self.labels, n,
@@ -156,8 +189,9 @@ class Evaluator:
         for e in self.embedders:
             emb = e.embed(images)
             m = metrics.similarity_metrics(emb, self.ground_truth[e.name])
-            m.update(metrics.recall_at_k(emb, self.ground_truth[e.name],
-                                         ks=self.config.recall_ks))
+            if self.recall_ks:
+                m.update(metrics.recall_at_k(emb, self.ground_truth[e.name],
+                                             ks=self.recall_ks, galleries=self.galleries))
             if e.name in self.centroids:
                 logits = CLASSIFIER_LOGIT_SCALE * emb @ self.centroids[e.name].T
                 p = np.exp(logits - logits.max(1, keepdims=True))
@@ -195,6 +229,91 @@ class Evaluator:
         return {"results": results, "samples": samples}
 
 
+# -- loading ---------------------------------------------------------------------------------
+
+def make_embedders(face_network: str, use_dlib: bool = True) -> tuple:
+    """``([embedders], [report notes])``: the project's face-identity network first (the one
+    training validates with), then dlib's recogniser when asked for and installed."""
+    from keras_sf2f.evaluation import embedders as emb  # noqa: PLC0415
+
+    face_net = emb.FaceNetEmbedder.from_path(face_network, name="face_identity_net")
+    embedders = [face_net]
+    notes = [f"`face_identity_net`: the project's face-identity network from "
+             f"`{face_network}` (trained on identities disjoint from every voice-face "
+             f"identity)."]
+    if use_dlib and emb.dlib_available():
+        embedders.append(emb.DlibEmbedder())
+        notes.append("`dlib_resnet`: dlib's pretrained 128-D ResNet face recogniser "
+                     "(face_recognition_models, CC0); no part of training has seen it.")
+    return embedders, notes
+
+
+def classifier_centroids(data_dir: str, embedder, image_size: int) -> tuple:
+    """``({embedder name: centroids}, note)`` for the VGGFace-style score: the face-identity
+    network's own (faceid) identities; empty with a note when the split is missing."""
+    try:
+        faceid = table.load_split(data_dir, "faceid", require_utterances=False)
+    except (table.DataError, FileNotFoundError) as e:
+        return {}, f"No VGGFace-style score: {e}"
+    faces, labels = zip(*pipelines.faces_dataset(faceid, image_size=image_size)
+                        .as_numpy_iterator())
+    centroids = metrics.ground_truth_embeddings(
+        embedder.embed(np.stack(faces)), np.asarray(labels), faceid.num_identities)
+    return {embedder.name: centroids}, (
+        f"VGGFace-style score: softmax of {CLASSIFIER_LOGIT_SCALE:g}·cos against the centroids "
+        f"of the face-identity network's {faceid.num_identities} training identities, "
+        f"5 splits.")
+
+
+def model_config_for_checkpoint(checkpoint_dir: str):
+    """``(ModelConfig, source path)`` a checkpoint was trained with, or ``(None, None)``.
+
+    Looks in the directory and its parent (training's ``best_<metric>/`` sub-directories) for
+    ``train_config.json`` (written by every training run) and then ``flags.cfg`` (training's
+    flagfile, or the reference importer's)."""
+    from keras_sf2f.models.builder import ModelConfig  # noqa: PLC0415
+
+    directory = checkpoint_dir if os.path.isdir(checkpoint_dir) else os.path.dirname(
+        checkpoint_dir)
+    candidates = [directory, os.path.dirname(os.path.abspath(directory))]
+    for d in candidates:
+        path = os.path.join(d, "train_config.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                return ModelConfig.from_mapping(json.load(f)["model"]).validate(), path
+    for d in candidates:
+        path = os.path.join(d, "flags.cfg")
+        if os.path.isfile(path):
+            from keras_sf2f.serving.savedmodel import model_config_from_flagfile  # noqa: PLC0415
+            return model_config_from_flagfile(path).validate(), path
+    return None, None
+
+
+def checkpoint_step(prefix: str) -> int:
+    """The training step a checkpoint was saved at: its ``step`` variable, else the number in
+    its name, else 0 (e.g. an imported reference checkpoint)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        key = "step/.ATTRIBUTES/VARIABLE_VALUE"
+        if reader.has_tensor(key):
+            return int(reader.get_tensor(key))
+    except (tf.errors.OpError, ValueError):
+        pass
+    match = re.search(r"-(\d+)$", prefix)
+    return int(match.group(1)) if match else 0
+
+
+def load_generator(checkpoint_dir: str, model_config) -> tuple:
+    """``(generator, checkpoint prefix, step)`` restored from a checkpoint directory or
+    prefix."""
+    from keras_sf2f.models.builder import build_generator  # noqa: PLC0415
+    from keras_sf2f.training.loop import restore_models  # noqa: PLC0415
+
+    generator = build_generator(model_config)
+    prefix = restore_models(checkpoint_dir, {"generator": generator})
+    return generator, prefix, checkpoint_step(prefix)
+
+
 # -- report ---------------------------------------------------------------------------------
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -203,7 +322,7 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def write_grid(path: str, columns: dict, names: list, n: int) -> None:
-    """Rows = identities; columns = ground truth then each model/duration (seed Figure 1)."""
+    """Rows = identities; columns = ground truth then each model/duration."""
     titles = list(columns)
     size = next(iter(columns.values())).shape[1]
     pad, head, label_w = 4, 18, 90
@@ -222,6 +341,68 @@ def write_grid(path: str, columns: dict, names: list, n: int) -> None:
     sheet.save(path)
 
 
+def protocol_input_label(sample_label: str, max_windows: int = 20) -> str:
+    """How much speech a sample set (``Evaluator.evaluate``'s ``samples`` keys: "1.25 s",
+    "5 s", "all windows") was made from, for figure captions."""
+    if sample_label == "all windows":
+        return f"all windows (up to {max_windows} x 1.25 s)"
+    return sample_label
+
+
+def figure1_file_name(sample_label: str) -> str:
+    """"1.25 s" -> figure1_1.25s.png, "all windows" -> figure1_all_windows.png."""
+    text = "all_windows" if sample_label == "all windows" else sample_label.replace(" ", "")
+    return f"figure1_{re.sub(r'[^0-9A-Za-z._-]+', '_', text)}.png"
+
+
+def write_figure1(path: str, ground_truth: np.ndarray, columns: dict, names: list,
+                  input_label: str, note: str | None = None, cell: int = 128) -> None:
+    """The seed's Figure 1 layout: identities (a), (b), ... in two side-by-side groups; each
+    row is ground truth | one column per model (e.g. SF2F | voice2face), captioned with the
+    identity and how much speech the faces were made from.
+
+    Args:
+      ground_truth: uint8 ``[n, S, S, 3]``; columns: {title: uint8 [n, S, S, 3]} in order.
+      note: a line under the figure (e.g. why a column is missing).
+      cell: pictures are shown at this side (nearest-neighbour, so pixels stay honest).
+    """
+    n = len(ground_truth)
+    titles = ["Ground truth"] + list(columns)
+    images = [ground_truth] + [columns[t] for t in columns]
+    groups = 2 if n > 4 else 1
+    rows = math.ceil(n / groups)
+    pad, caption, title_h, head_h = 8, 14, 22, 16
+    group_w = len(titles) * cell + (len(titles) - 1) * 2
+    title = f"Input speech: {input_label} (held-out identities)"
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max(measure.textlength(t) for t in [title] + ([note] if note else []))
+    width = max(pad + groups * (group_w + 2 * pad), int(math.ceil(text_w)) + 2 * pad)
+    row_h = cell + caption + pad
+    height = title_h + head_h + rows * row_h + (16 if note else 0) + pad
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 4), title, fill=(0, 0, 0))
+    short = "all windows" if input_label.startswith("all windows") else input_label
+    for g in range(groups):
+        x0 = pad + g * (group_w + 2 * pad)
+        for j, t in enumerate(titles):
+            draw.text((x0 + j * (cell + 2), title_h), t, fill=(0, 0, 0))
+        for r in range(rows):
+            i = g * rows + r
+            if i >= n:
+                break
+            y = title_h + head_h + r * row_h
+            for j, imgs in enumerate(images):
+                picture = Image.fromarray(imgs[i]).resize((cell, cell), Image.NEAREST)
+                sheet.paste(picture, (x0 + j * (cell + 2), y))
+            # Short enough for the narrowest group (two 128 px pictures).
+            draw.text((x0, y + cell + 1), f"({chr(ord('a') + i)}) {names[i][-16:]}, {short}",
+                      fill=(60, 60, 60))
+    if note:
+        draw.text((pad, height - pad - 12), note, fill=(150, 0, 0))
+    sheet.save(path)
+
+
 def _fmt(cell: dict, key: str) -> str:
     if key not in cell:
         return "-"
@@ -231,9 +412,13 @@ def _fmt(cell: dict, key: str) -> str:
     return f"{c['mean']:.3f}"
 
 
-def markdown_table(results_by_model: dict, embedder: str, ks) -> str:
-    keys = ["cosine_similarity", "l1_distance", "l2_distance"] + [f"recall@{k}" for k in ks] + \
+def metric_keys(ks) -> list:
+    return ["cosine_similarity", "l1_distance", "l2_distance"] + [f"recall@{k}" for k in ks] + \
         ["vggface_score"]
+
+
+def markdown_table(results_by_model: dict, embedder: str, ks) -> str:
+    keys = metric_keys(ks)
     lines = ["| model | protocol | " + " | ".join(keys) + " |",
              "|---|---|" + "---|" * len(keys)]
     for model, res in results_by_model.items():
@@ -244,18 +429,98 @@ def markdown_table(results_by_model: dict, embedder: str, ks) -> str:
     return "\n".join(lines)
 
 
+def write_summaries(summary_dir: str, results_by_model: dict, steps_by_model: dict,
+                    training_embedder: str) -> list:
+    """Metrics as TensorBoard scalars beside training's validation curves.
+
+    One run per model and protocol (``<summary_dir>/<model>/<protocol>``), at the step of the
+    evaluated checkpoint. The embedder training validates with gets training's own tags
+    (``val/cosine_similarity``, ``val/recall_at_10``, ...), so a TensorBoard pointed at a
+    directory holding both the model_dir and the summary_dir draws the evaluation points on
+    the validation charts; other embedders get ``val_<embedder>/...``, standard deviations over
+    runs ``val_std/...`` (``val_<embedder>_std/...``). Returns the run directories written.
+    """
+    written = []
+    for model, res in results_by_model.items():
+        step = int(steps_by_model.get(model, 0))
+        for protocol, per_embedder in res.items():
+            run_dir = os.path.join(summary_dir, re.sub(r"[^0-9A-Za-z._-]+", "_", model),
+                                   protocol)
+            writer = tf.summary.create_file_writer(run_dir)
+            with writer.as_default(step=step):
+                for embedder, values in per_embedder.items():
+                    group = "val" if embedder == training_embedder else f"val_{embedder}"
+                    for name, cell in values.items():
+                        tag = name.replace("@", "_at_")
+                        tf.summary.scalar(f"{group}/{tag}", cell["mean"])
+                        if cell["runs"] > 1:
+                            tf.summary.scalar(f"{group}_std/{tag}",
+                                              math.sqrt(cell["variance"]))
+            writer.flush()
+            writer.close()
+            written.append(run_dir)
+    return written
+
+
 def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator,
-                 results_by_model: dict, samples_by_model: dict, notes: list) -> str:
+                 results_by_model: dict, samples_by_model: dict, notes: list,
+                 figure_columns: list | None = None, summary_dir: str | None = None) -> str:
+    """Writes report.md, faces.png, figure1_*.png, samples.npz and metrics.json.
+
+    Args:
+      samples_by_model: {model: {protocol label: generated images of every identity}}.
+      figure_columns: the Figure-1 columns after the ground truth, ``[(title, model name or
+        None, why it is missing)]``, e.g. ``[("SF2F", "SF2F", None), ("voice2face", None,
+        "no --baseline_checkpoint_dir")]``; columns without samples are left out and the
+        figure says why. Default: one column per model with samples.
+      summary_dir: where write_summaries put the TensorBoard scalars (named in the report).
+    """
     os.makedirs(report_dir, exist_ok=True)
     n = min(config.grid_identities, evaluator.split.num_identities)
-    first = np.flatnonzero(np.r_[True, np.diff(evaluator.labels) != 0])  # one face per identity
+    first = evaluator.first_faces
+    names = list(evaluator.split.names)
     columns = {"ground truth": evaluator.faces[first]}
     for model, samples in samples_by_model.items():
         for protocol, images in samples.items():
             columns[f"{model} {protocol}"] = images
     grid = os.path.join(report_dir, "faces.png")
-    write_grid(grid, columns, evaluator.split.names, n)
-    chance = {k: min(1.0, k / evaluator.split.num_identities) for k in config.recall_ks}
+    write_grid(grid, columns, names, n)
+
+    ground_truth = to_uint8(evaluator.faces[first[:n]])
+    saved = {"names": np.asarray(names[:n]), "ground_truth": ground_truth}
+    for model, samples in samples_by_model.items():
+        for protocol, images in samples.items():
+            saved[f"{model}|{protocol}"] = to_uint8(images[:n])
+    np.savez_compressed(os.path.join(report_dir, "samples.npz"), **saved)
+
+    if figure_columns is None:
+        figure_columns = [(model, model, None) for model in samples_by_model]
+    present = [(t, m) for t, m, _ in figure_columns if m in samples_by_model]
+    missing = [(t, why) for t, m, why in figure_columns if m not in samples_by_model]
+    missing_note = ("; ".join(f"no {t} column: {why}" for t, why in missing)
+                    if missing else None)
+    figures = []
+    protocols = list(samples_by_model[present[0][1]]) if present else []
+    for protocol in protocols:
+        label = protocol_input_label(protocol, config.max_windows)
+        name = figure1_file_name(protocol)
+        write_figure1(os.path.join(report_dir, name), ground_truth,
+                      {t: saved[f"{m}|{protocol}"] for t, m in present
+                       if f"{m}|{protocol}" in saved}, names[:n], label, missing_note)
+        figures.append((label, name))
+
+    chance_den = evaluator.gallery_size
+    chance = {k: min(1.0, k / chance_den) for k in evaluator.recall_ks}
+    if evaluator.galleries is None:
+        recall_text = (f"Recall: retrieval among all {evaluator.split.num_identities} "
+                       f"identities of the split.")
+    else:
+        ranges = ", ".join(f"[{a}, {b})" for a, b in evaluator.galleries)
+        recall_text = (f"Recall: the reference's fixed galleries of 100 identities ({ranges}"
+                       + ("" if len(evaluator.galleries) == 3 else
+                          f"; the split has {evaluator.split.num_identities} identities, so "
+                          f"only these of the reference's three are complete")
+                       + "), averaged over galleries.")
     parts = [
         "# Evaluation report", "",
         f"Split `{config.split}` of `{config.data_dir}`: {evaluator.split.num_identities} "
@@ -265,13 +530,27 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
         f"`fuser_all_windows`: every 125-frame window (at most {config.max_windows}), one run.",
         "",
         f"Ground truth: {'mean of unit embeddings (reference variant)' if config.reference_ground_truth else 'mean of face embeddings, re-normalised (seed)'}. "
-        f"Chance recall: " + ", ".join(f"R@{k} = {v:.3f}" for k, v in chance.items()) + ".",
+        + recall_text + " Chance recall: "
+        + ", ".join(f"R@{k} = {v:.3f}" for k, v in chance.items()) + ".",
         ""]
     for e in evaluator.embedders:
         parts += [f"## Embedder: {e.name}", "", markdown_table(results_by_model, e.name,
-                                                                config.recall_ks), ""]
+                                                                evaluator.recall_ks), ""]
+    if figures:
+        titles = " | ".join(["ground truth"] + [t for t, _ in present])
+        parts += ["## Figure 1 layout", "",
+                  f"Per identity: {titles}, from the same speech (the first crop of each "
+                  f"duration, or all windows)." + (f" Not shown: {missing_note}."
+                                                   if missing_note else ""), ""]
+        for label, name in figures:
+            parts += [f"Input speech: {label}", "", f"![Figure 1, {label}]({name})", ""]
     parts += ["## Faces", "", "Ground truth, then each model's face from the first crop of "
               "each duration and from all windows.", "", "![faces](faces.png)", ""]
+    if summary_dir:
+        parts += ["## TensorBoard", "",
+                  f"Scalars in `{summary_dir}` under the tags training validates with "
+                  f"(`val/...`): `tensorboard --logdir <a directory holding it and the "
+                  f"model_dir>`.", ""]
     if notes:
         parts += ["## Notes", ""] + [f"- {x}" for x in notes] + [""]
     path = os.path.join(report_dir, "report.md")
@@ -280,5 +559,9 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
     with open(os.path.join(report_dir, "metrics.json"), "w") as f:
         json.dump({"config": dataclasses.asdict(config), "results": results_by_model,
                    "embedders": [e.name for e in evaluator.embedders],
+                   "recall": {"ks": list(evaluator.recall_ks),
+                              "galleries": evaluator.galleries,
+                              "gallery_size": evaluator.gallery_size},
+                   "figures": [name for _, name in figures],
                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f, indent=2)
     return path

@@ -14,7 +14,8 @@ split's sorted order, which is what the reference's "galleries" refer to).
   eps=1e-6)``, whose eps semantics are reproduced exactly (see the functions).
 * ``recall_at_k``: retrieval of the own identity among a gallery of ground-truth
   embeddings by cosine similarity, over the whole split or the reference's three fixed
-  galleries of 100 identities.
+  galleries of 100 identities (``reference_gallery_ranges`` says which of them a smaller
+  split holds).
 * ``inter_identity_similarity``: the reference's ``ih_sim`` (mean cosine of a prediction with
   the other identities' ground truth).
 * ``vggface_score``: the inception-score analogue computed from a face classifier's class
@@ -213,6 +214,28 @@ def _gallery_ranges(galleries, n: int) -> list:
     if not ranges:
         raise ValueError("galleries is an empty list")
     return ranges
+
+
+def reference_gallery_ranges(num_identities: int) -> list:
+    """The reference's fixed 100-identity galleries that a split of ``num_identities`` holds.
+
+    * 300 or more identities: the reference's three galleries ``[0,100), [100,200),
+      [200,300)``; identities from 300 on are not retrieved (as in the reference).
+    * 100 to 299: only the complete galleries among those three (one or two). Each query
+      still competes with 100 candidates, so chance stays ``K / 100`` and numbers stay
+      comparable with the reference's; they are averaged over fewer queries.
+    * fewer than 100: ``ValueError``. A smaller gallery would change the chance level, so
+      the numbers could not be compared with the reference's; retrieve within the whole
+      split instead (``recall_at_k(galleries=None)``, chance ``K / N``).
+    """
+    n = int(num_identities)
+    size = REFERENCE_GALLERIES[0][1] - REFERENCE_GALLERIES[0][0]
+    if n < size:
+        raise ValueError(
+            f"the reference's recall galleries hold {size} identities each, but the split has "
+            f"only {n}: its numbers would not be comparable (chance K/{n} instead of "
+            f"K/{size}); evaluate without reference galleries (recall over the whole split)")
+    return [r for r in REFERENCE_GALLERIES if r[1] <= n]
 
 
 RECALL_TIES = ("expected", "optimistic", "pessimistic")

@@ -25,6 +25,7 @@ import dataclasses
 
 import keras
 
+from keras_sf2f.models import fast_conv
 from keras_sf2f.models.layers import (PACKAGE, TORCH_DEFAULT_LEAKY_SLOPE, batch_normalization,
                                       torch_bias_initializer, torch_kernel_initializer)
 
@@ -151,7 +152,7 @@ class ConvStack(keras.layers.Layer):
             if spec.padding:
                 setattr(self, f"pad_{index}",
                         keras.layers.ZeroPadding2D(spec.padding, name=f"pad_{index}"))
-            setattr(self, f"conv_{index}", keras.layers.Conv2D(
+            setattr(self, f"conv_{index}", fast_conv.Conv2D(
                 spec.filters, spec.kernel_size, strides=spec.strides, padding="valid",
                 kernel_initializer=torch_kernel_initializer(),
                 bias_initializer=torch_bias_initializer(
@@ -218,7 +219,7 @@ class PatchDiscriminator(keras.Model):
         self.image_size = int(image_size)
         self.cnn = ConvStack(arch, normalization, activation, padding, name="cnn")
         _check_image_size(arch, self.cnn.specs, self.image_size)
-        self.classifier = keras.layers.Conv2D(
+        self.classifier = fast_conv.Conv2D(
             1, 1, kernel_initializer=torch_kernel_initializer(),
             bias_initializer=torch_bias_initializer(self.cnn.output_channels), name="classifier")
 

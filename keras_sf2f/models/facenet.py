@@ -48,6 +48,8 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
+from keras_sf2f.models import fast_conv
+
 _PACKAGE = "keras_sf2f"
 
 # Repeats and residual scales of the three Inception-ResNet stages (facenet-pytorch values).
@@ -124,9 +126,9 @@ class BasicConv2d(layers.Layer):
                             else (int(kernel_size), int(kernel_size)))
         self.strides = int(strides)
         self.padding = padding
-        self.conv = layers.Conv2D(self.filters, self.kernel_size, strides=self.strides,
-                                  padding=padding, use_bias=False, name="conv",
-                                  dtype=self.dtype_policy)
+        self.conv = fast_conv.Conv2D(self.filters, self.kernel_size, strides=self.strides,
+                                     padding=padding, use_bias=False, name="conv",
+                                     dtype=self.dtype_policy)
         self.bn = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                             name="bn", dtype=self.dtype_policy)
 
@@ -177,8 +179,8 @@ class _ResidualBlock(layers.Layer):
         concat_channels = 0
         for chain in self.branches:
             concat_channels += _build_chain(chain, input_shape)[-1]
-        self.conv2d = layers.Conv2D(int(input_shape[-1]), 1, use_bias=True, name="conv2d",
-                                    dtype=self.dtype_policy)
+        self.conv2d = fast_conv.Conv2D(int(input_shape[-1]), 1, use_bias=True, name="conv2d",
+                                       dtype=self.dtype_policy)
         self.conv2d.build(tuple(input_shape[:-1]) + (concat_channels,))
         self.built = True
 

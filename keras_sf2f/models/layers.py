@@ -5,7 +5,12 @@ Every layer here follows the PyTorch reference numerically (spec sections 2, 4 a
 * tensors are NLC / NHWC (the reference is NCL / NCHW; the checkpoint importer transposes);
 * where PyTorch pads symmetrically, an explicit ``ZeroPadding`` layer precedes a ``'valid'``
   convolution. Keras ``'same'`` padding with stride 2 pads asymmetrically (more on the right),
-  which shifts every window by one input step relative to PyTorch;
+  which shifts every window by one input step relative to PyTorch. At stride 1 with an odd
+  kernel ``'same'`` *is* the symmetric padding, and the 3x3 convolutions of the decoder use it:
+  same results bit for bit, without a padded copy of the largest activations and with a
+  smaller input gradient;
+* convolutions are ``fast_conv`` layers: Keras' own forward pass, a faster input gradient on
+  TensorFlow's CPU kernels;
 * BatchNormalization uses ``epsilon=1e-5`` and ``momentum=0.9`` (PyTorch's momentum 0.1 is the
   weight of the *new* batch statistic, Keras's momentum the weight of the old running value);
 * weights are initialised like PyTorch's defaults so that training from scratch starts from the
@@ -23,6 +28,8 @@ import math
 
 import keras
 from keras import ops
+
+from keras_sf2f.models import fast_conv
 
 PACKAGE = "keras_sf2f"
 
@@ -104,7 +111,7 @@ class Conv1DBlock(keras.layers.Layer):
         self.strides = int(strides)
         self.padding = int(padding)
         self.pad = keras.layers.ZeroPadding1D((self.padding, self.padding), name="pad")
-        self.conv = keras.layers.Conv1D(
+        self.conv = fast_conv.Conv1D(
             self.filters, self.kernel_size, strides=self.strides, padding="valid",
             use_bias=False, kernel_initializer=torch_kernel_initializer(), name="conv")
         self.norm = batch_normalization("norm")
@@ -178,7 +185,8 @@ class Inception1DBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class UpBlock(keras.layers.Layer):
-    """Nearest x2 upsampling -> Conv2D 3x3 (no bias, pad 1) to 2*filters -> BatchNorm -> GLU.
+    """Nearest x2 upsampling -> Conv2D 3x3 (no bias, pad 1 = 'same') to 2*filters -> BatchNorm
+    -> GLU.
 
     Reference ``upBlock(in, out)``. Input [B, H, W, C] -> [B, 2H, 2W, filters].
     """
@@ -187,16 +195,14 @@ class UpBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.upsample = keras.layers.UpSampling2D(2, interpolation="nearest", name="upsample")
-        self.pad = keras.layers.ZeroPadding2D(1, name="pad")
-        self.conv = keras.layers.Conv2D(
-            2 * self.filters, 3, padding="valid", use_bias=False,
+        self.conv = fast_conv.Conv2D(
+            2 * self.filters, 3, padding="same", use_bias=False,
             kernel_initializer=torch_kernel_initializer(), name="conv")
         self.norm = batch_normalization("norm")
         self.glu = GLU(name="glu")
 
     def build(self, input_shape):
         shape = self.upsample.compute_output_shape(input_shape)
-        shape = self.pad.compute_output_shape(shape)
         self.conv.build(shape)
         shape = self.conv.compute_output_shape(shape)
         self.norm.build(shape)
@@ -204,7 +210,7 @@ class UpBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        x = self.conv(self.pad(self.upsample(inputs)))
+        x = self.conv(self.upsample(inputs))
         x = self.norm(x, training=training)
         return self.glu(x)
 
@@ -221,7 +227,8 @@ class UpBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ToImage(keras.layers.Layer):
-    """Image head of the SF2F decoders: Conv 3x3 (pad 1) -> LeakyReLU(0.01) -> Conv 1x1 to RGB.
+    """Image head of the SF2F decoders: Conv 3x3 (pad 1 = 'same') -> LeakyReLU(0.01) -> Conv 1x1
+    to RGB.
 
     Reference ``gnet`` / ``gnet_low`` / ``gnet_mid``; both convs have biases. ``filters`` is both
     the input and the hidden width (as in the reference), which fixes the bias init fan_in.
@@ -234,13 +241,12 @@ class ToImage(keras.layers.Layer):
         self.filters = int(filters)
         self.output_channels = int(output_channels)
         self.negative_slope = float(negative_slope)
-        self.pad = keras.layers.ZeroPadding2D(1, name="pad")
-        self.conv = keras.layers.Conv2D(
-            self.filters, 3, padding="valid", kernel_initializer=torch_kernel_initializer(),
+        self.conv = fast_conv.Conv2D(
+            self.filters, 3, padding="same", kernel_initializer=torch_kernel_initializer(),
             bias_initializer=torch_bias_initializer(9 * self.filters), name="conv")
         self.activation = keras.layers.LeakyReLU(negative_slope=self.negative_slope,
                                                  name="leaky_relu")
-        self.to_rgb = keras.layers.Conv2D(
+        self.to_rgb = fast_conv.Conv2D(
             self.output_channels, 1, kernel_initializer=torch_kernel_initializer(),
             bias_initializer=torch_bias_initializer(self.filters), name="to_rgb")
 
@@ -248,13 +254,12 @@ class ToImage(keras.layers.Layer):
         if input_shape[-1] is not None and input_shape[-1] != self.filters:
             raise ValueError(f"{self.name}: expects {self.filters} input channels, "
                              f"got {input_shape[-1]}")
-        padded = self.pad.compute_output_shape(input_shape)
-        self.conv.build(padded)
-        self.to_rgb.build(self.conv.compute_output_shape(padded))
+        self.conv.build(input_shape)
+        self.to_rgb.build(self.conv.compute_output_shape(input_shape))
         self.built = True
 
     def call(self, inputs):
-        return self.to_rgb(self.activation(self.conv(self.pad(inputs))))
+        return self.to_rgb(self.activation(self.conv(inputs)))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_channels,)

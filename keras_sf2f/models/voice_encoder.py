@@ -27,6 +27,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_sf2f.models import fast_conv
 from keras_sf2f.models.fuser import AttentionFuser, masked_mean
 from keras_sf2f.models.layers import (PACKAGE, Conv1DBlock, Inception1DBlock, l2_normalize,
                                       torch_bias_initializer, torch_kernel_initializer)
@@ -68,7 +69,7 @@ class VoiceEncoder(keras.Model):
                 block = Conv1DBlock(width, 3, 2, 1, name=f"block_{index}")
             setattr(self, f"block_{index}", block)
         self.output_pad = keras.layers.ZeroPadding1D((1, 1), name="output_pad")
-        self.output_conv = keras.layers.Conv1D(
+        self.output_conv = fast_conv.Conv1D(
             self.embedding_dim, 3, strides=2, padding="valid",
             kernel_initializer=torch_kernel_initializer(),
             bias_initializer=torch_bias_initializer(3 * channels[-1]), name="output_conv")

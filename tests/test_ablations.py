@@ -1,0 +1,442 @@
+"""trainers/ablations.py end to end on a tiny prepared dataset, then resumption, the evaluation
+entry point on two of its checkpoints, and the pure helpers (variant selection, flagfile
+reading, the in-the-wild preparation arguments, the orderings' verdicts, the demo voice2face
+configuration).
+
+The dataset (aligned faces, and the same voices with "in-the-wild" faces), the face network
+(a 1/16-width FaceNet, untrained) and tiny models (8-channel encoders, 32-d embedding, 2-layer
+discriminators) are made here, so the command's time goes to its training runs, each 2 steps
+(1 for the fuser), two at a time. Their cost is start-up and tracing, 25-30 CPU-seconds per run
+whatever the model size, so the end-to-end run trains six variants (one of each kind of change)
+and a pure test checks all ten variants' commands through the flag parser.
+"""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_sf2f.data import records
+from keras_sf2f.data.corpus import CorpusSpec
+from keras_sf2f.evaluation import ablations
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_TRAIN, NUM_VAL, NUM_TEST, NUM_FACEID = 6, 3, 3, 4
+STEPS, FUSER_STEPS = 2, 1
+# Trained end to end (one of each kind of change, plus sf2f as what sf2f_fuser starts from);
+# test_every_variant_command_changes_only_what_it_names covers all ten commands.
+ASKED = ("sf2f_fuser", "voice2face", "baseline_decoder", "low_quality_faces")
+TRAINED = ("sf2f",) + ASKED
+
+BASE = f"""
+--encoder=inception
+--encoder_channels=8,8,8,8
+--embedding_dim=32
+--noencoder_add_noise
+--fuser=none
+--decoder=upconv_64
+--image_size=64
+--image_discriminator_arch_64=C4-4-2,C4-8-2
+--identity_classifier_arch_64=C4-4-2,C4-8-2
+--num_train_identities={NUM_TRAIN}
+--batch_size=3
+--l1_weight=10
+--gan_weight=1
+--ac_weight=0.05
+--perceptual_weight=100
+--eval_batch_size=8
+--num_image_identities=2
+--summary_every_steps=1
+--log_every_seconds=0
+"""
+FUSER = "--fuser=attention\n--train_fuser_only\n--learning_rate=1e-4\n--train_steps=60\n" \
+        "--fuser_windows=3\n"
+VOICE2FACE = f"""
+--encoder=cnn
+--encoder_channels=8,8,8,8
+--embedding_dim=32
+--encoder_add_noise
+--fuser=none
+--decoder=deconv_64
+--deconv_decoder_channels=16,8,8,4,4
+--image_size=64
+--image_discriminator_arch_64=
+--identity_classifier_arch_64=C4-4-2-1,C4-8-2-1
+--discriminator_normalization_64=none
+--discriminator_activation_64=leakyrelu-0.2
+--num_train_identities={NUM_TRAIN}
+--batch_size=3
+--l1_weight=100
+--gan_weight=0
+--ac_weight=1
+--perceptual_weight=0
+--eval_batch_size=8
+--log_every_seconds=0
+"""
+
+
+def _pngs(image):
+    out = {}
+    for size in records.IMAGE_SIZES:
+        buf = io.BytesIO()
+        Image.fromarray(image).resize((size, size), Image.BILINEAR).save(buf, format="PNG")
+        out[size] = buf.getvalue()
+    return out
+
+
+def _write_data(path, wild: bool):
+    """Mel offsets and face colours follow the identity; the wild copy has the same speech
+    and shifted, noisy faces on a textured background."""
+    from keras_sf2f.data.prepare import DatasetWriter
+
+    names = {"train": [f"tr{i}" for i in range(NUM_TRAIN)],
+             "val": [f"va{i}" for i in range(NUM_VAL)],
+             "test": [f"te{i}" for i in range(NUM_TEST)],
+             "faceid": [f"fi{i}" for i in range(NUM_FACEID)]}
+    speech = np.random.default_rng(0)
+    faces = np.random.default_rng(1 if wild else 2)
+    writer = DatasetWriter(str(path), names, utterance_shards=1)
+    for split, split_names in names.items():
+        for i, name in enumerate(split_names):
+            if split != "faceid":
+                for u in range(2):
+                    writer.add_utterance(name, f"{name}_u{u}", speech.normal(
+                        size=(260, 40)).astype(np.float32) + 0.3 * i)
+            for k in range(2):
+                image = np.full([128, 128, 3], (20 * i + 10, 120 + 40 * k, 60), np.uint8)
+                top = 40 + (int(faces.integers(-15, 15)) if wild else 0)
+                image[top:top + 50, 40:90] = (200 - 15 * i, 80, 30 * k)
+                if wild:
+                    noise = faces.normal(0, 25, size=image.shape)
+                    image = np.clip(image + noise, 0, 255).astype(np.uint8)
+                writer.add_face(name, f"{name}_f{k}", _pngs(image))
+    writer.close()
+
+
+def _write_face_network(path):
+    from keras_sf2f.training.face_identity import build_face_network, save_face_network
+
+    architecture = {"embedding_dim": 16, "width_multiplier": 0.0625, "repeats": [1, 1, 1],
+                    "dropout_rate": 0.0}
+    save_face_network(build_face_network(architecture),
+                      {"architecture": architecture, "image_size": 64,
+                       "input": {"normalize_method": "imagenet"}}, str(path))
+
+
+def _command(root, *extra):
+    return [sys.executable, os.path.join(REPO_ROOT, "trainers", "ablations.py"),
+            f"--output_dir={root / 'ablations'}", f"--data_dir={root / 'data'}",
+            f"--face_network={root / 'face_net'}", f"--wild_data_dir={root / 'wild'}",
+            f"--ablation_config={root / 'base.cfg'}",
+            f"--ablation_fuser_config={root / 'fuser.cfg'}",
+            f"--ablation_voice2face_config={root / 'v2f.cfg'}",
+            f"--train_steps={STEPS}", f"--fuser_steps={FUSER_STEPS}", "--eval_runs=2",
+            "--noeval_dlib", "--ablation_jobs=2", f"--variants={','.join(ASKED)}", *extra]
+
+
+def _env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OPENBLAS_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def ablation_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablations")
+    (root / "base.cfg").write_text(BASE)
+    (root / "fuser.cfg").write_text(FUSER)
+    (root / "v2f.cfg").write_text(VOICE2FACE)
+    _write_data(root / "data", wild=False)
+    _write_data(root / "wild", wild=True)
+    _write_face_network(root / "face_net")
+    first = subprocess.run(_command(root), capture_output=True, text=True, env=_env(),
+                           timeout=600)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    second = subprocess.run(_command(root), capture_output=True, text=True, env=_env(),
+                            timeout=300)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    return root, first.stdout, second.stdout
+
+
+def _flags(root, name):
+    with open(root / "ablations" / "variants" / name / "model" / "flags.json") as f:
+        return json.load(f)
+
+
+def test_each_row_trained_the_variant_it_names(ablation_run):
+    root, _, _ = ablation_run
+    variants_dir = root / "ablations" / "variants"
+    # sf2f was not asked for: it came in as what sf2f_fuser starts from.
+    assert sorted(os.listdir(variants_dir)) == sorted(TRAINED)
+    flags = {name: _flags(root, name) for name in TRAINED}
+    full = flags["sf2f"]
+    assert (full["l1_weight"], full["gan_weight"], full["ac_weight"],
+            full["perceptual_weight"]) == (10, 1, 0.05, 100)
+    assert (full["encoder"], full["decoder"], full["fuser"]) == ("inception", "upconv_64", "none")
+    assert full["data_dir"] == str(root / "data")
+    expected = {
+        "baseline_decoder": {"decoder": "deconv_64",
+                             "deconv_decoder_channels": ["64", "32", "16", "8", "4"]},
+        "low_quality_faces": {"data_dir": str(root / "wild")},
+    }
+    for name, changes in expected.items():
+        differing = {k for k in full if flags[name].get(k) != full[k]}
+        # One change each, apart from where the model directory is.
+        assert differing == set(changes) | {"model_dir"}, name
+        for key, value in changes.items():
+            assert flags[name][key] == value, (name, key)
+    v2f = flags["voice2face"]
+    assert (v2f["encoder"], v2f["decoder"], v2f["gan_weight"], v2f["perceptual_weight"],
+            v2f["encoder_add_noise"]) == ("cnn", "deconv_64", 0, 0, True)
+    fused = flags["sf2f_fuser"]
+    assert fused["fuser"] == "attention" and fused["train_fuser_only"]
+    assert fused["init_checkpoint"] == str(variants_dir / "sf2f" / "model")
+    assert fused["train_steps"] == FUSER_STEPS and full["train_steps"] == STEPS
+    for name in TRAINED:
+        with open(variants_dir / name / "variant.json") as f:
+            record = json.load(f)
+        assert record["status"] == "done"
+        assert record["trained_step"] == (FUSER_STEPS if name == "sf2f_fuser" else STEPS)
+        assert (variants_dir / name / "report" / "report.md").is_file()
+        # Evaluation scalars beside the run's own validation summaries.
+        assert os.listdir(variants_dir / name / "model" / "eval" / name)
+        assert os.listdir(variants_dir / name / "model" / "val")
+
+
+def test_tables_have_a_row_per_variant_with_its_flags(ablation_run):
+    root, _, _ = ablation_run
+    out = root / "ablations"
+    with open(out / "ablations.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["variant"] for r in rows} == set(TRAINED)
+    protocols = {r["protocol"] for r in rows}
+    assert protocols == {"crops_1.25s", "crops_5s", "fuser_all_windows"}
+    assert {r["embedder"] for r in rows} == {"face_identity_net"}
+    for r in rows:
+        with open(out / "variants" / r["variant"] / "variant.json") as f:
+            record = json.load(f)
+        assert r["train_args"] == " ".join(record["train_args"])
+        assert r["overrides"] == " ".join(record["overrides"])
+        assert r["runs"] == ("1" if r["protocol"] == "fuser_all_windows" else "2")
+        assert 0.0 <= float(r["recall@1_mean"]) <= 1.0
+        assert r["recall@10_mean"] == ""  # K=10 exceeds the 3 test identities
+    decoder = [r for r in rows if r["variant"] == "baseline_decoder"]
+    overrides = "--decoder=deconv_64 --deconv_decoder_channels=64,32,16,8,4"
+    assert decoder and all(r["overrides"] == overrides and r["train_args"].endswith(overrides)
+                           for r in decoder)
+    md = (out / "ablations.md").read_text()
+    assert "## Table 2 (ablations) -- embedder `face_identity_net`" in md
+    assert "## Table 3 (SF2F vs voice2face) -- embedder `face_identity_net`" in md
+    for label in ("lower-quality training faces (in the wild) (`low_quality_faces`) | 1.25 s",
+                  "baseline decoder (deconvolution) (`baseline_decoder`) | 5 s",
+                  "SF2F (full) (`sf2f`) | 5 s", "SF2F (full) (`sf2f`) | no | 1.25 s",
+                  "SF2F + fuser (`sf2f_fuser`) | yes | 5 s", "voice2face (`voice2face`) | no"):
+        assert label in md
+    assert "`no_l1`" not in md  # not asked for, not run, not pretended
+    for name in ("figure1_1.25s.png", "figure1_5s.png", "figure1_all_windows.png"):
+        assert (out / name).is_file() and f"]({name})" in md
+    # Orderings at the largest K the 3 test identities allow, and on cosine similarity.
+    orderings = md.split("## The paper's orderings on these runs")[1]
+    assert "### recall@1" in orderings and "### cosine_similarity" in orderings
+    assert "| removing/replacing for `baseline_decoder` hurts |" in orderings
+    assert "| the fuser helps (sf2f_fuser above sf2f) |" in orderings
+
+
+def test_rerun_skips_finished_variants(ablation_run):
+    _, first, second = ablation_run
+    assert first.count("] training ") == len(TRAINED)
+    assert "training " not in second and "evaluating " not in second
+    for name in TRAINED:
+        assert f"{name}: done before, skipped" in second
+
+
+def test_every_variant_command_changes_only_what_it_names(tmp_path):
+    """All ten variants of the default plan (the demo flagfiles), through absl's parser: the
+    training configuration each command produces differs from full SF2F's exactly by the
+    variant's change. (The end-to-end test above trains a subset to stay fast.)"""
+    from keras_sf2f import flags as sf2f_flags
+    from keras_sf2f.training.config import TrainConfig
+
+    configs = os.path.join(REPO_ROOT, "configs")
+    plan = ablations.Plan(output_dir=str(tmp_path / "out"), data_dir="/d", face_network="/f",
+                          base_config=os.path.join(configs, "demo.cfg"),
+                          fuser_config=os.path.join(configs, "demo_fuser.cfg"),
+                          voice2face_config=os.path.join(configs, "demo_voice2face.cfg"),
+                          train_steps=300)
+    runner = ablations.Ablations(plan)
+    assert [v.name for v in runner.variants] == list(ablations.VARIANT_NAMES)
+    flag_values = sf2f_flags.FLAGS
+    trained = {}
+    for v in runner.variants:
+        flag_values.unparse_flags()
+        try:
+            flag_values(["test", *runner.train_args(v)])
+            trained[v.name] = TrainConfig.from_flags(flag_values).validate().to_dict()
+        finally:
+            flag_values.unparse_flags()
+
+    def changes(name):
+        full = dict(trained["sf2f"], **{f"model.{k}": x for k, x in
+                                        trained["sf2f"]["model"].items()})
+        mine = dict(trained[name], **{f"model.{k}": x for k, x in
+                                      trained[name]["model"].items()})
+        return {k: mine[k] for k in full if k not in ("model", "model_dir") and
+                mine[k] != full[k]}
+
+    assert trained["sf2f"]["train_steps"] == 300 and trained["sf2f"]["data_dir"] == "/d"
+    assert changes("no_l1") == {"l1_weight": 0.0}
+    assert changes("no_gan") == {"gan_weight": 0.0}
+    assert changes("no_ac") == {"ac_weight": 0.0}
+    assert changes("no_perceptual") == {"perceptual_weight": 0.0}
+    assert changes("baseline_encoder") == {"model.encoder": "cnn"}
+    assert changes("baseline_decoder") == {"model.decoder": "deconv_64",
+                                           "model.deconv_decoder_channels":
+                                           [256, 128, 64, 32, 16]}
+    assert changes("low_quality_faces") == {"data_dir": plan.wild_data_dir}
+    fused = changes("sf2f_fuser")
+    assert {k: fused.get(k) for k in ("model.fuser", "train_fuser_only", "train_steps",
+                                      "init_checkpoint")} == {
+        "model.fuser": "attention", "train_fuser_only": True, "train_steps": 60,
+        "init_checkpoint": runner.model_dir("sf2f")}
+    # Everything else that differs is set by the fuser flagfile or is the step-derived
+    # schedule (validation and checkpoint at the end of the 60 steps).
+    fuser_flags = set(ablations.read_flagfile(plan.fuser_config))
+    assert {k.removeprefix("model.") for k in fused} <= fuser_flags | {
+        "train_steps", "eval_every_steps", "checkpoint_every_steps", "init_checkpoint"}
+    v2f = changes("voice2face")
+    assert v2f["model.encoder"] == "cnn" and v2f["model.decoder"] == "deconv_64"
+    assert v2f["gan_weight"] == 0.0 and v2f["perceptual_weight"] == 0.0
+    assert "train_steps" not in v2f  # same schedule as the SF2F rows
+
+
+def test_evaluate_entry_point_with_baseline_and_reference_galleries(ablation_run):
+    root, _, _ = ablation_run
+    variants_dir = root / "ablations" / "variants"
+    common = [sys.executable, os.path.join(REPO_ROOT, "trainers", "evaluate.py"),
+              f"--flagfile={root / 'base.cfg'}", f"--data_dir={root / 'data'}",
+              f"--checkpoint_dir={variants_dir / 'sf2f' / 'model'}",
+              f"--face_network={root / 'face_net'}", "--eval_runs=1", "--noeval_dlib",
+              "--noeval_untrained_baseline",
+              f"--baseline_checkpoint_dir={variants_dir / 'voice2face' / 'model'}"]
+    refused = subprocess.run(common + [f"--report_dir={root / 'refused'}",
+                                       "--reference_galleries"],
+                             capture_output=True, text=True, env=_env(), timeout=300)
+    assert refused.returncode == 1
+    assert f"only {NUM_TEST}" in refused.stderr and not (root / "refused" / "report.md").exists()
+    report_dir = root / "report"
+    done = subprocess.run(common + [f"--report_dir={report_dir}"], capture_output=True,
+                          text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with open(report_dir / "metrics.json") as f:
+        assert set(json.load(f)["results"]) == {"SF2F", "voice2face"}
+    report = (report_dir / "report.md").read_text()
+    assert "ground truth | SF2F | voice2face" in report
+    assert "(step 2)" in report
+    runs = {os.path.join(a, b) for a in os.listdir(report_dir / "tensorboard")
+            for b in os.listdir(report_dir / "tensorboard" / a)}
+    assert runs == {os.path.join(m, p) for m in ("SF2F", "voice2face")
+                    for p in ("crops_1.25s", "crops_5s", "fuser_all_windows")}
+
+
+# -- pure helpers -------------------------------------------------------------------------------
+
+def test_selection_adds_what_a_variant_starts_from():
+    all_variants = ablations.variants(128)
+    assert [v.name for v in ablations.select(all_variants, ["sf2f_fuser"])] == [
+        "sf2f", "sf2f_fuser"]
+    assert [v.name for v in ablations.select(all_variants, ["no_gan", "no_l1"])] == [
+        "no_l1", "no_gan"]
+    assert len(ablations.select(all_variants, [])) == len(ablations.VARIANT_NAMES)
+    with pytest.raises(ablations.AblationError, match="unknown variant.*bogus"):
+        ablations.select(all_variants, ["bogus"])
+
+
+def test_baseline_decoder_scales_the_reference_channels():
+    # The reference's deconvolution decoder for its 512-d embedding.
+    assert ablations._baseline_decoder_channels(512) == "1024,512,256,128,64"
+    by_name = {v.name: v for v in ablations.variants(128)}
+    assert "--deconv_decoder_channels=256,128,64,32,16" in by_name["baseline_decoder"].overrides
+
+
+def test_read_flagfile_follows_nesting_and_booleans(tmp_path):
+    (tmp_path / "inner.cfg").write_text("--embedding_dim=64\n--train_steps=5\n# comment\n")
+    (tmp_path / "outer.cfg").write_text("--flagfile=inner.cfg\n--train_steps=9\n"
+                                        "--noencoder_add_noise\n--train_fuser_only\n")
+    values = ablations.read_flagfile(str(tmp_path / "outer.cfg"))
+    assert values == {"embedding_dim": "64", "train_steps": "9", "encoder_add_noise": "false",
+                      "train_fuser_only": "true"}
+    (tmp_path / "loop.cfg").write_text("--flagfile=loop.cfg\n")
+    with pytest.raises(ablations.AblationError, match="includes itself"):
+        ablations.read_flagfile(str(tmp_path / "loop.cfg"))
+
+
+def test_wild_preparation_reproduces_the_corpus_spec():
+    import dataclasses
+    spec = dataclasses.asdict(CorpusSpec(seed=3, num_identities=40, num_faceid_identities=8))
+    args = ablations.wild_prepare_args({"source": {"kind": "procedural", "spec": spec}},
+                                       "base.cfg", "/w")
+    assert args[:2] == ["--flagfile=base.cfg", "--data_dir=/w"]
+    assert {"--corpus_seed=3", "--corpus_identities=40", "--faceid_identities=8",
+            "--utterances_per_identity=5", "--face_quality=in_the_wild"} <= set(args)
+    spec["image_size"] = 64
+    with pytest.raises(ablations.AblationError, match="image_size=64"):
+        ablations.wild_prepare_args({"source": {"kind": "procedural", "spec": spec}}, "b", "/w")
+    with pytest.raises(ablations.AblationError, match="--wild_data_dir"):
+        ablations.wild_prepare_args({"source": {"kind": "voxceleb"}}, "b", "/w")
+
+
+def _cell(mean, std, runs=5):
+    return {"mean": mean, "variance": std ** 2, "runs": runs}
+
+
+def test_orderings_verdicts():
+    def model(r125, r5, std=0.01):
+        return {p: {"e": {"recall@10": _cell(v, std)}} for p, v in
+                (("crops_1.25s", r125), ("crops_5s", r5))}
+
+    results = {"sf2f": model(0.40, 0.45), "no_l1": model(0.30, 0.30),
+               "no_gan": model(0.40, 0.46), "sf2f_fuser": model(0.50, 0.55),
+               "voice2face": model(0.45, 0.50)}
+    verdicts = {claim: verdict for claim, verdict, _ in ablations.orderings(results, "e")}
+    assert verdicts["removing/replacing for `no_l1` hurts"] == "holds"
+    assert verdicts["removing/replacing for `no_gan` hurts"] == "within noise"
+    assert verdicts["`sf2f` above voice2face"] == "reversed"
+    assert verdicts["`sf2f_fuser` above voice2face"] == "holds"
+    assert verdicts["the fuser helps (sf2f_fuser above sf2f)"] == "holds"
+    assert verdicts["5 s above 1.25 s for `sf2f`"] == "holds"
+    assert verdicts["full SF2F above every Table-2 variant (1.25 s)"].startswith("mixed")
+
+
+def test_demo_voice2face_config_matches_the_demo_scale():
+    from keras_sf2f import flags as sf2f_flags
+    from keras_sf2f.training.config import TrainConfig
+
+    flag_values = sf2f_flags.FLAGS
+    configs = {}
+    for name in ("demo", "demo_voice2face"):
+        flag_values.unparse_flags()
+        try:
+            flag_values(["test", f"--flagfile={os.path.join(REPO_ROOT, 'configs', name)}.cfg",
+                         "--model_dir=m", "--data_dir=d", "--face_network=f"])
+            configs[name] = TrainConfig.from_flags(flag_values).validate()
+        finally:
+            flag_values.unparse_flags()
+    sf2f, v2f = configs["demo"], configs["demo_voice2face"]
+    assert (v2f.model.encoder, v2f.model.decoder, v2f.model.encoder_add_noise) == (
+        "cnn", "deconv_64", True)
+    assert (v2f.gan_weight, v2f.perceptual_weight, v2f.l1_weight, v2f.ac_weight) == (
+        0, 0, 100, 1)
+    # Same width, batch, schedule and identity count as the demo SF2F it is compared with.
+    for field in ("encoder_channels", "embedding_dim", "num_train_identities"):
+        assert getattr(v2f.model, field) == getattr(sf2f.model, field), field
+    for field in ("batch_size", "learning_rate", "train_steps"):
+        assert getattr(v2f, field) == getattr(sf2f, field), field
+    assert v2f.model.deconv_decoder_channels == tuple(
+        int(c) for c in ablations._baseline_decoder_channels(sf2f.model.embedding_dim).split(","))

@@ -1,0 +1,218 @@
+"""The evaluation report around the metrics: reference galleries on small splits, the
+Figure-1 grid with and without a baseline, TensorBoard scalars under training's validation
+tags, and finding a checkpoint's model configuration and step.
+
+A tiny prepared split (5 test identities, 4 face-only identities) and tiny untrained
+generators keep it fast; what is checked is where every picture and number lands.
+"""
+
+import io
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from keras_sf2f.data import records  # noqa: E402
+from keras_sf2f.data.prepare import DatasetWriter  # noqa: E402
+from keras_sf2f.evaluation import evaluate as ev  # noqa: E402
+from keras_sf2f.evaluation.embedders import FaceNetEmbedder  # noqa: E402
+from keras_sf2f.models import builder  # noqa: E402
+from keras_sf2f.models.facenet import FaceNet  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+NUM_TEST = 5
+TINY = dict(encoder="cnn", encoder_channels=(8, 8, 8, 8), embedding_dim=32,
+            image_discriminator_arch_64="", identity_classifier_arch_64="")
+
+
+def _pngs(image):
+    out = {}
+    for size in records.IMAGE_SIZES:
+        buf = io.BytesIO()
+        Image.fromarray(image).resize((size, size), Image.BILINEAR).save(buf, format="PNG")
+        out[size] = buf.getvalue()
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("eval_data"))
+    names = {"test": [f"te{i}" for i in range(NUM_TEST)],
+             "faceid": [f"fi{i}" for i in range(4)]}
+    rng = np.random.default_rng(0)
+    writer = DatasetWriter(d, names, utterance_shards=1)
+    for i, name in enumerate(names["test"]):
+        for u in range(2):  # 2 x 260 frames: a 5 s crop exists
+            writer.add_utterance(name, f"{name}_u{u}",
+                                 rng.normal(size=(260, 40)).astype(np.float32) + 0.3 * i)
+    for split in names:
+        for i, name in enumerate(names[split]):
+            for k in range(2):
+                image = np.full([128, 128, 3], (30 * i + 10, 100 + 50 * k, 60), np.uint8)
+                image[40:90, 40:90] = (200 - 20 * i, 80, 40 * k)
+                writer.add_face(name, f"{name}_f{k}", _pngs(image))
+    writer.close()
+    return d
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    model = FaceNet(embedding_dim=16, width_multiplier=0.0625, repeats=(1, 1, 1),
+                    dropout_rate=0.0)
+    model.build((None, 140, 140, 3))
+    return FaceNetEmbedder(model, name="face_identity_net")
+
+
+@pytest.fixture(scope="module")
+def evaluated(data_dir, embedder):
+    """Two differently initialised tiny generators evaluated with 2 runs per duration."""
+    import keras
+    config = ev.EvaluationConfig(data_dir=data_dir, runs=2, durations=(1.25, 5.0))
+    evaluator = ev.Evaluator(config, [embedder], 64)
+    results, samples = {}, {}
+    for seed, name in ((1, "SF2F"), (2, "voice2face")):
+        keras.utils.set_random_seed(seed)
+        generator = builder.build_generator(builder.ModelConfig(**TINY))
+        out = evaluator.evaluate(ev.FaceGenerator(generator, 8))
+        results[name], samples[name] = out["results"], out["samples"]
+    return config, evaluator, results, samples
+
+
+def test_reference_galleries_refused_on_a_split_below_100(data_dir, embedder):
+    config = ev.EvaluationConfig(data_dir=data_dir, runs=1, galleries="reference")
+    with pytest.raises(ValueError, match=f"only {NUM_TEST}.*not be comparable"):
+        ev.Evaluator(config, [embedder], 64)
+    with pytest.raises(ValueError, match="galleries"):
+        ev.Evaluator(ev.EvaluationConfig(data_dir=data_dir, galleries="all"), [embedder], 64)
+    # The reference's K values replace the default ones only with its galleries.
+    assert ev.EvaluationConfig(data_dir=data_dir, galleries="reference"
+                               ).effective_recall_ks() == (1, 2, 5, 10, 20, 50)
+    assert ev.EvaluationConfig(data_dir=data_dir).effective_recall_ks() == (1, 5, 10)
+
+
+def test_recall_ks_beyond_the_split_are_dropped(evaluated):
+    _, evaluator, results, _ = evaluated
+    assert evaluator.recall_ks == (1, 5)  # K=10 > 5 identities
+    keys = set(results["SF2F"]["crops_1.25s"]["face_identity_net"])
+    assert {"recall@1", "recall@5"} <= keys and "recall@10" not in keys
+    # Recall@5 over 5 identities is always a hit.
+    assert results["SF2F"]["crops_5s"]["face_identity_net"]["recall@5"]["mean"] == 1.0
+
+
+def _cell_origin(column, row, rows, columns):
+    """Top-left corner of a Figure-1 picture (write_figure1's layout, cell 128)."""
+    pad, caption, title_h, head_h, cell = 8, 14, 22, 16, 128
+    group, r = divmod(row, rows)
+    group_w = columns * cell + (columns - 1) * 2
+    x = pad + group * (group_w + 2 * pad) + column * (cell + 2)
+    y = title_h + head_h + r * (cell + caption + pad)
+    return x, y
+
+
+def _picture(sheet, column, row, rows, columns):
+    x, y = _cell_origin(column, row, rows, columns)
+    return sheet[y:y + 128, x:x + 128]
+
+
+def test_figure1_with_baseline_column(evaluated, tmp_path):
+    config, evaluator, results, samples = evaluated
+    columns = [("SF2F", "SF2F", None), ("voice2face", "voice2face", None)]
+    ev.write_report(str(tmp_path), config, evaluator, results, samples, ["a note"],
+                    figure_columns=columns, summary_dir=str(tmp_path / "tb"))
+    report = (tmp_path / "report.md").read_text()
+    for name in ("figure1_1.25s.png", "figure1_5s.png", "figure1_all_windows.png"):
+        assert f"]({name})" in report
+        assert (tmp_path / name).is_file()
+    assert "ground truth | SF2F | voice2face" in report and "Not shown" not in report
+    sheet = np.asarray(Image.open(tmp_path / "figure1_5s.png").convert("RGB"))
+    rows = 3  # 5 identities in two groups
+    first = evaluator.first_faces
+    for i in range(NUM_TEST):
+        expected = [ev.to_uint8(evaluator.faces[first[i]][None])[0],
+                    ev.to_uint8(samples["SF2F"]["5 s"][i][None])[0],
+                    ev.to_uint8(samples["voice2face"]["5 s"][i][None])[0]]
+        for column, picture in enumerate(expected):
+            big = np.asarray(Image.fromarray(picture).resize((128, 128), Image.NEAREST))
+            np.testing.assert_array_equal(_picture(sheet, column, i, rows, 3), big,
+                                          err_msg=f"identity {i}, column {column}")
+    saved = np.load(tmp_path / "samples.npz")
+    assert {"ground_truth", "SF2F|1.25 s", "voice2face|all windows", "names"} <= set(saved)
+    assert list(saved["names"]) == [f"te{i}" for i in range(NUM_TEST)]
+    with open(tmp_path / "metrics.json") as f:
+        meta = json.load(f)
+    assert meta["recall"] == {"ks": [1, 5], "galleries": None, "gallery_size": NUM_TEST}
+    assert set(meta["results"]) == {"SF2F", "voice2face"}
+
+
+def test_figure1_without_baseline_says_why(evaluated, tmp_path):
+    config, evaluator, results, samples = evaluated
+    columns = [("SF2F", "SF2F", None),
+               ("voice2face", None, "no --baseline_checkpoint_dir given")]
+    only = {"SF2F": samples["SF2F"]}
+    ev.write_report(str(tmp_path), config, evaluator, {"SF2F": results["SF2F"]}, only, [],
+                    figure_columns=columns)
+    report = (tmp_path / "report.md").read_text()
+    assert "no voice2face column: no --baseline_checkpoint_dir given" in report
+    sheet = np.asarray(Image.open(tmp_path / "figure1_1.25s.png").convert("RGB"))
+    expected_width = _cell_origin(0, 3, 3, 2)[0] + 2 * 128 + 2 + 2 * 8
+    assert sheet.shape[1] == expected_width  # two picture columns per group
+    generated = ev.to_uint8(samples["SF2F"]["1.25 s"][4][None])[0]
+    big = np.asarray(Image.fromarray(generated).resize((128, 128), Image.NEAREST))
+    np.testing.assert_array_equal(_picture(sheet, 1, 4, 3, 2), big)
+
+
+def test_summaries_sit_under_training_validation_tags(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cell = lambda mean, var, runs: {"mean": mean, "variance": var, "runs": runs}  # noqa: E731
+    results = {"SF2F": {
+        "crops_5s": {"face_identity_net": {"recall@10": cell(0.4, 0.01, 10),
+                                           "cosine_similarity": cell(0.2, 0.0, 10)},
+                     "dlib_resnet": {"recall@10": cell(0.3, 0.04, 10)}},
+        "fuser_all_windows": {"face_identity_net": {"recall@10": cell(0.5, 0.0, 1)}}}}
+    runs = ev.write_summaries(str(tmp_path), results, {"SF2F": 600},
+                              training_embedder="face_identity_net")
+    assert sorted(os.path.relpath(r, tmp_path) for r in runs) == [
+        os.path.join("SF2F", "crops_5s"), os.path.join("SF2F", "fuser_all_windows")]
+
+    def scalars(run):
+        acc = EventAccumulator(str(tmp_path / "SF2F" / run), size_guidance={"tensors": 0})
+        acc.Reload()
+        return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in
+                      acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}
+
+    five = scalars("crops_5s")
+    assert five["val/recall_at_10"] == [(600, pytest.approx(0.4))]
+    assert five["val_std/recall_at_10"] == [(600, pytest.approx(0.1))]
+    assert five["val/cosine_similarity"] == [(600, pytest.approx(0.2))]
+    assert five["val_dlib_resnet/recall_at_10"] == [(600, pytest.approx(0.3))]
+    assert five["val_dlib_resnet_std/recall_at_10"] == [(600, pytest.approx(0.2))]
+    windows = scalars("fuser_all_windows")
+    assert set(windows) == {"val/recall_at_10"}  # one run: no standard deviation
+
+
+def test_model_config_and_step_of_a_checkpoint(tmp_path):
+    model_dir = tmp_path / "model"
+    (model_dir / "best_l1").mkdir(parents=True)
+    assert ev.model_config_for_checkpoint(str(model_dir)) == (None, None)
+    config = builder.ModelConfig(**TINY, decoder="deconv_64",
+                                 deconv_decoder_channels=(16, 8, 8, 4, 4))
+    (model_dir / "train_config.json").write_text(json.dumps({"model": config.to_dict()}))
+    for where in (model_dir, model_dir / "best_l1"):
+        found, source = ev.model_config_for_checkpoint(str(where))
+        assert found == config and source == str(model_dir / "train_config.json")
+
+    step = tf.Variable(42, dtype=tf.int64)
+    prefix = tf.train.Checkpoint(step=step).write(str(tmp_path / "ckpt-7"))
+    assert ev.checkpoint_step(prefix) == 42  # the step variable wins over the name
+    other = tf.train.Checkpoint(x=tf.Variable(1.0)).write(str(tmp_path / "imported-13"))
+    assert ev.checkpoint_step(other) == 13
+    plain = tf.train.Checkpoint(x=tf.Variable(1.0)).write(str(tmp_path / "weights"))
+    assert ev.checkpoint_step(plain) == 0
