@@ -1,4 +1,4 @@
-"""The SF2F training step in PyTorch, for throughput comparisons only (benchmarks/bench_training.py).
+"""The SF2F training step in PyTorch, for throughput comparisons (benchmarks/bench_training.py).
 
     python benchmarks/torch_sf2f_step.py --flagfile=configs/sf2f_64.cfg --bench_batch_size=64 \
         [--bench_precision=float32|mixed_bfloat16] [--bench_face_network=full|small] \
