@@ -29,8 +29,9 @@ the largest image. Random weights (time does not depend on them).
   (python_speech_features ``logfbank`` in numpy, normalisation, windows) timed inside the
   request.
 
-The PyTorch worker stays alive for the whole run and is driven length by length, so Keras and
-PyTorch rows of one length are measured minutes apart at most.
+The PyTorch workers stay alive for the whole run. The requests of one length are split into
+rounds, and in every round each path (Keras and PyTorch) takes its turn, so all of them see the
+same machine load on average.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def percentiles(times) -> dict:
             "mean_ms": float(ms.mean()), "n": int(ms.size)}
 
 
-def time_requests(fn, inputs, warmup: int, requests: int) -> dict:
+def time_requests(fn, inputs, warmup: int, requests: int) -> list:
+    """Seconds per request (after ``warmup`` untimed requests)."""
     for k in range(warmup):
         fn(inputs[k % len(inputs)])
     times = []
@@ -88,7 +90,7 @@ def time_requests(fn, inputs, warmup: int, requests: int) -> dict:
         started = time.perf_counter()
         fn(inputs[k % len(inputs)])
         times.append(time.perf_counter() - started)
-    return percentiles(times)
+    return times
 
 
 # ------------------------------------------------------------------------------------------
@@ -235,6 +237,7 @@ def measure(quick: bool = False, threads: int = 2, configs=None, requests: int |
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     configs = configs or (["sf2f_64_fuser"] if quick else ["sf2f_64_fuser", "sf2f_128_fuser"])
     requests = requests or (15 if quick else 60)
+    rounds = 3 if quick else 4
     warmup = 3
     log = log or (lambda s: None)
     work = tempfile.mkdtemp(prefix="bench_inference_")
@@ -268,36 +271,51 @@ def measure(quick: bool = False, threads: int = 2, configs=None, requests: int |
                 gflop = model_flops(generator, windows)
                 common = dict(config=name, px=size, audio=label, samples=len(clips[0]),
                               windows=windows, model_gflop=gflop)
-                timings = {
-                    "keras graph (features included)":
-                        time_requests(graph_fn, tensors, warmup, requests),
-                    "SavedModel predict_waveform (features included)":
-                        time_requests(lambda x: predict_waveform(
-                            waveform=x, sample_rate=tf.constant(RATE))["image"].numpy(),
-                            floats, warmup, requests),
-                    "SavedModel serving_default (WAV -> PNG)":
-                        time_requests(lambda x: serving_default(
-                            audio=x)["image_png_bytes"].numpy(), wavs, warmup, requests),
-                }
-                if not quick:
-                    timings["keras eager (features included)"] = time_requests(
-                        eager_fn, tensors, 2, max(5, requests // 4))
-                results = {}
-                for policy, worker in workers.items():
-                    results[policy] = result = worker.run(
-                        op="run", fuser=config.fuser == "attention",
-                        multires=len(generator.output_resolutions) > 1, audio=paths,
-                        warmup=warmup, requests=requests)
-                    if result["windows"] != windows:
-                        raise RuntimeError(f"window count differs: keras {windows}, "
-                                           f"torch {result['windows']}")
-                timings["PyTorch eager (features excluded)"] = results["default"]["eager"]
-                timings["PyTorch eager, OMP passive (features excluded)"] = \
-                    results["passive"]["eager"]
-                timings["PyTorch eager, OMP passive + psf features"] = \
-                    results["passive"]["eager_psf"]
+                # Rounds: every path takes its turn in each round, so that Keras and PyTorch
+                # see the same machine load (other processes come and go on a shared machine).
+                per_round = -(-requests // rounds)
+                raw = {}
+
+                def timed(path, fn, inputs, first, count):
+                    raw.setdefault(path, []).extend(
+                        time_requests(fn, inputs, warmup if first else 0, count))
+
+                for round_index in range(rounds):
+                    first = round_index == 0
+                    timed("keras graph (features included)", graph_fn, tensors, first,
+                          per_round)
+                    timed("SavedModel predict_waveform (features included)",
+                          lambda x: predict_waveform(
+                              waveform=x, sample_rate=tf.constant(RATE))["image"].numpy(),
+                          floats, first, per_round)
+                    timed("SavedModel serving_default (WAV -> PNG)",
+                          lambda x: serving_default(audio=x)["image_png_bytes"].numpy(),
+                          wavs, first, per_round)
+                    if not quick:
+                        timed("keras eager (features included)", eager_fn, tensors, first,
+                              max(2, per_round // 4))
+                    for policy, worker in workers.items():
+                        result = worker.run(
+                            op="run", fuser=config.fuser == "attention",
+                            multires=len(generator.output_resolutions) > 1, audio=paths,
+                            warmup=warmup if first else 0, requests=per_round)
+                        if result["windows"] != windows:
+                            raise RuntimeError(f"window count differs: keras {windows}, "
+                                               f"torch {result['windows']}")
+                        torch_info = result
+                        if policy == "default":
+                            raw.setdefault("PyTorch eager (features excluded)", []).extend(
+                                result["eager"])
+                        else:
+                            raw.setdefault("PyTorch eager, OMP passive (features excluded)",
+                                           []).extend(result["eager"])
+                            raw.setdefault("PyTorch eager, OMP passive + psf features",
+                                           []).extend(result["eager_psf"])
+                timings = {path: percentiles(times) for path, times in raw.items()}
                 # The baseline is PyTorch at its best of the two OpenMP settings.
-                torch_p50 = min(results[p]["eager"]["p50_ms"] for p in results)
+                torch_p50 = min(timings["PyTorch eager (features excluded)"]["p50_ms"],
+                                timings["PyTorch eager, OMP passive (features excluded)"]
+                                ["p50_ms"])
                 for path, stats in timings.items():
                     row = {**common, "path": path, **stats,
                            "torch_eager_over_this": torch_p50 / stats["p50_ms"]}
@@ -306,7 +324,7 @@ def measure(quick: bool = False, threads: int = 2, configs=None, requests: int |
                     rows.append(row)
                     log(f"{name} {label} {path}: p50 {stats['p50_ms']:.1f} ms, "
                         f"p99 {stats['p99_ms']:.1f} ms")
-            notes.append(f"PyTorch {result['torch']} with {result['threads']} threads; "
+            notes.append(f"PyTorch {torch_info['torch']} with {torch_info['threads']} threads; "
                          f"TensorFlow {tf.__version__} with {threads} intra-op threads")
     finally:
         for worker in workers.values():
@@ -315,6 +333,9 @@ def measure(quick: bool = False, threads: int = 2, configs=None, requests: int |
     notes.append("PyTorch eager / this = the better PyTorch eager p50 (features excluded; "
                  "default or passive OpenMP waiting) / this path's p50: >= 1 means this "
                  "path is at least as fast as PyTorch at its best.")
+    notes.append(f"{requests} timed requests per path and length, in {rounds} interleaved "
+                 f"rounds (all paths take a turn in each round), after {warmup} warm-up "
+                 "requests; with few requests p99 is close to the maximum.")
     return {"rows": rows, "notes": notes, "requests": requests}
 
 

@@ -28,6 +28,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -222,12 +223,18 @@ def spawn(name: str, quick: bool, threads: int, out_dir: str, timeout: float) ->
     cmd = [sys.executable, os.path.abspath(__file__), "--child", name, f"--threads={threads}",
            f"--child_out={out}"] + (["--quick"] if quick else [])
     started = time.perf_counter()
+    # The child's progress goes to this process's stderr; results come back in a file. It gets
+    # its own process group, so that a timeout also ends the processes it started.
+    proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr, text=True, start_new_session=True)
     try:
-        # The child's progress goes to this process's stderr; results come back in a file.
-        proc = subprocess.run(cmd, env=env, timeout=timeout, stdout=sys.stderr, text=True)
-        returncode = proc.returncode
+        returncode = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         returncode = None
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
     seconds = time.perf_counter() - started
     if os.path.exists(out):
         with open(out) as f:
