@@ -601,6 +601,10 @@ flags.DEFINE_bool("eval_dlib", True,
 flags.DEFINE_bool("eval_untrained_baseline", True,
                   "Also evaluate the same architecture freshly initialised, to show what "
                   "training added.")
+flags.DEFINE_bool("eval_oracle", True,
+                  "On the procedural corpus, also score the voice-attribute oracle: each test "
+                  "identity's voice-linked attributes drawn with another identity's face-only "
+                  "ones (what a perfect voice-only model could reach with each embedder).")
 flags.DEFINE_bool(
     "reference_galleries", False,
     "Recall within the reference's three fixed galleries of 100 identities ([0,100), "

@@ -97,6 +97,21 @@ def main(argv):
         out = evaluator.evaluate(ev.FaceGenerator(g, config.batch_size), progress)
         results[model_name], samples[model_name] = out["results"], out["samples"]
 
+    if FLAGS.eval_oracle:
+        out = evaluator.oracle()
+        if out is None:
+            notes.append("No voice-attribute oracle: the data is not the procedural corpus.")
+        else:
+            results[ev.ORACLE_MODEL], samples[ev.ORACLE_MODEL] = out["results"], out["samples"]
+            notes.append(
+                f"`{ev.ORACLE_MODEL}`: no model; for each test identity a face drawn with its "
+                "own voice-linked attributes (gender, age, size, weight, accent, breathiness "
+                "and the appearance derived from them) and a training identity's face-only "
+                "ones (eye colour and spacing, clothes, hair volume, nose width, style, pose), "
+                f"{config.runs} runs with fresh donors. The most any voice-only model can be "
+                "expected to reach with each embedder on this corpus "
+                "(keras_sf2f/evaluation/oracle.py).")
+
     summary_dir = FLAGS.summary_dir or os.path.join(FLAGS.report_dir, "tensorboard")
     ev.write_summaries(summary_dir, results, steps, training_embedder=embedders[0].name)
     figure_columns = [(name, name, None), (

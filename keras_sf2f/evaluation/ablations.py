@@ -481,7 +481,7 @@ class Ablations:
             raise
         finally:
             stop.uninstall()
-        self.write_tables()
+        self.write_tables(final=True)
         for name, why in self.failed.items():
             self._stamp(f"FAILED {name}: {why.splitlines()[0]}")
         return len(self.failed)
@@ -506,9 +506,21 @@ class Ablations:
 
     # -- tables ----------------------------------------------------------------------------
 
-    def write_tables(self) -> None:
+    def write_tables(self, final: bool = False) -> None:
+        """``final``: also score the voice-attribute oracle for its reference rows (the
+        partial tables written while variants run leave it out)."""
+        from keras_sf2f.evaluation.oracle import procedural_source  # noqa: PLC0415
+
+        oracle = None
+        if final and self.results and procedural_source(self.plan.data_dir) is not None:
+            self._stamp("scoring the voice-attribute oracle (reference rows)")
+            out = self.evaluator().oracle()
+            if out is not None:
+                from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
+                oracle = out["results"][ev.ORACLE_PROTOCOL]
         write_tables(self.plan, self.variants, self.results, self.records, self.failed,
-                     embedders=self._embedder_names(), elapsed=time.monotonic() - self.t0)
+                     embedders=self._embedder_names(), elapsed=time.monotonic() - self.t0,
+                     oracle=oracle)
 
     def _embedder_names(self) -> list:
         names = []
@@ -661,9 +673,15 @@ def _largest_recall(results: dict) -> str | None:
     return "recall@10" if 10 in ks else f"recall@{max(ks)}"
 
 
+ORACLE_LABEL = "voice-attribute oracle (no model; reference)"
+
+
 def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed: dict,
-                 embedders: list, elapsed: float) -> tuple:
-    """ablations.csv, ablations.md and the Figure-1 pictures; returns their paths."""
+                 embedders: list, elapsed: float, oracle: dict | None = None) -> tuple:
+    """ablations.csv, ablations.md and the Figure-1 pictures; returns their paths.
+
+    ``oracle``: ``{embedder: metrics}`` of the voice-attribute oracle
+    (``evaluate.Evaluator.oracle``), shown as a reference row under each Table 2."""
     os.makedirs(plan.output_dir, exist_ok=True)
     csv_path = os.path.join(plan.output_dir, "ablations.csv")
     md_path = os.path.join(plan.output_dir, "ablations.md")
@@ -695,6 +713,14 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
                             os.path.join("variants", v.name, "model"),
                             os.path.join("variants", v.name, "report", "report.md")]
                     writer.writerow(row)
+        for embedder, values in (oracle or {}).items():
+            row = ["reference", "oracle", ORACLE_LABEL, "drawn", embedder]
+            for m in METRICS:
+                c = values.get(m)
+                row += ["", ""] if c is None else [
+                    f"{c['mean']:.6f}", f"{math.sqrt(c['variance']):.6f}"]
+            row += [next(iter(values.values()))["runs"]] + [""] * 8
+            writer.writerow(row)
     os.replace(csv_path + ".tmp", csv_path)
 
     figures = _write_figure1(plan, results)
@@ -713,6 +739,13 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
         f"duration; cells are mean ± standard deviation over runs. Each embedder has its own "
         f"table. The paper's absolute numbers come from 120k-step models on HQ-VoxCeleb; these "
         f"are short runs on a synthetic corpus, so only orderings can be compared.", ""]
+    if oracle:
+        lines += [
+            f"The last row of each Table 2, `{ORACLE_LABEL}`, is no model: each test identity's "
+            f"face drawn with its own voice-linked attributes and a training identity's "
+            f"face-only ones ({plan.eval_runs} runs with fresh donors; "
+            f"`keras_sf2f/evaluation/oracle.py`), i.e. about the most a voice-only model can "
+            f"reach with that embedder on this corpus.", ""]
     for embedder in embedders:
         lines += [f"## Table 2 (ablations) -- embedder `{embedder}`", "",
                   "| variant | input | " + head[2:], "|---|---|" + sep]
@@ -724,6 +757,9 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
                 if values is not None:
                     lines.append(f"| {v.label} (`{v.name}`) | {_protocol_label(protocol)} | "
                                  + " | ".join(_cell(values, k) for k in keys) + " |")
+        if oracle and embedder in oracle:
+            lines.append(f"| {ORACLE_LABEL} | - | "
+                         + " | ".join(_cell(oracle[embedder], k) for k in keys) + " |")
         lines += ["", f"## Table 3 (SF2F vs voice2face) -- embedder `{embedder}`", "",
                   "| model | fuser | input | " + head[2:], "|---|---|---|" + sep]
         for name, fuser in (("voice2face", "no"), ("sf2f", "no"), ("sf2f_fuser", "yes")):

@@ -45,10 +45,13 @@ from absl import logging
 from PIL import Image, ImageDraw
 
 from keras_sf2f.data import pipelines, table
-from keras_sf2f.evaluation import metrics
+from keras_sf2f.evaluation import metrics, oracle
 
 FRAMES_PER_SECOND = 100
 CLASSIFIER_LOGIT_SCALE = 16.0
+#: Model and protocol names of the voice-attribute oracle's rows (``oracle.py``).
+ORACLE_MODEL = "voice-attribute oracle"
+ORACLE_PROTOCOL = "drawn"
 
 
 @dataclasses.dataclass
@@ -201,20 +204,53 @@ class Evaluator:
             out[e.name] = m
         return out
 
+    def score_runs(self, runs) -> dict:
+        """{embedder: {metric: {mean, variance, runs}}} over face arrays (an iterable: each is
+        scored as it comes), one face per identity of the split in label order (floats as the
+        generator makes them)."""
+        per_run = [self._score(images) for images in runs]
+        return {e: _summary([run[e] for run in per_run]) for e in per_run[0]}
+
+    def oracle(self) -> dict | None:
+        """The voice-attribute oracle's faces scored like a model's (``oracle.py``), one run per
+        evaluation run with fresh donors: ``{"results": {ORACLE_PROTOCOL: ...}, "samples":
+        {ORACLE_PROTOCOL: faces of the first run}}``; ``None`` unless the data is the
+        procedural corpus."""
+        info = oracle.procedural_identities(self.config.data_dir, self.config.split,
+                                            self.split.names)
+        if info is None:
+            return None
+        donors = oracle.donor_draws(info["donor_range"], len(info["identities"]),
+                                    self.config.runs, self.config.seed)
+        first = []
+
+        def runs():
+            for d in donors:
+                faces = oracle.oracle_faces(info["seed"], info["identities"], d,
+                                            self.image_size, info["quality"])
+                images = pipelines.imagenet_normalize(faces).numpy()
+                if not first:
+                    first.append(images)
+                yield images
+
+        results = self.score_runs(runs())
+        return {"results": {ORACLE_PROTOCOL: results}, "samples": {ORACLE_PROTOCOL: first[0]}}
+
     def evaluate(self, face_generator: FaceGenerator, progress=None) -> dict:
         """{protocol: {embedder: {metric: {mean, variance, runs}}}} plus sample images."""
         results, samples = {}, {}
         for d, crops in self.crops.items():
-            per_run = []
-            for r in range(self.config.runs):
-                images = face_generator.from_crops(crops[:, r])
-                per_run.append(self._score(images))
-                if r == 0:
-                    samples[f"{d:g} s"] = images
-                if progress:
-                    progress.update()
-            results[f"crops_{d:g}s"] = {e: _summary([run[e] for run in per_run])
-                                        for e in per_run[0]}
+
+            def runs(crops=crops, label=f"{d:g} s"):
+                for r in range(self.config.runs):
+                    images = face_generator.from_crops(crops[:, r])
+                    if r == 0:
+                        samples[label] = images
+                    yield images
+                    if progress:
+                        progress.update()
+
+            results[f"crops_{d:g}s"] = self.score_runs(runs())
         if self.config.fuser_protocol:
             segs, masks = [], []
             for i in range(self.split.num_identities):

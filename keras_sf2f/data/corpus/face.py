@@ -226,8 +226,9 @@ class _Head:
         return np.where(v < self.cy, w_up, w_lo)
 
 
-def _layout(seed: int, identity: int, item: int, quality: str):
-    attrs = identity_attributes(seed, identity)
+def _layout(seed: int, identity: int, item: int, quality: str,
+            attributes: IdentityAttributes | None = None):
+    attrs = identity_attributes(seed, identity) if attributes is None else attributes
     rng = rng_for(seed, identity, item, STREAM_FACE)
     params = _image_params(rng, quality)
     return attrs, rng, params, _Transform(params)
@@ -296,10 +297,15 @@ def _background(rng, size2):
 
 
 def draw_face(seed: int, identity: int, item: int, size: int = 128,
-              quality: str = "aligned") -> np.ndarray:
-    """Image ``item`` of ``identity``: uint8 RGB [size, size, 3] (size 64 or 128)."""
+              quality: str = "aligned",
+              attributes: IdentityAttributes | None = None) -> np.ndarray:
+    """Image ``item`` of ``identity``: uint8 RGB [size, size, 3] (size 64 or 128).
+
+    ``attributes`` replaces the identity's own attributes (pose, lighting and the per-identity
+    style still come from ``identity``): evaluation draws faces that share chosen attributes
+    with another identity this way."""
     _check(size, quality)
-    attrs, rng, p, xform = _layout(seed, identity, item, quality)
+    attrs, rng, p, xform = _layout(seed, identity, item, quality, attributes)
     style = _identity_style(seed, identity)
     wild = quality == "in_the_wild"
     painter = _Painter(size, xform)
