@@ -28,7 +28,6 @@ input, every row.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -324,13 +323,8 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     result = measure(args.quick, args.threads, log=lambda s: print(s, flush=True))
-    print()
-    print(markdown(result))
-    for note in result["notes"]:
-        print(f"- {note}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    from bench_common import print_result  # noqa: PLC0415 (beside this script)
+    print_result(result, markdown, args.json)
 
 
 if __name__ == "__main__":

@@ -318,13 +318,8 @@ def main() -> None:
         _child_main(args.case)
         return
     result = measure(args.quick, args.threads, log=lambda s: print(s, flush=True))
-    print()
-    print(markdown(result))
-    for note in result["notes"]:
-        print(f"- {note}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    from bench_common import print_result  # noqa: PLC0415 (beside this script)
+    print_result(result, markdown, args.json)
 
 
 if __name__ == "__main__":
