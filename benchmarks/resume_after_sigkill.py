@@ -31,6 +31,8 @@ import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
+from curves import plot, scalars  # noqa: E402 (beside this script)
+
 flags.DEFINE_string("data_dir", "runs/demo/data", "Prepared corpus (scripts/main_job.sh).")
 flags.DEFINE_string("face_network", "runs/demo/face_net", "Face-identity network.")
 flags.DEFINE_string("output_dir", "runs/resume_check", "Where the two runs go (replaced).")
@@ -83,42 +85,6 @@ def _last_logged_step(log_path: str) -> int:
     return step
 
 
-def _scalars(model_dir: str, tag: str) -> dict:
-    from tensorboard.backend.event_processing.event_accumulator import (  # noqa: PLC0415
-        EventAccumulator)
-    import tensorflow as tf  # noqa: PLC0415
-
-    accumulator = EventAccumulator(os.path.join(model_dir, "train"),
-                                   size_guidance={"tensors": 0})
-    accumulator.Reload()
-    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)}
-
-
-def _plot(curves: dict, kill_step: int, lost_until: int, path: str) -> None:
-    from PIL import Image, ImageDraw  # noqa: PLC0415
-
-    width, height, pad = 900, 420, 50
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    steps = sorted(set().union(*[c.keys() for c in curves.values()]))
-    values = [v for c in curves.values() for v in c.values()]
-    lo, hi = min(values), max(values)
-    sx = lambda s: pad + (s - steps[0]) / max(steps[-1] - steps[0], 1) * (width - 2 * pad)  # noqa: E731
-    sy = lambda v: height - pad - (v - lo) / max(hi - lo, 1e-9) * (height - 2 * pad)  # noqa: E731
-    draw.rectangle([sx(kill_step), pad, sx(lost_until), height - pad], fill=(255, 235, 235))
-    draw.line([sx(kill_step), pad, sx(kill_step), height - pad], fill=(200, 0, 0))
-    draw.text((sx(kill_step) + 4, pad + 4), f"checkpoint {kill_step}; killed at ~{lost_until}",
-              fill=(200, 0, 0))
-    colours = {"straight": (30, 30, 200), "killed + resumed": (240, 140, 0)}
-    for i, (name, curve) in enumerate(curves.items()):
-        points = [(sx(s), sy(curve[s])) for s in sorted(curve)]
-        draw.line(points, fill=colours[name], width=3 if i == 0 else 1)
-        draw.text((pad + 10, height - pad + 10 + 14 * i), name, fill=colours[name])
-    draw.text((pad, 10), f"{FLAGS.tag} per step (lo {lo:.3f}, hi {hi:.3f})", fill="black")
-    draw.rectangle([pad, pad, width - pad, height - pad], outline="black")
-    image.save(path)
-
-
 def main(argv):
     del argv
     if FLAGS.kill_after_step >= FLAGS.resume_steps:
@@ -159,7 +125,7 @@ def main(argv):
     subprocess.run(_train_command(killed), check=True, env=_env(),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    a, b = _scalars(straight, FLAGS.tag), _scalars(killed, FLAGS.tag)
+    a, b = scalars(straight, FLAGS.tag), scalars(killed, FLAGS.tag)
     common = sorted(set(a) & set(b))
     before = [abs(a[s] - b[s]) for s in common if s <= FLAGS.kill_after_step]
     after = [abs(a[s] - b[s]) for s in common if s > FLAGS.kill_after_step]
@@ -175,12 +141,14 @@ def main(argv):
                                                   FLAGS.kill_after_step) / len(after)},
         "tag": FLAGS.tag,
     }
-    plot = os.path.join(FLAGS.output_dir, "loss_curves.png")
-    _plot({"straight": a, "killed + resumed": b}, FLAGS.kill_after_step, lost_until, plot)
+    plot_path = os.path.join(FLAGS.output_dir, "loss_curves.png")
+    plot({"straight": a, "killed + resumed": b}, plot_path, f"{FLAGS.tag} per step",
+         band=(FLAGS.kill_after_step, lost_until,
+               f"checkpoint {FLAGS.kill_after_step}; killed at ~{lost_until}"))
     with open(os.path.join(FLAGS.output_dir, "resume_check.json"), "w") as f:
         json.dump(result, f, indent=2)
     print(json.dumps(result, indent=2))
-    print(f"plot: {plot}")
+    print(f"plot: {plot_path}")
 
 
 if __name__ == "__main__":
