@@ -357,17 +357,33 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
             ).astype(np.uint8)
 
 
+def _wrap(text: str, width: float, draw) -> list:
+    """``text`` as lines no wider than ``width`` pixels where words allow."""
+    lines = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def write_grid(path: str, columns: dict, names: list, n: int) -> None:
     """Rows = identities; columns = ground truth then each model/duration."""
     titles = list(columns)
     size = next(iter(columns.values())).shape[1]
-    pad, head, label_w = 4, 18, 90
+    pad, label_w, line_h = 4, 90, 12
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    # Titles wrap at word boundaries to the column width ("voice-attribute oracle drawn").
+    wrapped = [_wrap(t, size + pad - 2, measure) for t in titles]
+    head = 6 + line_h * max(len(lines) for lines in wrapped)
     w = label_w + len(titles) * (size + pad)
     h = head + n * (size + pad)
     sheet = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(sheet)
-    for j, t in enumerate(titles):
-        draw.text((label_w + j * (size + pad), 2), t, fill=(0, 0, 0))
+    for j, lines in enumerate(wrapped):
+        for k, line in enumerate(lines):
+            draw.text((label_w + j * (size + pad), 2 + k * line_h), line, fill=(0, 0, 0))
     for i in range(n):
         y = head + i * (size + pad)
         draw.text((2, y + size // 2 - 6), names[i][-14:], fill=(0, 0, 0))
