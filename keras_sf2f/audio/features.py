@@ -37,8 +37,9 @@ Precision (``compute_dtype``):
   20-30 dB down, where single-bin filters (at 44.1/48 kHz the first filter is bin 0 alone)
   meet that noise: 4e-4 at 44.1 kHz but 1.1e-2 at 48 kHz in the same measurement. Pure
   tones are worse (the rectangular window's leakage nulls can leave a single-bin filter with
-  almost nothing but rounding noise): 8.7e-4 at 16 kHz and 1.05e-2 at 22.05 kHz in a sweep of
-  60 frequencies x 3 amplitudes, so float32 is not the default even at 16 kHz.
+  almost nothing but rounding noise): sweeps of 60 frequencies x 3 amplitudes with random
+  phases measured 3.9e-4 to 8.7e-4 at 16 kHz and 3.0e-3 to 1.05e-2 at 22.05 kHz
+  (``benchmarks/feature_precision.py``), so float32 is not the default even at 16 kHz.
 
 A float32 FFT with only the lowest bins recomputed in float64 (a direct DFT of 8 bins) was
 parity-safe too (worst 1.1e-4), but measured no faster on this 2-core machine: the float64
@@ -54,6 +55,14 @@ constant; a scalar tensor with no static value (e.g. an exported signature that 
 as an input) computes frame sizes and the filterbank with TF ops from the rate at run time (a
 40 x 257 matrix, microseconds), so one graph serves every rate. Both paths give the same matrix
 (tested over a wide range of rates).
+
+Known deviation (all precisions): when a filter covers FFT bin 0 alone (rates of about 40 kHz
+and up) and a frame's first 512 pre-emphasised samples sum to exactly zero (possible for very
+quiet integer signals, e.g. a tone of amplitude 3 at 44.1 kHz), the DC power is exactly 0
+here (band value ``log(eps) = -36.04``) but float64 rounding noise in the reference
+(``0.97 x`` is inexact; ~1e-34, log ~ -77). Both mean "no energy"; no FFT with another
+summation order could reproduce the reference's noise. ``benchmarks/feature_precision.py``
+shows the case. The project's loaders resample to 16 kHz, where bin 0 is in no filter.
 
 Empty input: the reference library fails on an empty signal (``IndexError``); here zero samples
 give zero frames (``[0, num_filters]``).
