@@ -12,7 +12,6 @@ and a pure test checks all ten variants' commands through the flag parser.
 """
 
 import csv
-import io
 import json
 import os
 import subprocess
@@ -20,10 +19,10 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from keras_sf2f.data import records
 from keras_sf2f.data.corpus import CorpusSpec
+from keras_sf2f.data.procedural import face_pngs
 from keras_sf2f.evaluation import ablations
 
 pytestmark = pytest.mark.filterwarnings(
@@ -84,15 +83,6 @@ VOICE2FACE = f"""
 """
 
 
-def _pngs(image):
-    out = {}
-    for size in records.IMAGE_SIZES:
-        buf = io.BytesIO()
-        Image.fromarray(image).resize((size, size), Image.BILINEAR).save(buf, format="PNG")
-        out[size] = buf.getvalue()
-    return out
-
-
 def _write_data(path, wild: bool):
     """Mel offsets and face colours follow the identity; the wild copy has the same speech
     and shifted, noisy faces on a textured background."""
@@ -118,7 +108,7 @@ def _write_data(path, wild: bool):
                 if wild:
                     noise = faces.normal(0, 25, size=image.shape)
                     image = np.clip(image + noise, 0, 255).astype(np.uint8)
-                writer.add_face(name, f"{name}_f{k}", _pngs(image))
+                writer.add_face(name, f"{name}_f{k}", face_pngs(image, records.IMAGE_SIZES))
     writer.close()
 
 

@@ -6,7 +6,6 @@ A tiny prepared split (5 test identities, 4 face-only identities) and tiny untra
 generators keep it fast; what is checked is where every picture and number lands.
 """
 
-import io
 import json
 import os
 
@@ -19,6 +18,7 @@ from PIL import Image  # noqa: E402
 
 from keras_sf2f.data import records  # noqa: E402
 from keras_sf2f.data.prepare import DatasetWriter  # noqa: E402
+from keras_sf2f.data.procedural import face_pngs  # noqa: E402
 from keras_sf2f.evaluation import evaluate as ev  # noqa: E402
 from keras_sf2f.evaluation.embedders import FaceNetEmbedder  # noqa: E402
 from keras_sf2f.models import builder  # noqa: E402
@@ -30,15 +30,6 @@ pytestmark = pytest.mark.filterwarnings(
 NUM_TEST = 5
 TINY = dict(encoder="cnn", encoder_channels=(8, 8, 8, 8), embedding_dim=32,
             image_discriminator_arch_64="", identity_classifier_arch_64="")
-
-
-def _pngs(image):
-    out = {}
-    for size in records.IMAGE_SIZES:
-        buf = io.BytesIO()
-        Image.fromarray(image).resize((size, size), Image.BILINEAR).save(buf, format="PNG")
-        out[size] = buf.getvalue()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +48,7 @@ def data_dir(tmp_path_factory):
             for k in range(2):
                 image = np.full([128, 128, 3], (30 * i + 10, 100 + 50 * k, 60), np.uint8)
                 image[40:90, 40:90] = (200 - 20 * i, 80, 40 * k)
-                writer.add_face(name, f"{name}_f{k}", _pngs(image))
+                writer.add_face(name, f"{name}_f{k}", face_pngs(image, records.IMAGE_SIZES))
     writer.close()
     return d
 

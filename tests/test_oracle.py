@@ -141,7 +141,9 @@ def test_evaluator_scores_the_oracle_against_the_ground_truth(tmp_path):
     # as the "oracle" retrieves itself perfectly, so the metric code is the shared one.
     own = pipelines.imagenet_normalize(
         oracle.oracle_faces(SEED, range(*TEST_RANGE), range(*TEST_RANGE), 64)).numpy()
-    perfect = evaluator.score_runs([own])["centre_colour"]
+    perfect, first = evaluator.score_runs([own])
+    perfect = perfect["centre_colour"]
+    assert first is own
     assert perfect["recall@5"]["mean"] == 1.0
     # A non-procedural split has no oracle.
     evaluator.config = dataclasses.replace(config, data_dir=str(tmp_path / "nowhere"))

@@ -575,13 +575,14 @@ METRICS = ("cosine_similarity", "l1_distance", "l2_distance", "recall@1", "recal
            "recall@10", "vggface_score")
 
 
-def _cell(values: dict, key: str) -> str:
-    if key not in values:
-        return "-"
-    c = values[key]
-    if c["runs"] > 1:
-        return f"{c['mean']:.3f} ± {math.sqrt(c['variance']):.3f}"
-    return f"{c['mean']:.3f}"
+def _csv_metric_cells(values: dict) -> list:
+    """Mean and standard deviation of every metric in ``METRICS`` (empty when missing)."""
+    cells = []
+    for m in METRICS:
+        c = values.get(m)
+        cells += ["", ""] if c is None else [f"{c['mean']:.6f}",
+                                             f"{math.sqrt(c['variance']):.6f}"]
+    return cells
 
 
 def _protocol_label(protocol: str) -> str:
@@ -682,6 +683,8 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
 
     ``oracle``: ``{embedder: metrics}`` of the voice-attribute oracle
     (``evaluate.Evaluator.oracle``), shown as a reference row under each Table 2."""
+    from keras_sf2f.evaluation.metrics import format_summary  # noqa: PLC0415
+
     os.makedirs(plan.output_dir, exist_ok=True)
     csv_path = os.path.join(plan.output_dir, "ablations.csv")
     md_path = os.path.join(plan.output_dir, "ablations.md")
@@ -701,10 +704,7 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
             for protocol, per in results[v.name].items():
                 for embedder, values in per.items():
                     row = ["+".join(v.tables), v.name, v.label, protocol, embedder]
-                    for m in METRICS:
-                        c = values.get(m)
-                        row += ["", ""] if c is None else [
-                            f"{c['mean']:.6f}", f"{math.sqrt(c['variance']):.6f}"]
+                    row += _csv_metric_cells(values)
                     runs = next(iter(values.values()))["runs"] if values else ""
                     row += [runs, rec.get("train_steps", ""), rec.get("trained_step", ""),
                             rec.get("data_dir", ""), rec.get("init_from") or "",
@@ -715,11 +715,7 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
                     writer.writerow(row)
         for embedder, values in (oracle or {}).items():
             row = ["reference", "oracle", ORACLE_LABEL, "drawn", embedder]
-            for m in METRICS:
-                c = values.get(m)
-                row += ["", ""] if c is None else [
-                    f"{c['mean']:.6f}", f"{math.sqrt(c['variance']):.6f}"]
-            row += [next(iter(values.values()))["runs"]] + [""] * 8
+            row += _csv_metric_cells(values) + [next(iter(values.values()))["runs"]] + [""] * 8
             writer.writerow(row)
     os.replace(csv_path + ".tmp", csv_path)
 
@@ -756,10 +752,10 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
                 values = results[v.name].get(protocol, {}).get(embedder)
                 if values is not None:
                     lines.append(f"| {v.label} (`{v.name}`) | {_protocol_label(protocol)} | "
-                                 + " | ".join(_cell(values, k) for k in keys) + " |")
+                                 + " | ".join(format_summary(values, k) for k in keys) + " |")
         if oracle and embedder in oracle:
             lines.append(f"| {ORACLE_LABEL} | - | "
-                         + " | ".join(_cell(oracle[embedder], k) for k in keys) + " |")
+                         + " | ".join(format_summary(oracle[embedder], k) for k in keys) + " |")
         lines += ["", f"## Table 3 (SF2F vs voice2face) -- embedder `{embedder}`", "",
                   "| model | fuser | input | " + head[2:], "|---|---|---|" + sep]
         for name, fuser in (("voice2face", "no"), ("sf2f", "no"), ("sf2f_fuser", "yes")):
@@ -770,7 +766,7 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
                 if values is not None:
                     lines.append(f"| {by_name[name].label} (`{name}`) | {fuser} | "
                                  f"{_protocol_label(protocol)} | "
-                                 + " | ".join(_cell(values, k) for k in keys) + " |")
+                                 + " | ".join(format_summary(values, k) for k in keys) + " |")
         lines.append("")
     if embedders:
         recall = _largest_recall(results)

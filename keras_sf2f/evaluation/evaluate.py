@@ -204,12 +204,17 @@ class Evaluator:
             out[e.name] = m
         return out
 
-    def score_runs(self, runs) -> dict:
-        """{embedder: {metric: {mean, variance, runs}}} over face arrays (an iterable: each is
-        scored as it comes), one face per identity of the split in label order (floats as the
-        generator makes them)."""
-        per_run = [self._score(images) for images in runs]
-        return {e: _summary([run[e] for run in per_run]) for e in per_run[0]}
+    def score_runs(self, runs) -> tuple:
+        """``(summary, first)`` over face arrays, one face per identity of the split in label
+        order (floats as the generator makes them): ``summary`` is {embedder: {metric: {mean,
+        variance, runs}}}, ``first`` the first run's faces (the pictured samples). ``runs`` may
+        be a generator: each array is scored as it comes and only the first is kept."""
+        per_run, first = [], None
+        for images in runs:
+            if first is None:
+                first = images
+            per_run.append(self._score(images))
+        return {e: _summary([run[e] for run in per_run]) for e in per_run[0]}, first
 
     def oracle(self) -> dict | None:
         """The voice-attribute oracle's faces scored like a model's (``oracle.py``), one run per
@@ -222,35 +227,24 @@ class Evaluator:
             return None
         donors = oracle.donor_draws(info["donor_range"], len(info["identities"]),
                                     self.config.runs, self.config.seed)
-        first = []
-
-        def runs():
-            for d in donors:
-                faces = oracle.oracle_faces(info["seed"], info["identities"], d,
-                                            self.image_size, info["quality"])
-                images = pipelines.imagenet_normalize(faces).numpy()
-                if not first:
-                    first.append(images)
-                yield images
-
-        results = self.score_runs(runs())
-        return {"results": {ORACLE_PROTOCOL: results}, "samples": {ORACLE_PROTOCOL: first[0]}}
+        runs = (pipelines.imagenet_normalize(oracle.oracle_faces(
+            info["seed"], info["identities"], d, self.image_size, info["quality"])).numpy()
+                for d in donors)
+        results, first = self.score_runs(runs)
+        return {"results": {ORACLE_PROTOCOL: results}, "samples": {ORACLE_PROTOCOL: first}}
 
     def evaluate(self, face_generator: FaceGenerator, progress=None) -> dict:
         """{protocol: {embedder: {metric: {mean, variance, runs}}}} plus sample images."""
         results, samples = {}, {}
         for d, crops in self.crops.items():
 
-            def runs(crops=crops, label=f"{d:g} s"):
+            def runs(crops=crops):
                 for r in range(self.config.runs):
-                    images = face_generator.from_crops(crops[:, r])
-                    if r == 0:
-                        samples[label] = images
-                    yield images
+                    yield face_generator.from_crops(crops[:, r])
                     if progress:
                         progress.update()
 
-            results[f"crops_{d:g}s"] = self.score_runs(runs())
+            results[f"crops_{d:g}s"], samples[f"{d:g} s"] = self.score_runs(runs())
         if self.config.fuser_protocol:
             segs, masks = [], []
             for i in range(self.split.num_identities):
@@ -455,15 +449,6 @@ def write_figure1(path: str, ground_truth: np.ndarray, columns: dict, names: lis
     sheet.save(path)
 
 
-def _fmt(cell: dict, key: str) -> str:
-    if key not in cell:
-        return "-"
-    c = cell[key]
-    if c["runs"] > 1:
-        return f"{c['mean']:.3f} ± {np.sqrt(c['variance']):.3f}"
-    return f"{c['mean']:.3f}"
-
-
 def metric_keys(ks) -> list:
     return ["cosine_similarity", "l1_distance", "l2_distance"] + [f"recall@{k}" for k in ks] + \
         ["vggface_score"]
@@ -476,7 +461,7 @@ def markdown_table(results_by_model: dict, embedder: str, ks) -> str:
     for model, res in results_by_model.items():
         for protocol, per_embedder in res.items():
             if embedder in per_embedder:
-                cells = [_fmt(per_embedder[embedder], k) for k in keys]
+                cells = [metrics.format_summary(per_embedder[embedder], k) for k in keys]
                 lines.append(f"| {model} | {protocol} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ split's sorted order, which is what the reference's "galleries" refer to).
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -353,3 +354,15 @@ def vggface_score(probabilities, splits: int = VGGFACE_SCORE_SPLITS,
             terms = np.where(part > 0, part * (np.log(part) - np.log(marginal)), 0.0)
         scores.append(float(np.exp(np.mean(np.sum(terms, axis=1)))))
     return float(np.mean(scores)), float(np.std(scores))
+
+
+def format_summary(values: dict, key: str) -> str:
+    """One table cell of a summary over runs (``{metric: {"mean", "variance", "runs"}}``):
+    ``mean ± standard deviation`` to 3 decimals, the mean alone for a single run, ``-`` when
+    the metric is missing."""
+    if key not in values:
+        return "-"
+    c = values[key]
+    if c["runs"] > 1:
+        return f"{c['mean']:.3f} ± {math.sqrt(c['variance']):.3f}"
+    return f"{c['mean']:.3f}"
