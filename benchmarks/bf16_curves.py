@@ -30,7 +30,7 @@ import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from curves import plot, scalars  # noqa: E402 (beside this script)
+from curves import demo_train_command, plot, scalars, train_env  # noqa: E402 (beside this script)
 
 flags.DEFINE_string("data_dir", "runs/demo/data", "Prepared corpus (scripts/main_job.sh).")
 flags.DEFINE_string("face_network", "runs/demo/face_net", "Face-identity network.")
@@ -47,18 +47,14 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 
 def _train(model_dir: str, precision: str) -> float:
     """Runs one training; returns its wall time in seconds."""
-    command = [sys.executable, os.path.join(_REPO_ROOT, "trainers", "train.py"),
-               f"--flagfile={os.path.join(_REPO_ROOT, 'configs', 'demo.cfg')}",
-               f"--data_dir={FLAGS.data_dir}", f"--face_network={FLAGS.face_network}",
-               f"--model_dir={model_dir}", f"--train_steps={FLAGS.steps}",
-               f"--batch_size={FLAGS.batch_size}", f"--mixed_precision={precision}",
-               f"--checkpoint_every_steps={FLAGS.steps}", "--eval_every_steps=0",
-               "--summary_every_steps=1", "--log_every_seconds=30"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    command = demo_train_command(
+        model_dir, FLAGS.data_dir, FLAGS.face_network, f"--train_steps={FLAGS.steps}",
+        f"--batch_size={FLAGS.batch_size}", f"--mixed_precision={precision}",
+        f"--checkpoint_every_steps={FLAGS.steps}", "--log_every_seconds=30")
     log_path = model_dir + ".log"
     started = time.monotonic()
     with open(log_path, "w") as log:
-        done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run(command, env=train_env(), stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         with open(log_path, errors="replace") as f:
             tail = "".join(f.readlines()[-15:])

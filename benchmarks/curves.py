@@ -1,12 +1,30 @@
 """Training curves of finished runs: read them from TensorBoard event files, draw them.
 
 Shared by the benchmark scripts that compare two runs of ``trainers/train.py`` step by step
-(``resume_after_sigkill.py``, ``bf16_curves.py``).
+(``resume_after_sigkill.py``, ``bf16_curves.py``), with the command they train by.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def demo_train_command(model_dir: str, data_dir: str, face_network: str, *extra: str) -> list:
+    """``trainers/train.py`` on ``configs/demo.cfg`` with a loss summary every step and no
+    validation (the scripts compare training curves); ``extra`` flags come last and win."""
+    return [sys.executable, os.path.join(_REPO_ROOT, "trainers", "train.py"),
+            f"--flagfile={os.path.join(_REPO_ROOT, 'configs', 'demo.cfg')}",
+            f"--data_dir={data_dir}", f"--face_network={face_network}",
+            f"--model_dir={model_dir}", "--eval_every_steps=0", "--summary_every_steps=1",
+            *extra]
+
+
+def train_env() -> dict:
+    """The environment for the training subprocesses: TensorFlow's C++ log quiet by default."""
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
 
 
 def scalars(model_dir: str, tag: str) -> dict:

@@ -31,7 +31,7 @@ import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from curves import plot, scalars  # noqa: E402 (beside this script)
+from curves import demo_train_command, plot, scalars, train_env  # noqa: E402 (beside this script)
 
 flags.DEFINE_string("data_dir", "runs/demo/data", "Prepared corpus (scripts/main_job.sh).")
 flags.DEFINE_string("face_network", "runs/demo/face_net", "Face-identity network.")
@@ -45,16 +45,10 @@ FLAGS = flags.FLAGS
 
 
 def _train_command(model_dir: str) -> list:
-    return [sys.executable, os.path.join(_REPO_ROOT, "trainers", "train.py"),
-            f"--flagfile={os.path.join(_REPO_ROOT, 'configs', 'demo.cfg')}",
-            f"--data_dir={FLAGS.data_dir}", f"--face_network={FLAGS.face_network}",
-            f"--model_dir={model_dir}", f"--train_steps={FLAGS.resume_steps}",
-            f"--checkpoint_every_steps={FLAGS.checkpoint_every}",
-            "--eval_every_steps=0", "--summary_every_steps=1", "--log_every_seconds=1"]
-
-
-def _env():
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    return demo_train_command(model_dir, FLAGS.data_dir, FLAGS.face_network,
+                              f"--train_steps={FLAGS.resume_steps}",
+                              f"--checkpoint_every_steps={FLAGS.checkpoint_every}",
+                              "--log_every_seconds=1")
 
 
 def _checkpointed_step(model_dir: str) -> int:
@@ -99,14 +93,14 @@ def main(argv):
     killed = os.path.join(FLAGS.output_dir, "killed")
 
     print(f"straight run to step {FLAGS.resume_steps} ...", flush=True)
-    subprocess.run(_train_command(straight), check=True, env=_env(),
+    subprocess.run(_train_command(straight), check=True, env=train_env(),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     print(f"second run, SIGKILL once ckpt-{FLAGS.kill_after_step} exists ...", flush=True)
     os.makedirs(killed, exist_ok=True)
     log_path = os.path.join(FLAGS.output_dir, "killed_run.log")
     log = open(log_path, "w")
-    process = subprocess.Popen(_train_command(killed), env=_env(), stdout=log,
+    process = subprocess.Popen(_train_command(killed), env=train_env(), stdout=log,
                                stderr=subprocess.STDOUT)
     while _checkpointed_step(killed) < FLAGS.kill_after_step:
         if process.poll() is not None:
@@ -122,7 +116,7 @@ def main(argv):
     print(f"killed at step ~{lost_until}; last checkpoint {_checkpointed_step(killed)}",
           flush=True)
     print("restarting the same command ...", flush=True)
-    subprocess.run(_train_command(killed), check=True, env=_env(),
+    subprocess.run(_train_command(killed), check=True, env=train_env(),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     a, b = scalars(straight, FLAGS.tag), scalars(killed, FLAGS.tag)
