@@ -93,12 +93,14 @@ def test_review_page_choices_survive_reload_and_restart_then_export(browser, tmp
     def settle():
         wait.until(lambda d: d.execute_script("return (document.body.dataset.busy||'0')==='0'"))
 
+    # Read the page in one script call each, so a re-render between two WebDriver calls
+    # cannot hand back a stale element.
     def name():
-        return browser.find_element(By.ID, "identity-name").text
+        return browser.execute_script("return document.getElementById('identity-name').textContent")
 
     def kept_keys():
-        return [e.get_attribute("data-key")
-                for e in browser.find_elements(By.CSS_SELECTOR, ".candidate.kept")]
+        return browser.execute_script(
+            "return [...document.querySelectorAll('.candidate.kept')].map(e => e.dataset.key)")
 
     def press(key):
         browser.find_element(By.TAG_NAME, "body").send_keys(key)
@@ -150,8 +152,10 @@ def test_review_page_choices_survive_reload_and_restart_then_export(browser, tmp
         ready()
         assert browser.find_element(By.ID, "progress").text == "3 / 3 identities reviewed"
         browser.find_element(By.CSS_SELECTOR, "#identity-list li[data-index='0']").click()
+        settle()
         wait.until(lambda d: name() == "Alice_A" and len(kept_keys()) == 2)
         browser.find_element(By.ID, "export").click()
+        settle()
         wait.until(lambda d: "Exported" in d.find_element(By.ID, "export-result").text)
         text = browser.find_element(By.ID, "export-result").text
         assert "Exported 9 images of 2 identities" in text and "Carol_C" in text
@@ -166,6 +170,47 @@ def test_review_page_choices_survive_reload_and_restart_then_export(browser, tmp
             "000_jpg.png", "002_jpg.png"]
         assert len(os.listdir(os.path.join(root, kind, "Bob_B"))) == 7
     assert os.path.isfile(os.path.join(root, "curation_export.json"))
+
+
+def test_quick_key_presses_on_a_slow_server_are_applied_in_order(browser, tmp_path):
+    """The race behind the old flaky run: a second "1" pressed before the first one's answer
+    arrived read the same old state and sent "keep" again, so keep-then-drop ended as kept.
+    A server that answers every keep after 0.3 s makes that window certain; actions are now
+    queued in the page, so the presses apply in order whatever the latency."""
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    curated = str(tmp_path / "curated")
+    make_curated(curated)
+    app = review_server.ReviewApp(review_server.ReviewSettings(curated_dir=curated))
+    keep = app.keep
+
+    def slow_keep(*args, **kwargs):
+        time.sleep(0.3)
+        return keep(*args, **kwargs)
+
+    app.keep = slow_keep
+    server = review_server.ReviewServer(app, "127.0.0.1", 0).start()
+    wait = WebDriverWait(browser, 15)
+    try:
+        browser.get(server.url)
+        wait.until(lambda d: d.execute_script(
+            "return document.body.dataset.ready === '1' && document.body.dataset.busy === '0'"))
+        body = browser.find_element(By.TAG_NAME, "body")
+        body.send_keys("1")
+        body.send_keys("1")  # before the first answer: queued, not lost
+        body.send_keys("2")
+        assert browser.execute_script("return Number(document.body.dataset.busy)") > 0
+        wait.until(lambda d: d.execute_script("return document.body.dataset.busy === '0'"))
+        kept = browser.execute_script(
+            "return [...document.querySelectorAll('.candidate.kept')].map(e => e.dataset.key)")
+        assert kept == ["Alice_A/001.jpg"]
+        assert app.state()["identities"][0]["kept"] == 1
+    finally:
+        server.stop()
+        app.close()
 
 
 def test_review_server_refuses_bad_requests(tmp_path):
