@@ -191,6 +191,128 @@ def test_num_filters_argument():
 
 
 # --------------------------------------------------------------------------------------------
+# White noise at every rate, with the DC bin near a total cancellation
+#
+# From 29132 Hz one filter is FFT bin 0 alone (filter 0; filter 1 from 78249 Hz): its value is
+# the square of the plain sum S of the frame's pre-emphasised samples, a sum of terms of
+# thousands that white noise can cancel to almost nothing. Any rounding of the samples (a
+# float32 conversion) or of their pre-emphasis (0.97 x in float32) then moves the band by far
+# more than 1e-3, while exact integer pre-emphasis and a float64 FFT stay within ~1e-5.
+
+ALL_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
+TIGHT = 2e-5  # the default precision's measured worst is ~2.3e-6; 1.6e-5 is the rounding bound
+
+
+def _cancel_dc(x, sr, rng, integer=True, every=2, sums=None):
+    """``x`` with two samples of every ``every``-th frame (from frame 1) nudged so that the
+    frame's pre-emphasised samples that reach the FFT sum to ``S`` = +-0.01 to +-0.30 (or to
+    ``sums[i]`` for the i-th nudged frame). Returns ``(x, frames)``.
+
+    In units of ``z = 100 y`` (integers for integer samples): the frame's last sample enters the
+    sum once with weight 100 (its -97 term falls after the window), the one before it with
+    100 - 97 = 3; since gcd(100, 3) = 1 any integer target is reachable. Frames are fixed in
+    order: a nudge at the end of frame k's window reaches only frames after k."""
+    x = np.array(x, np.float64)
+    fl, fs = F.frame_geometry(sr)
+    m = min(fl, F.NFFT)
+    frames = []
+    for i, k in enumerate(range(1, F.num_frames(len(x), sr), every)):
+        s = k * fs
+        if s + m > len(x):
+            break
+        total = 100 * x[s:s + m].sum() - 97 * x[s - 1:s + m - 1].sum()
+        target = (int(rng.integers(1, 31)) * int(rng.choice([-1, 1])) if sums is None
+                  else int(round(100 * sums[i % len(sums)])))
+        if integer:
+            r = int(round(target - total))
+            three = (r * 67) % 100  # 67 = 3^-1 mod 100
+            three -= 100 if three > 50 else 0
+            x[s + m - 2] += three
+            x[s + m - 1] += (r - 3 * three) // 100
+        else:
+            x[s + m - 1] += (target - total) / 100
+        frames.append(k)
+    assert np.abs(x).max() <= 32767
+    return x, frames
+
+
+def _dc_filters(sr):
+    """Indices of the filters that are FFT bin 0 alone."""
+    fb = F.mel_filterbank_matrix(sr)
+    return [j for j in range(fb.shape[1]) if fb[0, j] > 0 and not fb[1:, j].any()]
+
+
+def test_dc_alone_filters_start_at_29132_hz():
+    assert [r for r in (27528, 29131, 29132, 32000, 78248, 78249) if _dc_filters(r)] == \
+        [29132, 32000, 78248, 78249]
+    assert (_dc_filters(44100), _dc_filters(78248), _dc_filters(96000)) == ([0], [0], [1])
+
+
+@pytest.mark.parametrize("sr", ALL_RATES)
+def test_parity_white_noise_every_rate(sr):
+    """1 s of white noise (rms 2000) with every other frame's DC sum forced to +-0.01..0.30:
+    integer samples, and non-integer ones given as float64, float32 and a Python list. The
+    reference is python_speech_features on the same values in float64 (its path for int16)."""
+    rng = np.random.default_rng(sr + 16)
+    x, _ = _cancel_dc(np.round(rng.standard_normal(sr) * 2000), sr, rng)
+    ref = _ref(x, sr)
+    err = np.abs(F.log_mel_filterbank(x, sr).numpy() - ref).max()
+    assert err <= TIGHT, (sr, "integer-valued", err)
+    real, _ = _cancel_dc(rng.standard_normal(sr) * 2000, sr, rng, integer=False)
+    for inp in (real, real.astype(np.float32), real.tolist()):
+        want = _ref(np.asarray(inp, np.float64), sr)
+        err = np.abs(F.log_mel_filterbank(inp, sr).numpy() - want).max()
+        assert err <= TIGHT, (sr, type(inp).__name__, np.asarray(inp).dtype, err)
+    for dc in _dc_filters(sr):
+        # The signals are hard enough: rounding the pre-emphasis to float32 (the reference's
+        # own arithmetic on a float32 array: 0.18 to 0.7 here), or the samples to float32
+        # (TensorFlow's conversion of Python floats: 8e-3 to 4e-2) moves the DC band by more
+        # than the 1e-3 criterion.
+        f32_preemphasis = logfbank(x.astype(np.float32), samplerate=sr, nfilt=40)
+        assert np.abs(f32_preemphasis - ref)[:, dc].max() > 10 * TOL, sr
+        f32_samples = _ref(real.astype(np.float32), sr)
+        assert np.abs(f32_samples - _ref(real, sr))[:, dc].max() > 2 * TOL, sr
+
+
+def test_parity_white_noise_7s_44k_chunked_and_batched():
+    """The reported case: 7 s of white noise at 44.1 kHz (699 frames: the chunked path), every
+    frame's DC sum forced, through the single and the batched function, lists included."""
+    sr = 44100
+    rng = np.random.default_rng(44)
+    x, frames = _cancel_dc(np.round(rng.standard_normal(7 * sr) * 2000), sr, rng, every=1)
+    assert len(frames) > F.CHUNK_FRAMES
+    ref = _ref(x, sr)
+    assert np.abs(F.log_mel_filterbank(x, sr).numpy() - ref).max() <= TIGHT
+    real, _ = _cancel_dc(rng.standard_normal(7 * sr) * 2000, sr, rng, integer=False, every=1)
+    want = _ref(real, sr)
+    assert np.abs(F.log_mel_filterbank(real.tolist(), sr).numpy() - want).max() <= TIGHT
+    feats, counts = F.log_mel_filterbank_batch([real.tolist(), x.tolist()], [len(x)] * 2, sr)
+    assert counts.numpy().tolist() == [len(ref)] * 2
+    assert np.abs(feats[0].numpy() - want).max() <= TIGHT
+    assert np.abs(feats[1].numpy() - ref).max() <= TIGHT
+
+
+@pytest.mark.parametrize("sr", (32000, 44100, 96000))
+def test_exactly_cancelling_dc_is_the_only_exception(sr):
+    """Integer samples: a frame's DC sum is 0 or at least 0.01 in magnitude. At exactly 0 the
+    DC-only band is log(eps) here and the reference's rounding noise (below log(eps)) there,
+    the documented deviation; at +-0.01, the smallest non-zero sum, parity holds."""
+    rng = np.random.default_rng(sr + 29)
+    x, frames = _cancel_dc(np.round(rng.standard_normal(sr // 2) * 2000), sr, rng,
+                           sums=[0.0, 0.01, -0.01])
+    got, ref = F.log_mel_filterbank(x, sr).numpy(), _ref(x, sr)
+    (dc,) = _dc_filters(sr)
+    zero = frames[0::3]
+    np.testing.assert_allclose(got[zero, dc], F.LOG_EPS, atol=1e-5)  # exactly 0 power
+    assert (ref[zero, dc] <= F.LOG_EPS + 1e-9).all()
+    mask = np.ones(got.shape, bool)
+    mask[zero, dc] = False
+    assert np.abs(got - ref)[mask].max() <= TIGHT
+    smallest = frames[1::3] + frames[2::3]
+    np.testing.assert_allclose(ref[smallest, dc], math.log(1e-4 / F.NFFT), atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
 # Graph use: unknown length, run-time sample rate, batches, SavedModel
 
 

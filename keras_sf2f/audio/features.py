@@ -30,7 +30,8 @@ Precision (``compute_dtype``):
 * default (``None``, "mixed"): pre-emphasis, frames and the FFT in float64, the filterbank
   product in float32 (its terms are all positive, so float32 costs ~1e-7 relative); max abs
   difference to the reference ~2e-6 (measured over noise, band-limited, high-passed and
-  speech-like signals at 8-48 kHz);
+  speech-like signals at 8-48 kHz, and white noise at every rate from 8 to 96 kHz with frames
+  forced to near-total DC cancellation; bounds below);
 * ``tf.float64``: everything in float64 (the filterbank product too); the same ~2e-6;
 * ``tf.float32``: everything in float32, ~2.5x cheaper FFT, not parity-safe: a float32 FFT's
   rounding noise sits ~140 dB below the frame's energy, and pre-emphasis puts the lowest bins
@@ -50,14 +51,40 @@ for integer samples on the int16 scale; the factor is folded into the filterbank
 geometry and the filterbank matrix are always computed in float64 exactly as the reference
 does.
 
+Input values. The samples are used exactly as given: any input dtype (int16, int32, float32,
+float64, ...) is widened to float64 before pre-emphasis (default and float64 precisions), and
+a Python sequence goes through numpy first (TensorFlow's own conversion would make Python
+floats float32, rounding each sample to 24 bits: measured up to 6e-2 off at 32-96 kHz on
+white noise). The reference library instead computes its pre-emphasis in the input's dtype: for a
+float32 array, ``signal[1:] - 0.97 * signal[:-1]`` stays float32 (numpy does not widen an
+array for a Python scalar), so each pre-emphasised sample is rounded to 24 bits before its
+float64 FFT. Where a filter is FFT bin 0 alone (filter 0 from 29132 Hz, filter 1 from 78249 Hz,
+filter 2 from 145715 Hz), its value is the square of the plain sum of the frame's 512
+pre-emphasised samples, and that sum of large terms can cancel almost completely; the
+rounding then moves the reference's own value without bound (up to 0.115 over four 7 s draws
+of float32 white noise at 44.1 kHz; up to 1.5 on frames whose sum cancels to 0.01-0.3).
+Parity is therefore defined, and tested, against the reference on the same values in float64,
+which is its path for the int16 samples the SF2F reference reads:
+``logfbank(np.asarray(x, np.float64), ...)``.
+
+Bounds (default and float64 precisions) for a band that is bin 0 alone, the worst case: the
+rounding of either computation moves the frame's pre-emphasised sum ``S`` by at most ~4e-8
+each for samples within +-32768 (512 samples at float64 ulps, plus the FFT's summation), so
+the log differs by at most ~``1.6e-7 / |S|``. For integer samples ``100 S`` is an integer:
+``S`` is exactly 0 (the known deviation below) or ``|S| >= 0.01``, hence at most ~1.6e-5
+(measured 3.4e-7 on frames forced to ``S = +-0.01``). For non-integer samples the band is
+guaranteed within 1e-3 while its value is above ~-24 (``|S| >= 1.6e-4``); measured on white
+noise of rms 2000-6000, 1e-3 was reached only around ``|S| ~ 1e-7`` (band values ~-37, at
+``log(eps)``, where both say "no energy").
+
 Sample rate: a Python number (or a tensor with a static value) builds the filterbank once as a
 constant; a scalar tensor with no static value (e.g. an exported signature that takes the rate
 as an input) computes frame sizes and the filterbank with TF ops from the rate at run time (a
 40 x 257 matrix, microseconds), so one graph serves every rate. Both paths give the same matrix
 (tested over a wide range of rates).
 
-Known deviation (all precisions): when a filter covers FFT bin 0 alone (rates of about 40 kHz
-and up) and a frame's first 512 pre-emphasised samples sum to exactly zero (possible for very
+Known deviation (all precisions): when a filter covers FFT bin 0 alone (from 29132 Hz, see
+above) and a frame's first 512 pre-emphasised samples sum to exactly zero (possible for very
 quiet integer signals, e.g. a tone of amplitude 3 at 44.1 kHz), the DC power is exactly 0
 here (band value ``log(eps) = -36.04``) but float64 rounding noise in the reference
 (``0.97 x`` is inexact; ~1e-34, log ~ -77). Both mean "no energy"; no FFT with another
@@ -475,8 +502,29 @@ def _log_mel_rows(x: tf.Tensor, lengths: tf.Tensor, max_frames, plan: _Plan,
     return tf.reshape(out, [rows, nch * chunk, nf])[:, :max_frames]
 
 
+def _to_tensor(values) -> tf.Tensor:
+    """``values`` as a tensor, without rounding the samples.
+
+    Tensors and numpy arrays keep their dtype (a float32 array is widened to float64 only
+    inside the computation, which is exact). Anything else (a list of samples) goes through
+    numpy: TensorFlow's own conversion makes Python floats float32, rounding every sample to
+    24 bits, where numpy (and so the reference library) keeps float64. At 44.1 kHz that
+    rounding alone moved the DC-only first filter of white noise by 1.1e-3."""
+    # numpy arrays first: the check costs nothing on the common path.
+    if isinstance(values, np.ndarray) or tf.is_tensor(values) or isinstance(values, tf.Variable):
+        return tf.convert_to_tensor(values)
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError, NotImplementedError):
+        # e.g. a list of symbolic tensors inside tf.function: TensorFlow stacks them.
+        return tf.convert_to_tensor(values)
+    if array.dtype == object:
+        return tf.convert_to_tensor(values)
+    return tf.convert_to_tensor(array)
+
+
 def _as_1d(waveform) -> tf.Tensor:
-    x = tf.convert_to_tensor(waveform)
+    x = _to_tensor(waveform)
     if x.shape.rank is not None and x.shape.rank != 1:
         raise ValueError(f"waveform must be 1-D (mono samples), got shape {x.shape}; "
                          "use log_mel_filterbank_batch for [batch, samples]")
@@ -509,8 +557,9 @@ def log_mel_filterbank(waveform, sample_rate, num_filters: int = NUM_FILTERS,
     """Log mel filterbank of one waveform, ``python_speech_features.logfbank`` semantics.
 
     Args:
-      waveform: 1-D samples on the int16 scale (any real dtype; numpy or tensor; any length,
-        also unknown inside ``tf.function``).
+      waveform: 1-D samples on the int16 scale (any real dtype; numpy, tensor or a Python list,
+        read as numpy reads it: float64 for Python floats; any length, also unknown inside
+        ``tf.function``). Used exactly: see "Input values" in the module doc.
       sample_rate: Python number, or scalar tensor (static or run-time value).
       num_filters: number of mel filters (the reference uses 40).
       compute_dtype: None (default, "mixed": float64 FFT, float32 filterbank product, ~2e-6 from
@@ -564,7 +613,7 @@ def log_mel_filterbank_batch(waveforms, lengths, sample_rate, num_filters: int =
         _check_rate(rate)
     num_filters = int(num_filters)
     if tf.executing_eagerly() and rate is not None:
-        x = tf.convert_to_tensor(waveforms)
+        x = _to_tensor(waveforms)
         if x.shape.rank != 2:
             raise ValueError(f"waveforms must be [batch, samples], got shape {x.shape}")
         n = tf.cast(tf.convert_to_tensor(lengths), tf.int32)
@@ -584,7 +633,7 @@ def log_mel_filterbank_batch(waveforms, lengths, sample_rate, num_filters: int =
 
 def _log_mel_batch_impl(waveforms, lengths, sample_rate, num_filters, precision,
                         direct=False):
-    x = tf.ensure_shape(tf.convert_to_tensor(waveforms), [None, None])
+    x = tf.ensure_shape(_to_tensor(waveforms), [None, None])
     total = tf.shape(x)[1]
     lengths = tf.clip_by_value(tf.cast(tf.convert_to_tensor(lengths), tf.int32), 0, total)
     plan = _plan(sample_rate, num_filters, precision)
