@@ -6,7 +6,13 @@
 
 The model flags must describe the checkpoint's configuration (encoder, fuser, decoder,
 discriminators, --num_train_identities = the width of its identity classifier). A stage-1
-checkpoint can seed a stage-2 (fuser) configuration with --allow_missing_fuser.
+checkpoint can seed a stage-2 (fuser) configuration with --allow_missing_fuser. The command
+first prints what the file holds (stage, fuser, resolution, identity-classifier width).
+
+A generator-only checkpoint (the form checkpoints are shared in: scripts/strip_checkpoint.py of
+the official PyTorch code keeps args, model_state and model_kwargs) imports for evaluation and
+export; its discriminators are not imported, which the command says, reference_import.json
+records ("generator_only", "fresh_discriminators") and training from the import repeats.
 
 Writes to --output_dir: the TF checkpoint (objects generator, image_discriminator_<res>,
 identity_classifier_<res>), flags.cfg (the effective flags) and reference_import.json
@@ -50,6 +56,12 @@ def main(argv):
         # Expected user errors: one clear message, no traceback.
         sys.stderr.write(f"error: {e}\n")
         return 1
+    print(f"found: {reference_import.format_found(info['found'])}")
+    if info["generator_only"]:
+        fresh = ", ".join(info["fresh_discriminators"]) or "none configured"
+        print(f"generator only: the discriminators ({fresh}) are not in the file and were not "
+              f"imported; evaluation and export need none, and training from "
+              f"{FLAGS.output_dir} starts them from a fresh initialisation")
     if info["skipped_keys"]:
         logging.warning("kept the fresh initialisation of %d tensors absent from the "
                         "checkpoint: %s", len(info["skipped_keys"]),

@@ -226,6 +226,11 @@ flags.DEFINE_integer("num_workers", 2, "Processes generating the procedural corp
                      lower_bound=1)
 flags.DEFINE_integer("utterance_shards", 4, "TFRecord shards per split for utterances.",
                      lower_bound=1)
+flags.DEFINE_bool(
+    "verify", False,
+    "prepare_data.py: prepare nothing; re-check the prepared --data_dir against the sha256 "
+    "per shard recorded at preparation (older directories: read every record) and name bad "
+    "shards. Exit status 1 if any.")
 
 
 def corpus_spec_from_flags():
@@ -277,6 +282,23 @@ flags.DEFINE_float("l1_weight", 10.0,
 flags.DEFINE_float("gan_weight", 1.0,
                    "Weight of the patch-discriminator GAN loss per resolution; <= 0 switches "
                    "it off and the image discriminators are not trained.")
+flags.DEFINE_integer(
+    "adversarial_start_step", 0,
+    "The generator's adversarial terms (patch-GAN and AC real/fake) are off before this step "
+    "and then ramp up linearly over --adversarial_ramp_steps; the discriminators train from "
+    "step 0. 0 (the reference): on from the start. Short runs (the demo) use it so the "
+    "generator draws a face from L1 + perceptual + identity terms before the GAN pushes it.",
+    lower_bound=0)
+flags.DEFINE_integer("adversarial_ramp_steps", 0,
+                     "Steps over which the adversarial terms ramp from 0 to full weight after "
+                     "--adversarial_start_step (0: full weight at once).", lower_bound=0)
+flags.DEFINE_float(
+    "generator_ema_decay", 0.0,
+    "If > 0, training also keeps an exponential moving average of the generator's weights "
+    "(ema = decay * ema + (1 - decay) * w after every step; BatchNorm statistics copied), "
+    "checkpointed as generator_ema; validation, evaluation, export and a later stage's "
+    "--init_checkpoint use it. 0 (the reference): no average.", lower_bound=0.0,
+    upper_bound=0.99999)
 flags.DEFINE_float("ac_weight", 0.05,
                    "Weight of the generator's auxiliary-classifier terms (identity "
                    "cross-entropy and AC real/fake) per resolution; the identity classifiers "
@@ -330,8 +352,9 @@ flags.DEFINE_enum(
 flags.DEFINE_integer("checkpoint_every_steps", 1000,
                      "Save a checkpoint every this many steps (and at the end / on SIGTERM).",
                      lower_bound=1)
-flags.DEFINE_integer("keep_checkpoints", 3, "Regular checkpoints kept in model_dir.",
-                     lower_bound=1)
+flags.DEFINE_integer("keep_checkpoints", 3, "Regular checkpoints kept in model_dir (at "
+                     "least 2 are kept, so that an unreadable newest checkpoint leaves one to "
+                     "resume from).", lower_bound=1)
 flags.DEFINE_integer(
     "eval_every_steps", 1000,
     "Validate every this many steps (and at the end); 0 switches validation off.",
@@ -375,6 +398,7 @@ def _validate_training_flags(values: dict) -> bool:
 TRAINING_FLAG_NAMES = (
     "train_steps", "batch_size", "learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon",
     "lr_decay_start_step", "lr_decay_final_factor", "l1_weight", "gan_weight", "ac_weight",
+    "adversarial_start_step", "adversarial_ramp_steps", "generator_ema_decay",
     "perceptual_weight", "perceptual_layer_weights", "face_network", "train_fuser_only",
     "init_checkpoint", "fuser_init", "fuser_windows", "seed", "crop_frames_min", "crop_frames_max",
     "strategy", "mixed_precision", "checkpoint_every_steps", "keep_checkpoints",
@@ -480,6 +504,32 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "concurrent_model_calls", 1,
     "Development server: model calls running at once (others wait).", lower_bound=1)
+flags.DEFINE_integer(
+    "max_num_load_retries", 5,
+    "Development server: times a version that failed to load is tried again (TF-Serving's "
+    "flag of the same name), e.g. because its files were still being copied.", lower_bound=0)
+flags.DEFINE_integer(
+    "load_retry_interval_micros", 60 * 1000 * 1000,
+    "Development server: microseconds between load retries (TF-Serving's flag of the same "
+    "name).", lower_bound=0)
+flags.DEFINE_integer(
+    "max_inflight_request_bytes", None,
+    "Development server: request bodies being read, parsed and run at once, in bytes "
+    "(Content-Length summed; default: --max_request_bytes). Parsing takes 3-7x a body's size "
+    "in memory; a request that does not fit waits (first come, first served).", lower_bound=1024)
+flags.DEFINE_float(
+    "max_queue_seconds", 120.0,
+    "Development server: how long a request waits for room in --max_inflight_request_bytes "
+    "before it gets HTTP 503 with Retry-After.", lower_bound=0.001)
+flags.DEFINE_float(
+    "read_timeout_seconds", 30.0,
+    "Development server: a request's line and headers, then its body, must each arrive within "
+    "this many seconds (else HTTP 408 and the connection is closed); also how long an idle "
+    "kept-alive connection is kept.", lower_bound=0.001)
+flags.DEFINE_integer(
+    "max_items_per_request", 32,
+    "Development server: most items (audio files, waveform rows, mel items) in one request; "
+    "more is HTTP 400 (the model would run them as one batch).", lower_bound=1)
 flags.DEFINE_string(
     "server", None,
     "Client: REST endpoint of TF-Serving or of the development server, e.g. "
@@ -605,6 +655,19 @@ flags.DEFINE_bool("eval_oracle", True,
                   "On the procedural corpus, also score the voice-attribute oracle: each test "
                   "identity's voice-linked attributes drawn with another identity's face-only "
                   "ones (what a perfect voice-only model could reach with each embedder).")
+flags.DEFINE_bool("eval_detection", True,
+                  "Report the face detection rate: the fraction of faces in which dlib's HOG "
+                  "frontal face detector (upscaled to 256 px) finds a face, when dlib is "
+                  "installed (keras_sf2f/evaluation/detection.py).")
+flags.DEFINE_bool("eval_diversity", True,
+                  "Report the diversity ratio of the generated faces against the ground "
+                  "truth's, the number of templates and whether faces collapsed "
+                  "(keras_sf2f/evaluation/diversity.py).")
+flags.DEFINE_bool("eval_attributes", True,
+                  "Train an attribute reader on the face-only identities' photos (about 30 s "
+                  "on 2 cores) and report how well the faces show each known attribute; "
+                  "procedural corpus, or gender on VoxCeleb (attribute_reader.py). Skipped "
+                  "with a note when the data has no attributes.")
 flags.DEFINE_bool(
     "reference_galleries", False,
     "Recall within the reference's three fixed galleries of 100 identities ([0,100), "

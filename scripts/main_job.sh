@@ -7,13 +7,16 @@
 #   5. evaluate on held-out identities                                runs/demo/report
 #   6. export the fused voice-to-face SavedModel for TF-Serving       runs/demo/export
 # Every stage resumes or skips what is already done, so re-running after an interruption
-# continues. Extra arguments are passed to the training stages (e.g. --train_steps=100).
+# continues. Extra arguments are passed to stage 1 (e.g. --train_steps=100). SEED=<n> sets
+# both training stages' --seed (model initialisation and data order; default 0); RUN_DIR=<dir>
+# moves the whole run (default runs/demo). benchmarks/demo_seeds.py uses both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh requirements.txt
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 RUN=${RUN_DIR:-runs/demo}
+SEED=${SEED:-0}
 PY=.venv/bin/python
 CFG=configs/demo.cfg
 start=$(date +%s)
@@ -32,11 +35,12 @@ fi
 
 stamp "3/6 stage 1 -> $RUN/stage1"
 $PY trainers/train.py --flagfile=$CFG --data_dir="$RUN/data" --model_dir="$RUN/stage1" \
-  --face_network="$RUN/face_net" "$@"
+  --face_network="$RUN/face_net" --seed="$SEED" "$@"
 
 stamp "4/6 stage 2 (fuser) -> $RUN/stage2"
 $PY trainers/train.py --flagfile=$CFG --flagfile=configs/demo_fuser.cfg --data_dir="$RUN/data" \
-  --model_dir="$RUN/stage2" --init_checkpoint="$RUN/stage1" --face_network="$RUN/face_net"
+  --model_dir="$RUN/stage2" --init_checkpoint="$RUN/stage1" --face_network="$RUN/face_net" \
+  --seed="$SEED"
 
 stamp "5/6 evaluation -> $RUN/report"
 $PY trainers/evaluate.py --flagfile=$CFG --flagfile=configs/demo_fuser.cfg \

@@ -107,8 +107,13 @@ class DatasetWriter:
             w.__exit__(RuntimeError, None, None)
 
     def close(self) -> dict:
+        shards = {}
         for w in self._writers.values():
             w.close()
+            # Checksums of the finished files, so that a later copy or a failing disk can be
+            # told apart from what was prepared (records.verify_data_dir).
+            for path, count in zip(w.paths, w.shard_counts):
+                shards[os.path.basename(path)] = records.shard_record(path, count)
         summary = {}
         for split, names in self.splits.items():
             summary[split] = {
@@ -120,7 +125,7 @@ class DatasetWriter:
         info = {"source": self.source, "splits": summary, "skipped": self.skips.to_json(),
                 "image_sizes": list(records.IMAGE_SIZES), "mel_bins": records.NUM_MEL_BINS,
                 "mel_normalisation": "(logfbank - 10.9915) / 3.1661",
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shards": shards}
         records.write_json(os.path.join(self.output_dir, records.SPLITS_FILE), self.splits)
         records.write_json(os.path.join(self.output_dir, records.DATASET_FILE), info)
         self.skips.log()
@@ -220,8 +225,10 @@ def _speech_to_normalised_mel(samples: np.ndarray, source: str, min_frames: int)
 # --------------------------------------------------------------------------------------------
 # VoxCeleb1/2 + HQ-VoxCeleb in the published layout (spec section 9).
 
-def _read_meta(root: str) -> dict:
-    """Maps (subset, speaker id) -> identity name from the VoxCeleb meta CSVs."""
+def _read_meta(root: str, genders: dict | None = None) -> dict:
+    """Maps (subset, speaker id) -> identity name from the VoxCeleb meta CSVs; fills
+    ``genders`` (when given) with ``{"<subset>/<Name>": +1.0 for m, -1.0 for f}`` from the
+    Gender column, for the evaluation's attribute reader."""
     mapping = {}
     specs = (("vox1", "vox1_meta.csv", ("VoxCeleb1 ID",), ("VGGFace1 ID", "Name")),
              ("vox2", "full_vox2_meta.csv", ("VoxCeleb2ID", "VoxCeleb2 ID"), ("Name", "VGGFace2 ID")))
@@ -243,10 +250,20 @@ def _read_meta(root: str) -> dict:
                              f"found {list(rows[0])}")
         for index, r in enumerate(rows):
             mapping[subset, r[id_col]] = (r[name_col], index)
+            sign = {"m": 1.0, "f": -1.0}.get(r.get("Gender", "").lower())
+            if genders is not None and sign is not None:
+                genders[f"{subset}/{r[name_col]}"] = sign
     if not mapping:
         raise FileNotFoundError(
             f"{root}: no vox1/vox1_meta.csv or vox2/full_vox2_meta.csv: not a VoxCeleb tree")
     return mapping
+
+
+def voxceleb_genders(root: str) -> dict:
+    """``{"<subset>/<Name>": +1.0 (m) | -1.0 (f)}`` from a VoxCeleb tree's meta CSVs."""
+    genders = {}
+    _read_meta(root, genders)
+    return genders
 
 
 def reference_split(meta: dict) -> dict:
@@ -289,7 +306,8 @@ def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
     """
     if audio_source not in ("wav", "mel_pickles"):
         raise ValueError(f"audio_source must be 'wav' or 'mel_pickles', got {audio_source!r}")
-    meta = _read_meta(root)
+    genders = {}
+    meta = _read_meta(root, genders)
     split_path = os.path.join(root, "split.json")
     splits = _load_split_json(split_path) if os.path.exists(split_path) else reference_split(meta)
     speakers = collections.defaultdict(list)  # identity -> speaker folder(s) / pickle folder
@@ -380,4 +398,12 @@ def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
     except BaseException:
         writer.abort()
         raise
-    return writer.close()
+    info = writer.close()
+    # The meta CSVs' Gender column, kept for the evaluation's attribute reader
+    # (keras_sf2f/evaluation/attribute_reader.py); a separate file so dataset.json and the
+    # records stay as they were.
+    with open(os.path.join(output_dir, "identity_attributes.json"), "w") as f:
+        json.dump({"gender": {n: genders[n] for names in final.values() for n in names
+                              if n in genders},
+                   "source": "VoxCeleb meta CSV Gender column: m -> +1, f -> -1"}, f, indent=1)
+    return info

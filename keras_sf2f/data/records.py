@@ -6,7 +6,8 @@ embedded corpus, ``faceid``)::
     <split>-utterances-00000-of-00004.tfrecord   one example per utterance
     <split>-faces-00000-of-00001.tfrecord        one example per face image
     splits.json                                  {split: [identity names, sorted]}
-    dataset.json                                 what was prepared: counts, settings, skips
+    dataset.json                                 what was prepared: counts, settings, skips,
+                                                 and per shard its sha256, size and records
 
 Utterance example: ``identity`` (name), ``label`` (index of the identity in the sorted name
 list of its split, as the reference numbers identities), ``utterance_id``, ``num_frames`` and
@@ -18,13 +19,22 @@ Face example: ``identity``, ``label``, ``image_id`` and one PNG per stored resol
 ``png_64`` and ``png_128`` (RGB, uint8, already aligned). Both resolutions are resized from
 the source once, at preparation, with an antialiased bilinear filter as the reference's PIL
 ``Resize`` does, so training never resizes.
+
+Integrity: TFRecord frames every record with CRCs, so a truncated or damaged shard is found
+when it is read; :func:`read_examples` then names the file and the record
+(:class:`CorruptShardError`) instead of TensorFlow's bare "truncated record at <offset>".
+Preparation records each shard's sha256 in ``dataset.json`` (``shards``), and
+:func:`verify_data_dir` (``trainers/prepare_data.py --verify``) re-checks a directory against
+it: missing, changed and unexpected shards, and the first unreadable record of a bad one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import re
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -135,9 +145,11 @@ class ShardedWriter:
         self._writers = [tf.io.TFRecordWriter(p + ".partial") for p in self.paths]
         self._next = 0
         self.count = 0
+        self.shard_counts = [0] * num_shards
 
     def write(self, serialized: bytes) -> None:
         self._writers[self._next].write(serialized)
+        self.shard_counts[self._next] += 1
         self._next = (self._next + 1) % len(self._writers)
         self.count += 1
 
@@ -159,10 +171,154 @@ class ShardedWriter:
                     os.remove(path + ".partial")
 
 
-def read_examples(paths: Iterable[str], parse) -> Iterator[dict]:
-    """Eagerly iterates parsed examples as numpy values (tests, tools, table loading)."""
-    ds = tf.data.TFRecordDataset(list(paths)).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    yield from ds.as_numpy_iterator()
+class CorruptShardError(ValueError):
+    """A shard with a record that cannot be read (truncated, damaged or not an example)."""
+
+    def __init__(self, path: str, record: int, detail: str, state: str = "unreadable"):
+        self.path, self.record, self.detail = path, record, detail
+        data_dir = os.path.dirname(os.path.abspath(path))
+        super().__init__(
+            f"{path}: record #{record + 1} (counting from 1) is {state}: {detail}. The "
+            f"shard is truncated or corrupted; check the whole directory with "
+            f"'python trainers/prepare_data.py --verify --data_dir={data_dir}' and prepare "
+            f"it again (or restore the file from a copy)")
+
+
+def _record_error(error: tf.errors.OpError) -> str:
+    """TensorFlow's reason without its op context: e.g. 'truncated record at 4995329'."""
+    message = error.message or str(error)
+    match = re.search(r"(truncated|corrupted) record at (\d+)", message)
+    if match:
+        return f"{match.group(1)} record at byte {match.group(2)}"
+    line = " ".join(message.split())
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def read_examples(paths: Iterable[str], parse,
+                  expected_records: dict | None = None) -> Iterator[dict]:
+    """Eagerly iterates parsed examples as numpy values (tests, tools, table loading), one
+    shard after the other so that an unreadable record is reported with its file and position
+    (:class:`CorruptShardError`). ``expected_records`` ({file name: count}, from
+    :func:`recorded_shards`) also catches a shard cut exactly between two records, which
+    reads as a shorter but valid file."""
+    expected_records = expected_records or {}
+    for path in paths:
+        # Deterministic map: examples, and an error, arrive in file order, so the count of
+        # examples seen is the position of the record that failed.
+        ds = tf.data.TFRecordDataset(path).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                                               deterministic=True)
+        count = 0
+        iterator = ds.as_numpy_iterator()
+        while True:
+            try:
+                example = next(iterator)
+            except StopIteration:
+                break
+            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+                raise CorruptShardError(path, count, _record_error(e)) from None
+            count += 1
+            yield example
+        expected = expected_records.get(os.path.basename(path))
+        if expected is not None and count != expected:
+            raise CorruptShardError(
+                path, min(count, expected),
+                f"the file holds {count} records where preparation wrote {expected}",
+                state="missing" if count < expected else "unexpected")
+
+
+def recorded_shards(data_dir: str) -> dict:
+    """{shard file name: {'sha256', 'bytes', 'records'}} as preparation recorded them in
+    ``dataset.json``; {} for directories prepared before that (or without dataset.json)."""
+    path = os.path.join(data_dir, DATASET_FILE)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            return dict(json.load(f).get("shards") or {})
+    except (ValueError, AttributeError):
+        return {}
+
+
+def scan_records(path: str) -> tuple:
+    """Reads every record of a shard (each checked against its CRCs): ``(number of readable
+    records, None)`` or ``(position of the first unreadable record, reason)``."""
+    count = 0
+    try:
+        for _ in tf.data.TFRecordDataset(path):
+            count += 1
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        return count, _record_error(e)
+    return count, None
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_record(path: str, records: int) -> dict:
+    """What ``dataset.json`` keeps of a finished shard to re-check it later."""
+    return {"sha256": file_sha256(path), "bytes": os.path.getsize(path), "records": records}
+
+
+_SHARD_NAME = re.compile(r"^.+-(utterances|faces)-\d{5}-of-\d{5}\.tfrecord$")
+
+
+def verify_data_dir(data_dir: str) -> dict:
+    """Re-checks a prepared data directory against what its preparation recorded.
+
+    Returns {'checked': shards checked, 'checksums': whether dataset.json had checksums,
+    'problems': [one line per bad shard or file]}. With checksums (``dataset.json`` key
+    ``shards``) every shard's size and sha256 are compared, a changed shard is read to find
+    its first unreadable record, and shards on disk that the preparation did not write are
+    reported (training would read them too). Without (an older preparation) every record of
+    every shard is read and CRC-checked instead.
+    """
+    problems = []
+    info = read_json(os.path.join(data_dir, DATASET_FILE))
+    try:
+        read_json(os.path.join(data_dir, SPLITS_FILE))
+    except (FileNotFoundError, ValueError) as e:
+        problems.append(f"{os.path.join(data_dir, SPLITS_FILE)}: {e}")
+    on_disk = sorted(n for n in os.listdir(data_dir) if _SHARD_NAME.match(n))
+    recorded = info.get("shards")
+
+    if recorded is None:
+        for name in on_disk:
+            path = os.path.join(data_dir, name)
+            position, reason = scan_records(path)
+            if reason is not None:
+                problems.append(f"{path}: record #{position + 1} is unreadable ({reason})")
+        return {"checked": len(on_disk), "checksums": False, "problems": problems}
+    for name in sorted(recorded):
+        expected = recorded[name]
+        path = os.path.join(data_dir, name)
+        if not os.path.isfile(path):
+            problems.append(f"{path}: missing (the preparation wrote it)")
+            continue
+        size = os.path.getsize(path)
+        if size == expected["bytes"] and file_sha256(path) == expected["sha256"]:
+            continue
+        what = (f"{size} bytes instead of {expected['bytes']}" if size != expected["bytes"]
+                else "same size but different content (sha256)")
+        position, reason = scan_records(path)
+        if reason is not None:
+            where = f"; record #{position + 1} of {expected['records']} is unreadable ({reason})"
+        elif position != expected["records"]:
+            where = (f"; it ends cleanly after {position} of {expected['records']} records "
+                     f"(cut between two records)")
+        else:
+            where = "; every record still reads (changed after preparation)"
+        problems.append(f"{path}: {what}{where}")
+    for name in on_disk:
+        if name not in recorded:
+            problems.append(f"{os.path.join(data_dir, name)}: not written by the preparation "
+                            f"recorded in {DATASET_FILE} (left from an earlier one?); "
+                            f"training would read it too")
+    return {"checked": len(recorded), "checksums": True, "problems": problems}
 
 
 def write_json(path: str, obj) -> None:

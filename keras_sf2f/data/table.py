@@ -71,7 +71,17 @@ def _group(labels: np.ndarray, keys: list, num_identities: int):
 
 def load_split(data_dir: str, split: str, *, require_utterances: bool = True,
                require_faces: bool = True) -> SplitTable:
-    """Reads one split of a prepared data directory into a SplitTable."""
+    """Reads one split of a prepared data directory into a SplitTable.
+
+    Raises DataError naming the file and the record when a shard cannot be read."""
+    try:
+        return _load_split(data_dir, split, require_utterances, require_faces)
+    except records.CorruptShardError as e:
+        raise DataError(str(e)) from None
+
+
+def _load_split(data_dir: str, split: str, require_utterances: bool,
+                require_faces: bool) -> SplitTable:
     splits = records.read_json(os.path.join(data_dir, records.SPLITS_FILE))
     if split not in splits:
         raise DataError(f"{data_dir}: no split named {split!r} (have: {sorted(splits)})")
@@ -80,9 +90,12 @@ def load_split(data_dir: str, split: str, *, require_utterances: bool = True,
     if n == 0:
         raise DataError(f"{data_dir}: split {split!r} has no identities")
 
+    # Record counts from preparation: a shard cut exactly between records still reads.
+    expected = {name: entry.get("records")
+                for name, entry in records.recorded_shards(data_dir).items()}
     utt_paths = records.shard_paths(data_dir, split, "utterances")
     labels, keys, mels = [], [], []
-    for ex in records.read_examples(utt_paths, records.parse_utterance):
+    for ex in records.read_examples(utt_paths, records.parse_utterance, expected):
         labels.append(int(ex["label"]))
         keys.append(ex["utterance_id"].decode())
         mels.append(ex["log_mel"].astype(np.float16))
@@ -97,7 +110,7 @@ def load_split(data_dir: str, split: str, *, require_utterances: bool = True,
 
     face_paths = records.shard_paths(data_dir, split, "faces")
     flabels, fkeys, pngs = [], [], {s: [] for s in records.IMAGE_SIZES}
-    for ex in records.read_examples(face_paths, records.parse_face):
+    for ex in records.read_examples(face_paths, records.parse_face, expected):
         flabels.append(int(ex["label"]))
         fkeys.append(ex["image_id"].decode())
         for s in records.IMAGE_SIZES:

@@ -245,6 +245,11 @@ def build_models(config: ModelConfig | Mapping[str, Any]) -> Sf2fModels:
     return Sf2fModels(generator, image_discriminators, identity_classifiers)
 
 
+#: Checkpoint name of the generator's moving average (training's --generator_ema_decay).
+#: Whoever draws pictures from a checkpoint uses it when present.
+EMA_GENERATOR_NAME = "generator_ema"
+
+
 def checkpoint_objects(models: Sf2fModels) -> dict:
     """name -> model, the layout of this project's TF checkpoints (module docstring)."""
     objects = {"generator": models.generator}

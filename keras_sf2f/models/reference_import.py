@@ -11,6 +11,19 @@ with (spec 7.3, 13.2)
   the reference's optimiser states do not map onto Keras optimisers; training restarts its
   optimisers, as the reference does for ``--pretrained_path``).
 
+Checkpoints are usually shared *stripped* (``scripts/strip_checkpoint.py`` of the official
+PyTorch code): only ``args``, ``model_state`` and ``model_kwargs`` survive (plus
+``d_img_state`` / ``d_img_kwargs``, which the reference's train.py leaves empty, when
+discriminators are "kept"). Such a generator-only file imports for evaluation and export:
+the output checkpoint then holds the generator alone, ``reference_import.json`` says
+``generator_only`` and which discriminators were not imported, and training started from it
+(``--init_checkpoint``) says they start fresh. A file with some discriminator states but not
+all that the configuration has is still refused.
+
+``describe_reference_checkpoint`` reports what a file holds before anything is built: stage,
+fuser, encoder and decoder kinds, resolution, embedding size, discriminators and the identity
+classifier's width.
+
 The file is read with ``torch.load(weights_only=True)`` (keras_sf2f.models.state_dict): tensors
 and plain containers only, never pickled code. Every key is checked against the configuration
 before anything is assigned; mismatches are reported by name.
@@ -23,13 +36,15 @@ Output layout (``write_tf_checkpoint``), in ``output_dir``:
   (``builder.checkpoint_objects``); the training loop restores the same names (its optimisers and
   counters are simply absent, so restore with ``expect_partial()``);
 * ``flags.cfg``: the effective flags (a flagfile to train/evaluate/export with);
-* ``reference_import.json``: provenance (source file, reference counters, parameter counts).
+* ``reference_import.json``: provenance (source file, reference counters, parameter counts,
+  what the file held: ``found``, ``generator_only``, ``fresh_discriminators``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Callable, Mapping
 
 import numpy as np
@@ -223,23 +238,131 @@ def load_state(weights: WeightMap, state: Mapping, what: str,
     return skipped
 
 
+def _discriminator_entries(checkpoint: Mapping, key_stem: str) -> list:
+    """The ``<key_stem>_<i>`` entries holding a state dict, sorted. The bare ``d_img_state`` /
+    ``d_ac_state`` keys of the reference's train.py stay None and are not counted."""
+    return sorted(key for key, value in checkpoint.items()
+                  if isinstance(key, str) and re.fullmatch(rf"{key_stem}_\d+", key)
+                  and value is not None)
+
+
+def _truthy(value) -> bool | None:
+    """The reference's ``--train_fuser_only`` has no type: False by default, the string given
+    on the command line otherwise ("1", "True", ...)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "none")
+    return bool(value)
+
+
+def _image_size(model_kwargs) -> int | None:
+    size = model_kwargs.get("image_size") if isinstance(model_kwargs, Mapping) else None
+    if isinstance(size, (list, tuple)) and size:
+        size = size[0]
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
+def describe_reference_checkpoint(checkpoint: Mapping) -> dict:
+    """What a reference checkpoint dict holds, read from its keys and shapes (and its ``args``
+    and ``model_kwargs`` when present), without building any model.
+
+    Returns {'stage', 'stage_from', 'fuser', 'encoder', 'decoder', 'resolution',
+    'embedding_dim', 'image_discriminators', 'identity_classifiers',
+    'identity_classifier_width', 'generator_only'}; values the file does not show are None.
+    Raises StateDictError when there is no generator state dict.
+    """
+    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("model_state"),
+                                                             Mapping):
+        raise StateDictError("not a reference SF2F checkpoint: expected a dict with a "
+                             "'model_state' entry (the generator state dict)")
+    keys = set(_strip_module_prefix(checkpoint["model_state"]))
+    fuser = any(key.startswith(_FUSER_PREFIX) for key in keys)
+    if any(key.startswith("encoder.model.0.conv_k") for key in keys):
+        encoder = "inception"
+    elif "encoder.model.0.weight" in keys:
+        encoder = "cnn"
+    else:
+        encoder = None
+    if any(key.startswith("decoder.gnet_mid.") for key in keys):
+        decoder, resolution = "upconv_multires", 128
+    elif any(key.startswith("decoder.gnet.") for key in keys):
+        decoder, resolution = "upconv_64", 64
+    elif "decoder.model.0.model.0.weight" in keys:
+        decoder, resolution = "deconv_64", 64
+    else:
+        decoder, resolution = None, _image_size(checkpoint.get("model_kwargs"))
+    state = _strip_module_prefix(checkpoint["model_state"])
+    embedding_dim = None
+    for key, axis in (("decoder.fc.0.weight", 1), ("decoder.model.0.model.0.weight", 0)):
+        if key in state and hasattr(state[key], "shape") and len(state[key].shape) >= 2:
+            embedding_dim = int(state[key].shape[axis])
+            break
+    args = checkpoint.get("args") if isinstance(checkpoint.get("args"), Mapping) else {}
+    fuser_only = _truthy(args.get("train_fuser_only"))
+    if fuser_only is not None:
+        stage, stage_from = (2 if fuser_only else 1), "args.train_fuser_only"
+    else:
+        stage, stage_from = (2 if fuser else 1), "fuser weights present" if fuser else \
+            "no fuser weights"
+    image_ds = _discriminator_entries(checkpoint, "d_img_state")
+    ac_ds = _discriminator_entries(checkpoint, "d_ac_state")
+    width = None
+    if ac_ds:
+        ac_state = _strip_module_prefix(checkpoint[ac_ds[0]])
+        weight = ac_state.get("id_classifier.weight")
+        if hasattr(weight, "shape") and len(weight.shape) == 2:
+            width = int(weight.shape[0])
+    return {"stage": stage, "stage_from": stage_from, "fuser": fuser, "encoder": encoder,
+            "decoder": decoder, "resolution": resolution, "embedding_dim": embedding_dim,
+            "image_discriminators": len(image_ds), "identity_classifiers": len(ac_ds),
+            "identity_classifier_width": width, "generator_only": not image_ds and not ac_ds}
+
+
+def format_found(found: dict) -> str:
+    """``describe_reference_checkpoint``'s result as one line for people."""
+    parts = [f"stage {found['stage']} ({found['stage_from']})",
+             "attention fuser" if found["fuser"] else "no fuser",
+             f"encoder {found['encoder'] or '?'}", f"decoder {found['decoder'] or '?'}",
+             f"resolution {found['resolution'] or '?'}",
+             f"embedding {found['embedding_dim'] or '?'}"]
+    if found["generator_only"]:
+        parts.append("no discriminators (generator only)")
+    else:
+        parts.append(f"{found['image_discriminators']} patch / "
+                     f"{found['identity_classifiers']} AC discriminator(s)")
+    width = found["identity_classifier_width"]
+    parts.append(f"identity classifier width {width}" if width else
+                 "no identity classifier in the file")
+    return ", ".join(parts)
+
+
 def import_reference_state(models: builder.Sf2fModels, checkpoint: Mapping,
                            allow_missing_fuser: bool = False) -> dict:
     """Loads a reference checkpoint dict (already read) into built models.
 
-    Returns a small report: {'skipped_keys': [...]}. Raises StateDictError on any mismatch.
+    A checkpoint without any discriminator state (generator only, as stripped checkpoints are
+    shared) loads the generator and leaves every discriminator at its fresh initialisation.
+
+    Returns a small report: {'skipped_keys': [...], 'generator_only': bool,
+    'fresh_discriminators': [checkpoint names left fresh]}. Raises StateDictError on any
+    mismatch.
     """
-    if not isinstance(checkpoint, Mapping) or checkpoint.get("model_state") is None:
-        raise StateDictError("not a reference SF2F checkpoint: expected a dict with a "
-                             "'model_state' entry (the generator state dict)")
+    describe_reference_checkpoint(checkpoint)  # refuses a dict without a generator
+    generator_only = not _discriminator_entries(checkpoint, "d_img_state") and \
+        not _discriminator_entries(checkpoint, "d_ac_state")
+    if generator_only:
+        optional = (_FUSER_PREFIX,) if allow_missing_fuser else ()
+        skipped = load_state(generator_weight_map(models.generator),
+                             checkpoint["model_state"], "model_state (generator)", optional)
+        fresh = [name for name in builder.checkpoint_objects(models) if name != "generator"]
+        return {"skipped_keys": skipped, "generator_only": True, "fresh_discriminators": fresh}
     # Collect first, so that all structural problems are reported before anything is loaded.
     problems = []
     for kind, key_stem, models_list in (
             ("patch discriminator", "d_img_state", models.image_discriminators),
             ("AC discriminator", "d_ac_state", models.identity_classifiers)):
-        present = sorted(key for key, value in checkpoint.items()
-                         if isinstance(key, str) and key.startswith(key_stem + "_")
-                         and value is not None)
+        present = _discriminator_entries(checkpoint, key_stem)
         wanted = [f"{key_stem}_{index}" for index in range(len(models_list))]
         if present != wanted:
             problems.append(
@@ -249,7 +372,8 @@ def import_reference_state(models: builder.Sf2fModels, checkpoint: Mapping,
                 f"{present or 'none'}")
     if problems:
         raise StateDictError("reference checkpoint does not match the configuration:\n  "
-                             + "\n  ".join(problems))
+                             + "\n  ".join(problems) + "\n  (a checkpoint with no "
+                             "discriminator state at all imports as generator-only)")
     optional = (_FUSER_PREFIX,) if allow_missing_fuser else ()
     skipped = load_state(generator_weight_map(models.generator), checkpoint["model_state"],
                          "model_state (generator)", optional)
@@ -259,7 +383,7 @@ def import_reference_state(models: builder.Sf2fModels, checkpoint: Mapping,
     for index, model in enumerate(models.identity_classifiers):
         load_state(identity_classifier_weight_map(model), checkpoint[f"d_ac_state_{index}"],
                    f"d_ac_state_{index} ({model.name})")
-    return {"skipped_keys": skipped}
+    return {"skipped_keys": skipped, "generator_only": False, "fresh_discriminators": []}
 
 
 def import_reference_checkpoint(path: str, config: builder.ModelConfig,
@@ -270,13 +394,26 @@ def import_reference_checkpoint(path: str, config: builder.ModelConfig,
     import report.
     """
     checkpoint = state_dict.load_torch_file(path)
+    if not isinstance(checkpoint, Mapping):
+        raise StateDictError(f"{path}: not a reference SF2F checkpoint (a "
+                             f"{type(checkpoint).__name__}, expected a dict with "
+                             f"'model_state')")
+    found = describe_reference_checkpoint(checkpoint)
     models = builder.build_models(config)
-    report = import_reference_state(models, checkpoint, allow_missing_fuser)
-    counters = checkpoint.get("counters") or {}
+    try:
+        report = import_reference_state(models, checkpoint, allow_missing_fuser)
+    except StateDictError as e:
+        # What the file holds is what the flags must be set to: say it next to the mismatch.
+        raise StateDictError(f"{e}\nthe file holds: {format_found(found)}") from None
+    counters = checkpoint.get("counters") if isinstance(checkpoint.get("counters"),
+                                                        Mapping) else {}
     info = {
         "reference_checkpoint": os.path.abspath(path),
         "reference_counters": {key: value for key, value in counters.items()
                                if isinstance(value, (int, float, str, bool))},
+        "found": found,
+        "generator_only": report["generator_only"],
+        "fresh_discriminators": report["fresh_discriminators"],
         "skipped_keys": report["skipped_keys"],
         "parameter_counts": builder.count_parameters(models),
     }
@@ -292,15 +429,21 @@ def _check_output_dir(output_dir: str) -> None:
 
 
 def write_tf_checkpoint(models: builder.Sf2fModels, output_dir: str,
-                        checkpoint_number: int | None = None) -> str:
-    """Writes the models as a TF checkpoint in ``output_dir`` (layout in the module docstring).
+                        checkpoint_number: int | None = None,
+                        include_discriminators: bool = True) -> str:
+    """Writes the models as a TF checkpoint in ``output_dir`` (layout in the module docstring);
+    without ``include_discriminators`` the generator alone, so that whoever restores the
+    checkpoint sees that the discriminators were never imported.
 
     Refuses to write into a directory that already holds a checkpoint.
     """
     import tensorflow as tf  # noqa: PLC0415
     _check_output_dir(output_dir)
     os.makedirs(output_dir, exist_ok=True)
-    checkpoint = tf.train.Checkpoint(**builder.checkpoint_objects(models))
+    objects = builder.checkpoint_objects(models)
+    if not include_discriminators:
+        objects = {"generator": objects["generator"]}
+    checkpoint = tf.train.Checkpoint(**objects)
     manager = tf.train.CheckpointManager(checkpoint, output_dir, max_to_keep=None)
     return manager.save(checkpoint_number=checkpoint_number)
 
@@ -313,11 +456,16 @@ def run_import(reference_checkpoint: str, config: builder.ModelConfig, output_di
                                                allow_missing_fuser)
     step = info["reference_counters"].get("t")
     step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
-    info["tf_checkpoint"] = write_tf_checkpoint(models, output_dir, step)
+    info["tf_checkpoint"] = write_tf_checkpoint(
+        models, output_dir, step, include_discriminators=not info["generator_only"])
     info["model_config"] = config.to_dict()
     with open(os.path.join(output_dir, "flags.cfg"), "w") as f:
         f.write("# Effective flags of the import of "
                 f"{os.path.abspath(reference_checkpoint)}\n")
+        if info["generator_only"]:
+            f.write("# Generator only: the discriminators "
+                    f"({', '.join(info['fresh_discriminators']) or 'none configured'}) were "
+                    "not in the file and start fresh in training from this checkpoint.\n")
         f.write(flags_text)
     with open(os.path.join(output_dir, "reference_import.json"), "w") as f:
         json.dump(info, f, indent=2, sort_keys=True)

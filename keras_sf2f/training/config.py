@@ -41,6 +41,9 @@ class TrainConfig:
     gan_weight: float = 1.0
     ac_weight: float = 0.05
     perceptual_weight: float = 100.0
+    adversarial_start_step: int = 0
+    adversarial_ramp_steps: int = 0
+    generator_ema_decay: float = 0.0
     perceptual_layer_weights: tuple = (0.0625, 0.125, 0.25, 1.0)
     face_network: str | None = None
     # stage 2
@@ -139,7 +142,10 @@ class TrainConfig:
         for name in ("learning_rate", "adam_epsilon", "lr_decay_final_factor"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("adam_beta1", "adam_beta2"):
+        for name in ("adversarial_start_step", "adversarial_ramp_steps"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("adam_beta1", "adam_beta2", "generator_ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.eval_every_steps < 0:

@@ -38,6 +38,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import threading
@@ -49,6 +50,7 @@ from absl import logging
 
 from keras_sf2f.data import pipelines
 from keras_sf2f.data.table import DataError, load_split
+from keras_sf2f.models import builder
 from keras_sf2f.progress import Progress
 from keras_sf2f.training import losses
 from keras_sf2f.training.config import TrainConfig
@@ -139,26 +141,70 @@ def restore_models(path: str, model_objects: dict) -> str:
     must be restored (the fuser excepted when the checkpoint has none); models missing from it
     keep their initialisation, with a warning. Returns the checkpoint prefix."""
     prefix = _checkpoint_prefix(path)
+    try:
+        # The index and the object graph, read first below: a truncated index fails here
+        # with an OpError, a truncated data file with an IndexError.
+        tf.train.load_checkpoint(prefix).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise ValueError(f"checkpoint {prefix} is unreadable ({type(e).__name__}: "
+                         f"{_error_line(e)})") from None
     restorable = {name: obj for name, obj in model_objects.items()
                   if _checkpoint_has_object(prefix, (name,))}
-    if "generator" not in restorable:
+    ema = builder.EMA_GENERATOR_NAME
+    if "generator" in restorable and ema not in model_objects and \
+            _checkpoint_has_object(prefix, (ema,)):
+        # A run trained with --generator_ema_decay: the average is the generator that draws
+        # the pictures, so it is the one a later stage, evaluation or export starts from.
+        logging.info("%s has a moving average of the generator: restoring the generator from "
+                     "it", prefix)
+        restorable[ema] = restorable.pop("generator")
+        model_objects = {ema if k == "generator" else k: v for k, v in model_objects.items()}
+    generator_name = ema if ema in restorable and "generator" not in restorable else "generator"
+    if generator_name not in restorable:
         raise ValueError(f"{prefix} has no generator: not a keras-sf2f training or import "
                          f"checkpoint")
-    for name in sorted(set(model_objects) - set(restorable)):
-        logging.warning("init checkpoint %s has no %s: it keeps its fresh initialisation",
-                        prefix, name)
-    generator = restorable["generator"]
+    missing = sorted(set(model_objects) - set(restorable))
+    if missing:
+        logging.warning("%s", _fresh_models_message(prefix, missing))
+    generator = restorable[generator_name]
     if generator.fuser is not None and not _checkpoint_has_object(
-            prefix, ("generator", "encoder", "fuser")):
+            prefix, (generator_name, "encoder", "fuser")):
         logging.info("init checkpoint %s has no fuser (stage 1): the fuser starts fresh", prefix)
-        restorable["generator"] = _generator_without_fuser(generator)
-    status = tf.train.Checkpoint(**restorable).restore(prefix)
+        restorable[generator_name] = _generator_without_fuser(generator)
+    try:
+        status = tf.train.Checkpoint(**restorable).restore(prefix)
+    except (IndexError, tf.errors.OpError) as e:
+        # TensorFlow's reader raises IndexError for a data file shorter than its index says.
+        raise ValueError(f"checkpoint {prefix} is unreadable ({type(e).__name__}: "
+                         f"{_error_line(e)})") from None
     status.expect_partial()
     try:
         status.assert_existing_objects_matched()
     except AssertionError as e:
         raise ValueError(f"{prefix} does not match the model flags: {e}") from None
     return prefix
+
+
+REFERENCE_IMPORT_FILE = "reference_import.json"
+
+
+def _fresh_models_message(prefix: str, missing: list) -> str:
+    """One line for the models a checkpoint does not hold (they keep their fresh
+    initialisation), saying why when the checkpoint is a generator-only reference import."""
+    why = ""
+    info_path = os.path.join(os.path.dirname(prefix), REFERENCE_IMPORT_FILE)
+    if tf.io.gfile.exists(info_path):
+        try:
+            with tf.io.gfile.GFile(info_path) as f:
+                info = json.load(f)
+        except (ValueError, tf.errors.OpError):
+            info = {}
+        if info.get("generator_only"):
+            why = (f" (imported from the generator-only reference checkpoint "
+                   f"{info.get('reference_checkpoint', '?')})")
+    return (f"init checkpoint {prefix}{why} has no {', '.join(missing)}: "
+            f"{'it starts' if len(missing) == 1 else 'they start'} from a fresh "
+            f"initialisation")
 
 
 class _CheckpointWriter:
@@ -181,6 +227,134 @@ class _CheckpointWriter:
         if not self.is_chief:
             tf.io.gfile.rmtree(self.directory)
         return path
+
+
+# Regular checkpoints kept at least: when the newest one turns out unreadable (a full disk, a
+# crash while it was copied), the one before it is what training resumes from.
+MIN_KEPT_CHECKPOINTS = 2
+UNREADABLE_SUFFIX = ".unreadable"
+_REGULAR_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
+
+
+def _error_line(error: BaseException) -> str:
+    """An exception as one short line (TF errors carry multi-line op context)."""
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    line = " ".join(text.split())
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def checkpoint_problem(prefix: str) -> str | None:
+    """Why the checkpoint at ``prefix`` cannot be read back, or None when it can.
+
+    Parses the index and reads every tensor, which checks that each data file is as long as
+    the index says and that every tensor's checksum matches. A truncated data file raises
+    ``IndexError`` inside TensorFlow's reader, a truncated index an ``OpError``; both, and any
+    missing file, come back as a one-line reason.
+    """
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError) as e:
+        return f"{type(e).__name__}: {_error_line(e)}"
+    return None
+
+
+def _regular_checkpoints(model_dir: str) -> list:
+    """``(step, prefix)`` of the regular checkpoints of ``model_dir``, newest first: every
+    ``ckpt-<n>.index`` on disk and every entry of the ``checkpoint`` state file (which may
+    name one whose index never got written). A lost or unreadable state file therefore does
+    not make training start over."""
+    found = {}
+    if tf.io.gfile.isdir(model_dir):
+        for name in tf.io.gfile.listdir(model_dir):
+            match = _REGULAR_INDEX.match(name)
+            if match:
+                found[int(match.group(1))] = os.path.join(model_dir, name[:-len(".index")])
+    state = tf.train.get_checkpoint_state(model_dir)
+    for path in (state.all_model_checkpoint_paths if state else ()):
+        match = re.search(r"ckpt-(\d+)$", path)
+        if match and os.path.dirname(os.path.abspath(path)) == os.path.abspath(model_dir):
+            found.setdefault(int(match.group(1)), path)
+    return sorted(found.items(), reverse=True)
+
+
+def _set_aside(prefix: str) -> list:
+    """Renames the files of an unreadable checkpoint to ``*.unreadable`` (kept for inspection,
+    out of the way of a later save at the same step). Returns the new names."""
+    moved = []
+    for path in tf.io.gfile.glob(prefix + ".index") + tf.io.gfile.glob(prefix + ".data-*"):
+        tf.io.gfile.rename(path, path + UNREADABLE_SUFFIX, overwrite=True)
+        moved.append(path + UNREADABLE_SUFFIX)
+    return moved
+
+
+def _rewrite_checkpoint_state(model_dir: str, kept: list) -> None:
+    """Points the ``checkpoint`` state file at ``kept`` (prefixes, oldest first; the last one
+    is where training resumes), keeping their save times so CheckpointManager still rotates
+    them out in order."""
+    state = tf.train.get_checkpoint_state(model_dir)
+    times = {}
+    if state is not None:
+        times = {os.path.basename(path): stamp for path, stamp in
+                 zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps)}
+    names = [os.path.basename(prefix) for prefix in kept]
+    timestamps = []
+    for name, prefix in zip(names, kept):
+        if name in times:
+            timestamps.append(times[name])
+        else:  # state file lost: the index file's modification time is the save time
+            timestamps.append(tf.io.gfile.stat(prefix + ".index").mtime_nsec / 1e9)
+    preserved = state.last_preserved_timestamp if state is not None and \
+        state.last_preserved_timestamp else min(timestamps) - 1.0
+    # Written by hand (the CheckpointState text format) with paths relative to model_dir, as
+    # CheckpointManager writes them, so the directory stays movable.
+    lines = [f'model_checkpoint_path: "{names[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "{name}"' for name in names]
+    lines += [f"all_model_checkpoint_timestamps: {stamp!r}" for stamp in timestamps]
+    lines.append(f"last_preserved_timestamp: {preserved!r}")
+    path = os.path.join(model_dir, "checkpoint")
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def newest_readable_checkpoint(model_dir: str, *, set_aside: bool = True) -> str | None:
+    """The prefix of the newest regular checkpoint of ``model_dir`` that reads back whole, or
+    None when the directory has none.
+
+    Newer checkpoints that cannot be read are reported (which file, why, which steps are
+    trained again) and, with ``set_aside`` (the chief), renamed to ``*.unreadable`` with the
+    state file pointed at the one resumed from. Raises ValueError when checkpoints exist but
+    none is readable: starting over silently would throw the run away.
+    """
+    candidates = _regular_checkpoints(model_dir)
+    unreadable = []
+    chosen = None
+    for step, prefix in candidates:
+        problem = checkpoint_problem(prefix)
+        if problem is None:
+            chosen = (step, prefix)
+            break
+        unreadable.append((step, prefix, problem))
+    if not unreadable:
+        return chosen[1] if chosen else None
+    if chosen is None:
+        listed = "; ".join(f"{prefix}: {problem}" for _, prefix, problem in unreadable)
+        raise ValueError(
+            f"no readable checkpoint in {model_dir} ({listed}). Move these checkpoint files "
+            f"away to start training from scratch, or restore a copy of the directory")
+    for step, prefix, problem in unreadable:
+        moved = _set_aside(prefix) if set_aside else []
+        logging.warning("checkpoint %s is unreadable (%s)%s", prefix, problem,
+                        f"; its files were renamed to {', '.join(moved)}" if moved else "")
+    newest = unreadable[0][0]
+    logging.warning("resuming from %s, the newest readable checkpoint: steps %d-%d are "
+                    "trained again", chosen[1], chosen[0] + 1, newest)
+    if set_aside:
+        kept = [prefix for step, prefix in reversed(candidates) if step <= chosen[0]]
+        _rewrite_checkpoint_state(model_dir, kept)
+    return chosen[1]
 
 
 # -- signals --------------------------------------------------------------------------------
@@ -358,11 +532,9 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
     strategy = make_strategy(config.strategy)
     _, task_id, is_chief = worker_info(strategy)
     model_dir = config.model_dir
-    os.makedirs(model_dir, exist_ok=True)
-    if is_chief:
-        _write_text(os.path.join(model_dir, "train_config.json"), config.to_json() + "\n")
-        for name, text in (extra_files or {}).items():
-            _write_text(os.path.join(model_dir, name), text)
+    # Nothing is written into model_dir before the data, the face network and the checkpoint
+    # to start from have loaded: a mistyped path must not leave a run directory behind, nor
+    # overwrite the flags of the run being resumed.
 
     train_table = load_split(config.data_dir, "train")
     if config.model.identity_classifier_arch_64 or config.model.identity_classifier_arch_128:
@@ -391,19 +563,28 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
     checkpoint = tf.train.Checkpoint(step=step_var, **{f"best_{k}": v for k, v in
                                                        best_vars.items()},
                                      **trainer.checkpoint_objects())
-    manager = _CheckpointWriter(checkpoint, model_dir, config.keep_checkpoints, is_chief,
-                                task_id)
-    latest = tf.train.latest_checkpoint(model_dir)
+    # Before the manager exists: it reads the state file that setting an unreadable newest
+    # checkpoint aside rewrites.
+    latest = newest_readable_checkpoint(model_dir, set_aside=is_chief)
+    keep = max(config.keep_checkpoints, MIN_KEPT_CHECKPOINTS)
+    if keep != config.keep_checkpoints:
+        logging.info("keeping %d regular checkpoints instead of %d, so that an unreadable "
+                     "newest checkpoint leaves one to resume from", keep,
+                     config.keep_checkpoints)
+    manager = _CheckpointWriter(checkpoint, model_dir, keep, is_chief, task_id)
     if latest:
         try:
             checkpoint.restore(latest).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
+        except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:
             raise ValueError(f"cannot resume from {latest}: it does not match the current "
                              f"flags (the run's were saved in {model_dir}/flags.cfg): "
                              f"{e}") from None
         logging.info("resuming from %s (step %d)", latest, int(step_var.numpy()))
     elif config.init_checkpoint:
-        prefix = restore_models(config.init_checkpoint, trainer.model_objects())
+        # The models without this run's own moving average: that one starts at the restored
+        # generator (copy_generator_to_ema below).
+        prefix = restore_models(config.init_checkpoint,
+                                builder.checkpoint_objects(trainer.models))
         logging.info("initialised the models from %s (optimizers start fresh)", prefix)
         fuser = trainer.models.generator.fuser
         if config.fuser_init == "average" and fuser is not None and not \
@@ -411,6 +592,12 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
             fuser.initialize_as_average()
             logging.info("the fresh fuser starts as an average of the segment embeddings "
                          "(--fuser_init=average)")
+        trainer.copy_generator_to_ema()
+    os.makedirs(model_dir, exist_ok=True)
+    if is_chief:
+        _write_text(os.path.join(model_dir, "train_config.json"), config.to_json() + "\n")
+        for name, text in (extra_files or {}).items():
+            _write_text(os.path.join(model_dir, name), text)
     step = int(step_var.numpy())
     last_saved = latest
 

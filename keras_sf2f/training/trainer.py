@@ -177,6 +177,15 @@ class GanTrainer:
             self.generator_variables = list(generator.trainable_variables)
             if not self.generator_variables:
                 raise ValueError("the generator has no trainable variables")
+            # The moving average of the generator (--generator_ema_decay): a second generator
+            # of the same configuration, never trained, updated after every step and used
+            # for every picture (validation, evaluation, export). Short, high-learning-rate
+            # GAN runs oscillate from step to step; the average does not.
+            self.generator_ema = None
+            if config.generator_ema_decay > 0:
+                self.generator_ema = builder.build_generator(config.model)
+                self.generator_ema.trainable = False
+                self.copy_generator_to_ema()
             self.generator_optimizer = _adam(config, schedule(True))
             self.generator_optimizer.build(self.generator_variables)
             self.image_discriminator_variables = [
@@ -230,8 +239,36 @@ class GanTrainer:
         return {k: v for k, v in named.items() if v is not None}
 
     def model_objects(self) -> dict:
-        """The models by checkpoint name (``builder.checkpoint_objects``)."""
-        return builder.checkpoint_objects(self.models)
+        """The models by checkpoint name (``builder.checkpoint_objects``), plus
+        ``generator_ema`` when training keeps a moving average of the generator."""
+        objects = builder.checkpoint_objects(self.models)
+        if self.generator_ema is not None:
+            objects[builder.EMA_GENERATOR_NAME] = self.generator_ema
+        return objects
+
+    @property
+    def inference_generator(self):
+        """The generator that draws pictures: the moving average when there is one."""
+        return self.generator_ema if self.generator_ema is not None else self.models.generator
+
+    def copy_generator_to_ema(self):
+        """Starts (or restarts, e.g. after --init_checkpoint) the average at the generator's
+        current weights."""
+        if self.generator_ema is None:
+            return
+        for average, weight in zip(self.generator_ema.weights, self.models.generator.weights):
+            average.assign(weight)
+
+    def adversarial_factor(self, step):
+        """The generator's adversarial terms' weight factor at ``step`` (0-based): 0 before
+        ``adversarial_start_step``, then a linear ramp to 1 over ``adversarial_ramp_steps``."""
+        config = self.config
+        step = tf.cast(step, tf.float32)
+        start = float(config.adversarial_start_step)
+        if config.adversarial_ramp_steps <= 0:
+            return tf.cast(step >= start, tf.float32)
+        return tf.clip_by_value((step - start + 1.0) / float(config.adversarial_ramp_steps),
+                                0.0, 1.0)
 
     def checkpoint_objects(self) -> dict:
         """Models and optimizers by checkpoint name."""
@@ -292,6 +329,7 @@ class GanTrainer:
                 for res in self.resolutions}
         generator_training = not config.train_fuser_only
         out = {}
+        adversarial = self.adversarial_factor(self.generator_optimizer.iterations)
 
         # 1. generator update.
         with tf.GradientTape() as tape:
@@ -305,13 +343,13 @@ class GanTrainer:
                 if res in self.image_discriminators:
                     logits = self.image_discriminators[res](fake[res], training=True)
                     terms[f"g_gan_img_loss_{res}"] = (
-                        config.gan_weight * losses.generator_gan_loss(logits))
+                        adversarial * config.gan_weight * losses.generator_gan_loss(logits))
                 if res in self.identity_classifiers:
                     real_fake, identity = self.identity_classifiers[res](fake[res], training=True)
                     terms[f"ac_loss_{res}"] = config.ac_weight * losses.identity_cross_entropy(
                         identity, labels)
                     terms[f"g_gan_ac_loss_{res}"] = (
-                        config.ac_weight * losses.generator_gan_loss(real_fake))
+                        adversarial * config.ac_weight * losses.generator_gan_loss(real_fake))
                 if config.perceptual_weight > 0:
                     terms[f"img_perceptual_loss_{res}"] = (
                         config.perceptual_weight * losses.facenet_perceptual_loss(
@@ -321,8 +359,11 @@ class GanTrainer:
             total = tf.add_n(list(scaled.values()))
         gradients = tape.gradient(total, self.generator_variables)
         self.generator_optimizer.apply_gradients(zip(gradients, self.generator_variables))
+        self._update_ema()
         out.update({f"loss/{name}": value for name, value in scaled.items()})
         out["loss/total_loss"] = total
+        if config.adversarial_start_step > 0 or config.adversarial_ramp_steps > 0:
+            out["control/adversarial_factor"] = adversarial / self.num_replicas
 
         # 2. discriminator updates on the same batch, fakes detached.
         d_variables = self.image_discriminator_variables + self.identity_classifier_variables
@@ -369,6 +410,23 @@ class GanTrainer:
                                                      tf.identity(self.stop_flag))
         return out
 
+    def _update_ema(self):
+        """ema = d * ema + (1 - d) * w for trainable weights; BatchNorm moving statistics
+        (and any other non-trainable weight) are copied, as they are averages already. Every
+        replica holds the same weights after the optimizer step, so every replica computes
+        the same average (as ``_sync_moving_statistics``' assignment)."""
+        if self.generator_ema is None:
+            return
+        decay = float(self.config.generator_ema_decay)
+        generator = self.models.generator
+        trainable = {id(v) for v in generator.trainable_variables}
+        for average, weight in zip(self.generator_ema.weights, generator.weights):
+            value = tf.cast(weight.value if hasattr(weight, "value") else weight, average.dtype)
+            if id(weight) in trainable:
+                average.assign(decay * average + (1.0 - decay) * value)
+            else:
+                average.assign(value)
+
     def _sync_moving_statistics(self):
         """Averages the BatchNorm moving statistics over replicas after each step.
 
@@ -390,7 +448,7 @@ class GanTrainer:
     def _generate(self, segments, mask):
         """Window stacks [B, W, T, mels] + mask -> list of float32 images, lowest resolution
         first (inference mode; without a fuser the window embeddings are averaged)."""
-        images, _ = self.models.generator(segments, segment_mask=mask, training=False)
+        images, _ = self.inference_generator(segments, segment_mask=mask, training=False)
         return [tf.cast(image, tf.float32) for image in images]
 
     def _embed_faces(self, images):
