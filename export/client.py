@@ -1,15 +1,22 @@
-r"""Turns WAV files into faces with a served keras-sf2f model (TF-Serving or the dev server).
+r"""Turns audio files into faces with a served keras-sf2f model (TF-Serving or the dev server).
 
     python export/client.py --server=http://localhost:8501 --model=sf2f_64 \
-        --audio=a.wav,b.wav [more.wav ...] --out=faces/
+        --audio=a.wav,b.flac [more.mp3 ...] --out=faces/
     python export/client.py --grpc=localhost:8500 --model=sf2f_64 --audio=a.wav --out=faces/
 
 REST: POST /v1/models/<model>:predict with {"instances": [{"audio": {"b64": ...}}]}; gRPC:
 PredictionService/Predict (tensorflow_serving.apis). One request per file; writes
-<out>/<file stem>.png. A server error is printed verbatim (e.g. "audio[0]: unsupported sample
-rate 11025 Hz; ...") and the exit status is 1 when any file failed.
+<out>/<file stem>.png. The served graph decodes WAV only: a WAV it decodes is sent as it is,
+any other file the project's audio loader reads (FLAC, Ogg, MP3, M4A with ffmpeg, u-law WAV,
+unusual sample rates ...) is converted to WAV first. A server error is printed verbatim (e.g.
+"audio[0]: too short: ...") and the exit status is 1 when any file failed.
+
+The REST path runs without TensorFlow (standard library, numpy and the audio loader), so this
+tool parses its own options with argparse instead of the project's absl flags, whose
+validators import Keras.
 """
 
+import argparse
 import os
 import sys
 
@@ -17,43 +24,67 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-from absl import app  # noqa: E402
 
-from keras_sf2f import flags as sf2f_flags  # noqa: E402
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Turns audio files into faces with a served keras-sf2f model.")
+    parser.add_argument("--server", help="REST endpoint of TF-Serving or of the development "
+                                         "server, e.g. http://localhost:8501")
+    parser.add_argument("--grpc", help="use gRPC instead of REST, e.g. localhost:8500 "
+                                       "(needs tensorflow-serving-api)")
+    parser.add_argument("--model", help="the served model's name")
+    parser.add_argument("--model_version", type=int, default=None,
+                        help="ask for this version (default: the server's latest)")
+    parser.add_argument("--audio", action="append", default=[],
+                        help="audio files, comma separated (may be repeated)")
+    parser.add_argument("--out", help="directory to write <audio stem>.png files to")
+    parser.add_argument("--request_timeout", type=float, default=300.0,
+                        help="seconds to wait for each answer (default 300)")
+    parser.add_argument("files", nargs="*", help="more audio files")
+    return parser
 
-FLAGS = sf2f_flags.FLAGS
 
-
-def main(argv):
-    from keras_sf2f.serving import client  # noqa: PLC0415
-
-    audio = list(FLAGS.audio) + list(argv[1:])
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    audio = [p for value in args.audio for p in value.split(",") if p] + list(args.files)
     if not audio:
-        raise app.UsageError("give WAV files with --audio=a.wav,b.wav (or as arguments)")
-    if bool(FLAGS.server) == bool(FLAGS.grpc):
-        raise app.UsageError("give exactly one of --server=http://HOST:8501 and "
-                             "--grpc=HOST:8500")
-    if not FLAGS.model:
-        raise app.UsageError("--model is required")
-    if not FLAGS.out:
-        raise app.UsageError("--out is required")
-    os.makedirs(FLAGS.out, exist_ok=True)
+        parser.error("give audio files with --audio=a.wav,b.flac (or as arguments)")
+    if bool(args.server) == bool(args.grpc):
+        parser.error("give exactly one of --server=http://HOST:8501 and --grpc=HOST:8500")
+    if not args.model:
+        parser.error("--model is required")
+    if not args.out:
+        parser.error("--out is required")
+    if args.model_version is not None and args.model_version < 1:
+        parser.error("--model_version must be at least 1")
+    if not args.request_timeout > 0:
+        parser.error("--request_timeout must be positive")
+
+    from keras_sf2f.serving import audio_formats, client  # noqa: PLC0415 - after sys.path
+
+    os.makedirs(args.out, exist_ok=True)
     failures = 0
-    for path, png_path in zip(audio, client.output_paths(audio, FLAGS.out)):
+    for path, png_path in zip(audio, client.output_paths(audio, args.out)):
         try:
-            with open(path, "rb") as f:
-                wav_bytes = f.read()
+            data, note = client.audio_for_request(path)
         except OSError as e:
-            sys.stderr.write(f"{path}: cannot read: {e.strerror}\n")
+            sys.stderr.write(f"{path}: cannot read: {e.strerror or e}\n")
             failures += 1
             continue
+        except audio_formats.ConversionError as e:
+            sys.stderr.write(f"{e}\n")
+            failures += 1
+            continue
+        if note:
+            sys.stderr.write(f"{path}: {note}\n")
         try:
-            if FLAGS.grpc:
-                png = client.grpc_predict_png(FLAGS.grpc, FLAGS.model, wav_bytes,
-                                              FLAGS.model_version, FLAGS.request_timeout)
+            if args.grpc:
+                png = client.grpc_predict_png(args.grpc, args.model, data, args.model_version,
+                                              args.request_timeout)
             else:
-                png = client.rest_predict_png(FLAGS.server, FLAGS.model, wav_bytes,
-                                              FLAGS.model_version, FLAGS.request_timeout)
+                png = client.rest_predict_png(args.server, args.model, data, args.model_version,
+                                              args.request_timeout)
         except client.PredictError as e:
             status = f" ({'HTTP ' if isinstance(e.status, int) else ''}{e.status})" \
                 if e.status else ""
@@ -67,4 +98,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(main())

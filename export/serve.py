@@ -11,9 +11,13 @@ URLs and JSON as TF-Serving's REST API so that clients and tests can run without
     GET  /v1/models/<name>[/versions/<n>]/metadata   signature defs
 
 Serves the newest numeric version under --model_base_path and picks up new ones (polled every
---file_system_poll_wait_seconds). Binds 127.0.0.1 unless --host is given. Bad input gets an
-HTTP 400 {"error": "..."}; unknown model/version 404; bodies over --max_request_bytes 413.
-Model calls are serialised (--concurrent_model_calls). No gRPC, no batching, no labels.
+--file_system_poll_wait_seconds); a version that fails to load is retried
+(--max_num_load_retries, --load_retry_interval_micros, as TF-Serving). Binds 127.0.0.1 unless
+--host is given. Bad input gets an HTTP 400 {"error": "..."}; unknown model/version 404; bodies
+over --max_request_bytes 413; a request not received within --read_timeout_seconds 408; no room
+in --max_inflight_request_bytes for --max_queue_seconds 503 with Retry-After. Audio that is not
+a WAV the model decodes (FLAC, Ogg, MP3, ...) is converted first. Model calls are serialised
+(--concurrent_model_calls). No gRPC, no batching, no labels.
 """
 
 import os
@@ -47,9 +51,18 @@ def main(argv):
         server = RestServer(base, name, host=FLAGS.host, port=FLAGS.rest_api_port,
                             poll_seconds=FLAGS.file_system_poll_wait_seconds,
                             max_request_bytes=FLAGS.max_request_bytes,
-                            concurrent_model_calls=FLAGS.concurrent_model_calls)
-    except (ValueError, OSError) as e:
+                            concurrent_model_calls=FLAGS.concurrent_model_calls,
+                            max_load_retries=FLAGS.max_num_load_retries,
+                            load_retry_interval=FLAGS.load_retry_interval_micros / 1e6,
+                            max_inflight_request_bytes=FLAGS.max_inflight_request_bytes,
+                            max_queue_seconds=FLAGS.max_queue_seconds,
+                            read_timeout=FLAGS.read_timeout_seconds,
+                            max_items_per_request=FLAGS.max_items_per_request)
+    except ValueError as e:
         sys.stderr.write(f"error: {e}\n")
+        return 1
+    except OSError as e:  # the port: in use, privileged, or an address not on this machine
+        sys.stderr.write(f"error: {e.strerror or e}\n")
         return 1
     logging.warning("DEVELOPMENT server (not TF-Serving; do not expose it): model %s from %s "
                     "at %s/v1/models/%s", name, base, server.url, name)

@@ -23,7 +23,7 @@ from keras_sf2f.audio.vad import energy_gate
 from keras_sf2f.data.pipelines import imagenet_denormalize
 from keras_sf2f.models import builder, reference_import
 from keras_sf2f.models.layers import l2_normalize
-from keras_sf2f.serving import resample, savedmodel, wav
+from keras_sf2f.serving import audio_formats, resample, savedmodel, wav
 from keras_sf2f.serving.inference import FaceFromVoice, ServingConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -197,6 +197,41 @@ def test_bad_wav_is_refused_with_a_clear_message(data, message):
     assert text.startswith("audio[0]: ") and message in text, text
 
 
+def test_inspect_wav_agrees_with_the_graph():
+    """The client and the development server decide in Python which files go to the graph
+    unchanged: a file is OK for inspect_wav exactly when the graph decodes it."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-3000, 3000, size=(500, 2))
+    good = [wav_bytes(x[:, :c], rate, subtype, fmt)
+            for subtype, fmt, c, rate in [
+                ("PCM_U8", "WAV", 1, 8000), ("PCM_16", "WAV", 1, 16000),
+                ("PCM_24", "WAV", 2, 24000), ("PCM_32", "WAV", 1, 32000),
+                ("FLOAT", "WAV", 2, 11025), ("DOUBLE", "WAV", 1, 96000),
+                ("PCM_16", "WAVEX", 2, 44100), ("FLOAT", "WAVEX", 1, 88200)]]
+    for data in good:
+        assert audio_formats.inspect_wav(data).verdict == audio_formats.OK
+        _decode(tf.constant(data))
+    refused = [data for data, _ in _bad_wavs()] + [
+        wav_bytes(x[:, :1], 7000), wav_bytes(x[:, :1], 16000, "PCM_16", "RF64"),
+        wav_bytes(x[:, :1], 16000, "PCM_16", "FLAC")]
+    def decode_and_check_rate(contents):
+        samples, rate = wav.decode_wav(contents)
+        with tf.control_dependencies([wav.assert_that(tf.reduce_any(tf.equal(
+                rate, resample.SUPPORTED_RATES)), "unsupported rate")]):
+            return tf.identity(samples)
+
+    rate_check = tf.function(decode_and_check_rate, autograph=False)
+    for data in refused:
+        verdict = audio_formats.inspect_wav(data)
+        assert verdict.verdict != audio_formats.OK, data[:40]
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            rate_check(tf.constant(data))
+    assert audio_formats.inspect_wav(wav_bytes(x[:, :1], 7000)) == (
+        audio_formats.CONVERT, "sample rate 7000 Hz", 7000)
+    assert audio_formats.inspect_wav(wav_bytes(x[:, :1], 8000, "ULAW")).detail == "encoding u-law"
+    assert audio_formats.inspect_wav(_bad_wavs()[0][0]).verdict == audio_formats.BROKEN
+
+
 def test_random_bytes_never_crash_the_parser():
     rng = np.random.default_rng(7)
     good = wav_bytes(np.full(400, 1000.0), 16000)
@@ -215,7 +250,7 @@ def test_random_bytes_never_crash_the_parser():
 # Resampling
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+@pytest.mark.parametrize("rate", [r for r in resample.SUPPORTED_RATES if r != 16000])
 def test_resampled_sine_matches_the_analytic_sine(rate):
     t = np.arange(rate) / rate
     for freq in (440.0, 1000.0, 3000.0):
@@ -228,22 +263,41 @@ def test_resampled_sine_matches_the_analytic_sine(rate):
         assert error_db < -80, (rate, freq, error_db)
 
 
-@pytest.mark.parametrize("rate", [22050, 44100, 48000])
+@pytest.mark.parametrize("rate", [r for r in resample.SUPPORTED_RATES if r > 16000])
 def test_tones_above_8khz_are_removed_not_aliased(rate):
     t = np.arange(rate) / rate
-    freq = 9000.0 if rate < 44100 else 12000.0
-    y = resample.resample(tf.constant(10000 * np.sin(2 * np.pi * freq * t), tf.float32),
-                          rate).numpy()
-    level_db = 20 * np.log10(np.sqrt(np.mean(y[len(y) // 8:-len(y) // 8] ** 2)) / 7071.0)
-    assert level_db < -70, level_db
+    freqs = [9000.0] + [f for f in (12000.0, 20000.0, 40000.0) if f < 0.48 * rate]
+    for freq in freqs:
+        y = resample.resample(tf.constant(10000 * np.sin(2 * np.pi * freq * t), tf.float32),
+                              rate).numpy()
+        level_db = 20 * np.log10(np.sqrt(np.mean(y[len(y) // 8:-len(y) // 8] ** 2)) / 7071.0)
+        assert level_db < -70, (freq, level_db)
+
+
+def test_resampler_runs_no_convolution():
+    # With oneDNN, graph-mode Conv2D aborted the process (MklConvOp "Check failed: dtype() ==
+    # expected_dtype") when a minute of 88.2 kHz audio followed a minute of 44.1 kHz audio:
+    # the resampler is a reshape, a concat and one MatMul per rate.
+    fn = tf.function(resample.resample_to, autograph=False).get_concrete_function(
+        tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int32))
+    ops = {op.type for op in fn.graph.get_operations()}
+    for f in fn.graph._functions.values():
+        ops |= {node.op for node in f.definition.node_def}
+    assert "MatMul" in ops and not {o for o in ops if "Conv" in o}, sorted(ops)
+
+
+def test_every_common_rate_is_supported():
+    assert set(resample.SUPPORTED_RATES) == {8000, 11025, 12000, 16000, 22050, 24000, 32000,
+                                             44100, 48000, 88200, 96000}
 
 
 def test_resample_to_switches_on_the_run_time_rate():
     fn = tf.function(resample.resample_to, autograph=False)
     x = tf.constant(np.random.default_rng(0).normal(size=4410).astype(np.float32))
     np.testing.assert_array_equal(fn(x, tf.constant(16000)).numpy(), x.numpy())
-    np.testing.assert_allclose(fn(x, tf.constant(44100)).numpy(),
-                               resample.resample(x, 44100).numpy(), rtol=1e-6, atol=1e-5)
+    for rate in (44100, 11025, 24000, 32000, 96000):
+        np.testing.assert_allclose(fn(x, tf.constant(rate)).numpy(),
+                                   resample.resample(x, rate).numpy(), rtol=1e-6, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,10 +323,16 @@ def test_serving_default_equals_the_eager_pipeline(tiny, speech_like):
     model = tiny.python_model
     x16 = speech_like(1, 4.0)
     x44 = speech_like(2, 3.0, sample_rate=44100)
-    batch = [wav_bytes(x16, 16000), wav_bytes(np.stack([x44, x44 * 0.5], 1), 44100, "PCM_24")]
+    x24 = speech_like(8, 2.6, sample_rate=24000)
+    batch = [wav_bytes(x16, 16000), wav_bytes(np.stack([x44, x44 * 0.5], 1), 44100, "PCM_24"),
+             wav_bytes(x24, 24000)]
     out = model.serving_default(tf.constant(batch))
     images = out["image"].numpy()
-    assert images.shape == (2, 128, 128, 3)
+    assert images.shape == (3, 128, 128, 3)
+    expected24, _, count24 = eager_face(
+        tiny.generator, resample.resample(tf.constant(x24, tf.float32), 24000).numpy())
+    assert count24 == 2
+    np.testing.assert_allclose(images[2], expected24, atol=2e-3)
     expected16, _, count16 = eager_face(tiny.generator, x16)
     resampled = resample.resample(tf.constant(x44 * 0.75, tf.float32), 44100).numpy()
     expected44, _, count44 = eager_face(tiny.generator, resampled)
@@ -382,12 +442,20 @@ def test_audio_checks_name_the_problem(tiny, speech_like):
     buffer = io.BytesIO()
     sf.write(buffer, inf, 16000, subtype="FLOAT", format="WAV")
     cases = [
-        (wav_bytes(speech_like(5, 2.0, sample_rate=11025), 11025),
-         "unsupported sample rate 11025 Hz"),
+        (wav_bytes(speech_like(5, 2.0, sample_rate=7000), 7000),
+         "unsupported sample rate 7000 Hz; supported: 8000, 11025, 12000, 16000, 22050, 24000, "
+         "32000, 44100, 48000, 88200, 96000 Hz"),
         (wav_bytes(np.tile(speech_like(6, 1.0, sample_rate=8000), 61), 8000),
          "the audio is 61.00 s long; the maximum is 60 s"),
-        (wav_bytes(speech_like(5, 1.1), 16000), "too short: 1.10 s of speech after silence"),
-        (wav_bytes(np.zeros(48000), 16000), "no speech found"),
+        (wav_bytes(speech_like(5, 1.1), 16000), "too short: 1.10 s of speech after silence "
+         "removal; at least 1.265 s are needed (125 feature frames of 25 ms every 10 ms)"),
+        # WAV advice, not the int16-scale hint meant for predict_waveform's float samples.
+        (wav_bytes(np.zeros(48000), 16000), "no speech found: the audio is silent or too quiet "
+         "(nothing is left after silence removal by the energy gate) (every sample is 0: the "
+         "file holds digital silence)"),
+        (wav_bytes(np.where(np.arange(48000) % 7, 0.0, 1.0), 16000), "(the loudest sample is "
+         "at -90.3 dBFS; the energy gate keeps only stretches of at least 90 ms whose 30 ms "
+         "frames are louder than -75 dBFS: check the recording level, or normalise the file"),
         (wav_bytes(np.concatenate([np.zeros(30000), speech_like(5, 0.8), np.zeros(30000)]),
                    16000), "too short"),
         (nan_wav, "contains NaN or infinite samples"),
@@ -396,6 +464,7 @@ def test_audio_checks_name_the_problem(tiny, speech_like):
     for data, message in cases:
         text = _serving_error(model, [good, data])
         assert text.startswith("audio[1]: ") and message in text, (message, text)
+        assert "int16 scale" not in text
     assert _serving_error(model, []).startswith("empty batch")
 
 
@@ -410,10 +479,13 @@ def test_waveform_and_mel_checks(tiny, speech_like):
 
     assert "waveforms must be on the int16 scale" in error(model.predict_waveform,
                                                            x / 32768, 16000)
+    assert "(the loudest sample is at -90.2 dBFS of the int16 scale; the energy gate" in error(
+        model.predict_waveform,
+        np.where(np.arange(40000) % 5 == 2, 1.01, 0.0)[None].astype(np.float32), 16000)
     bad = x.copy()
     bad[0, 3] = np.nan
     assert "waveform[0]: contains NaN" in error(model.predict_waveform, bad, 16000)
-    assert "unsupported sample rate 32000" in error(model.predict_waveform, x, 32000)
+    assert "unsupported sample rate 44000" in error(model.predict_waveform, x, 44000)
     noise = np.random.default_rng(0).normal(size=(1, 49, 125, 40)).astype(np.float32)
     assert "one value per waveform" in error(model.predict_waveform, x, [16000, 16000])
     assert "log_mel[1] has no segment with data" in error(

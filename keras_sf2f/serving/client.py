@@ -9,6 +9,13 @@
 One request per audio file, so that one bad file does not fail the others. A server's error
 message is returned verbatim (``PredictError.message``): TF-Serving's ``{"error": ...}`` body
 or the gRPC status details.
+
+The served graph decodes WAV only; :func:`audio_for_request` sends a WAV that it decodes as it
+is and converts any other file the project's audio loader reads (FLAC, Ogg, MP3, M4A with
+ffmpeg, u-law WAV, unusual sample rates ...) to a WAV first.
+
+The REST path needs only the standard library, numpy and the audio loader (soundfile, soxr):
+no TensorFlow. gRPC needs ``tensorflow-serving-api`` (and so TensorFlow).
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ import os
 import urllib.error
 import urllib.request
 
-__all__ = ["PredictError", "rest_predict_png", "grpc_predict_png", "output_paths"]
+from keras_sf2f.serving import audio_formats
+
+__all__ = ["PredictError", "rest_predict_png", "grpc_predict_png", "output_paths",
+           "audio_for_request"]
 
 # 60 s of 48 kHz stereo float audio is ~23 MB; gRPC's default limit is 4 MB.
 GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -32,6 +42,31 @@ class PredictError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+def audio_for_request(path: str) -> tuple[bytes, str]:
+    """The bytes to send for the audio file ``path``, and a note on any conversion ("" when the
+    file goes as it is).
+
+    A WAV that the serving graph decodes (see ``audio_formats.inspect_wav``) is sent unchanged,
+    and so is a broken WAV, whose problem the server names. Anything else that
+    ``keras_sf2f.audio.io`` reads becomes a mono 32-bit float WAV at the file's rate (16 kHz
+    when the graph does not take that rate).
+
+    Raises:
+      OSError: the file cannot be read.
+      audio_formats.ConversionError: it is neither a WAV the graph takes nor audio the loader
+        reads.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    verdict = audio_formats.inspect_wav(data)
+    if verdict.verdict in (audio_formats.OK, audio_formats.BROKEN):
+        return data, ""
+    what = audio_formats.sniff(data)[0] if verdict.verdict == audio_formats.NOT_WAV else \
+        f"a WAV file the model does not decode ({verdict.detail})"
+    converted = audio_formats.convert_to_wav(data, path)
+    return converted, f"converted to WAV from {what or 'a non-WAV file'}"
 
 
 def _model_path(model: str, version: int | None) -> str:

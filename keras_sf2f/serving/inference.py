@@ -5,9 +5,9 @@
 
 ``serving_default(audio)``
     ``audio``: string ``[batch]``, each the bytes of a WAV file (8/16/24/32-bit integer PCM or
-    32/64-bit float, any channel count, 8 / 16 / 22.05 / 44.1 / 48 kHz; see
-    :mod:`keras_sf2f.serving.wav`). Returns ``image_png_bytes`` (string ``[batch]``, PNG) and
-    ``image`` (float32 ``[batch, H, W, 3]`` in [0, 1]).
+    32/64-bit float, any channel count, at 8, 11.025, 12, 16, 22.05, 24, 32, 44.1, 48, 88.2 or
+    96 kHz; see :mod:`keras_sf2f.serving.wav`). Returns ``image_png_bytes`` (string
+    ``[batch]``, PNG) and ``image`` (float32 ``[batch, H, W, 3]`` in [0, 1]).
 ``predict_waveform(waveform, sample_rate)``
     ``waveform``: float32 ``[batch, samples]`` on the **int16 scale** (+-32768, not [-1, 1]);
     rows of different lengths are padded at the end: a trailing run of samples equal to the
@@ -32,7 +32,8 @@ Audio inputs go through the evaluation's fuser protocol:
 4. log mel filterbank (python_speech_features semantics) and the reference normalisation;
 5. cut 125-frame windows with stride 125 (1.25 s each, no overlap) from the start of the speech,
    keeping the first ``max_windows`` (20, as the evaluation's window stacks; 0 keeps all);
-   fewer than 125 frames of speech (about 1.27 s) is an error;
+   fewer than 125 frames of speech is an error: 1.265 s, since the frames are 25 ms long every
+   10 ms (124 hops of 10 ms plus one 25 ms frame);
 6. encode each window alone (unit-norm embedding), then fuse: with an attention-fuser
    checkpoint (stage 2) the windows are fused by the fuser and re-normalised; with a stage-1
    checkpoint (no fuser) the window embeddings are **averaged and re-normalised to unit norm**.
@@ -119,6 +120,18 @@ def _seconds(x, precision=2):
     return tf.strings.as_string(tf.cast(x, tf.float32), precision=precision)
 
 
+def _dbfs(peak):
+    """A positive int16-scale amplitude in dB relative to full scale (32768), as text."""
+    level = 20.0 * tf.math.log(tf.maximum(peak, 1e-6) / 32768.0) / math.log(10.0)
+    return tf.strings.as_string(level, precision=1)
+
+
+# What the energy gate (keras_sf2f.audio.vad.energy_gate, default arguments) keeps, for the
+# "no speech found" message.
+_GATE_RULE = ("the energy gate keeps only stretches of at least 90 ms whose 30 ms frames are "
+              "louder than -75 dBFS")
+
+
 class FaceFromVoice:
     """The serving functions around a generator (see the module docstring).
 
@@ -202,27 +215,26 @@ class FaceFromVoice:
     # One item: 16 kHz samples -> windows
     # ----------------------------------------------------------------------------------------
 
-    def _windows(self, samples_16k, name, peak):
-        """Energy gate, features, windows: ``([capacity, 125, mels], mask [capacity])``."""
+    def _windows(self, samples_16k, name, silence_hint):
+        """Energy gate, features, windows: ``([capacity, 125, mels], mask [capacity])``.
+
+        ``silence_hint`` (string tensor) ends the "no speech found" message."""
         cfg = self.config
         speech = energy_gate(samples_16k, _RATE)
         n = tf.shape(speech)[0]
         min_samples = cfg.min_speech_samples
-        window_seconds = f"{min_samples / _RATE:.2f}"
-        scale_hint = tf.where(
-            (peak > 0.0) & (peak <= 1.0),
-            " (the samples never exceed 1.0: waveforms must be on the int16 scale, "
-            "i.e. multiply [-1, 1] audio by 32768)", "")
+        length, step = features.frame_geometry(_RATE)
+        # 125 frames need 124 hops of 10 ms plus one whole 25 ms frame: 1.265 s, not 1.25 s.
         silent = assert_that(n > 0, _join(
             name, ": no speech found: the audio is silent or too quiet (nothing is left after "
-            "silence removal by the energy gate)", scale_hint))
+            "silence removal by the energy gate)", silence_hint))
         with tf.control_dependencies([silent]):
             short = assert_that(n >= min_samples, _join(
                 name, ": too short: ", _seconds(tf.cast(n, tf.float32) / _RATE),
-                f" s of speech after silence removal; at least {window_seconds} s "
-                f"({cfg.window_frames} frames of 10 ms) are needed"))
+                f" s of speech after silence removal; at least {min_samples / _RATE:.3f} s "
+                f"are needed ({cfg.window_frames} feature frames of {1000 * length // _RATE} "
+                f"ms every {1000 * step // _RATE} ms)"))
         # Only the samples of the windows used are turned into features.
-        length, step = features.frame_geometry(_RATE)
         needed = (cfg.window_capacity * cfg.window_frames - 1) * step + length
         with tf.control_dependencies([short]):
             feats = features.log_mel_filterbank(speech[:needed], _RATE, self.num_mel_bins)
@@ -249,7 +261,11 @@ class FaceFromVoice:
         with tf.control_dependencies([self._finite_check(samples, name)]):
             samples_16k = resample.resample_to(samples, info.sample_rate)
         peak = tf.reduce_max(tf.concat([tf.abs(samples), [0.0]], 0))
-        return self._windows(samples_16k, name, peak)
+        hint = tf.where(peak > 0.0, _join(
+            " (the loudest sample is at ", _dbfs(peak), f" dBFS; {_GATE_RULE}: check the "
+            "recording level, or normalise the file, e.g. ffmpeg -i INPUT -af loudnorm "
+            "OUTPUT.wav)"), " (every sample is 0: the file holds digital silence)")
+        return self._windows(samples_16k, name, hint)
 
     def _waveform_item(self, waveform, sample_rate, index):
         name = _join("waveform[", tf.strings.as_string(index), "]")
@@ -267,7 +283,15 @@ class FaceFromVoice:
         with tf.control_dependencies(checks):
             samples_16k = resample.resample_to(waveform, sample_rate)
         peak = tf.reduce_max(tf.concat([tf.abs(waveform), [0.0]], 0))
-        return self._windows(samples_16k, name, peak)
+        # Samples within [-1, 1] are most likely float audio that was not scaled to int16.
+        hint = tf.where(
+            peak <= 0.0, tf.constant(" (every sample is 0)"),
+            tf.where(peak <= 1.0,
+                     tf.constant(" (the samples never exceed 1.0: waveforms must be on the "
+                                 "int16 scale, i.e. multiply [-1, 1] audio by 32768)"),
+                     _join(" (the loudest sample is at ", _dbfs(peak), " dBFS of the int16 "
+                           f"scale; {_GATE_RULE})")))
+        return self._windows(samples_16k, name, hint)
 
     def _map_items(self, fn, elems):
         cfg = self.config

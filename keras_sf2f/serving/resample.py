@@ -1,30 +1,44 @@
 """Sample-rate conversion inside a TensorFlow graph: polyphase windowed-sinc, stock ops only.
 
-The serving graph brings 8, 22.05, 44.1 and 48 kHz audio to the features' 16 kHz (16 kHz passes
+The serving graph brings audio at every common rate (8, 11.025, 12, 22.05, 24, 32, 44.1, 48,
+88.2 and 96 kHz: ``audio_formats.SUPPORTED_RATES``) to the features' 16 kHz (16 kHz passes
 through untouched). Conversion by the rational factor ``L / M`` (``out / in`` in lowest terms:
-2/1, 320/441, 160/441, 1/3) is done as in every polyphase resampler: output sample ``m`` sits at
+2/1, 640/441, 4/3, 320/441, 2/3, 1/2, 160/441, 1/3, 80/441, 1/6) is done as in every polyphase
+resampler: output sample ``m`` sits at
 input position ``m * M / L``; it is a weighted sum of the input samples within the filter's
 half-width around that position, with weights from a Kaiser-windowed sinc low-pass whose cut-off
 is ``rolloff`` times the lower Nyquist frequency.
 
 The output samples of one block of ``L`` (phases ``p = 0 .. L-1``) all read the same stretch of
-input (``M`` new samples plus the filter's reach), so the whole conversion is one framing of the
-input (hop ``M``) followed by one matrix product with a constant
-``[taps, L]`` matrix (column ``p`` = phase ``p``'s filter at its offset). The matrix is computed
-in numpy when the graph is built; each column is normalised to unit DC gain. The framing and
-product run as one strided ``tf.nn.conv1d`` (filter ``[taps, 1, L]``, stride ``M``), which never
-materialises the frames (3 to 70 times faster than ``tf.signal.frame`` + ``matmul``).
+input (``M`` new samples plus the filter's reach), so the whole conversion is a framing of the
+input (hop ``M``) followed by one matrix product with a constant ``[taps, L]`` matrix (column
+``p`` = phase ``p``'s filter at its offset), computed in numpy when the graph is built; each
+column is normalised to unit DC gain.
 
-Quality with the defaults (32 zero crossings, roll-off 0.92, Kaiser beta 8.6), measured on
-test tones away from the (zero-padded) ends: sines from 0.44 to 6.5 kHz (to 3 kHz from 8 kHz
-input) come out within -92 dB (RMS error relative to the tone) of the exact 16 kHz sine;
-tones above the 8 kHz output Nyquist frequency (9 and 12 kHz) come out more than 100 dB down
-instead of aliasing. ``tests/test_export.py`` asserts -80 dB and -70 dB. Tones between the
-cut-off and the Nyquist frequency (3.68-4 kHz from 8 kHz input, 7.36-8 kHz otherwise) are
-attenuated.
+How it runs: ``G`` blocks are grouped so that one group of ``G * L`` outputs reads at most 4
+consecutive rows of ``G * M`` inputs (``G = 1`` for the ``M = 441`` rates; more for the small
+integer hops, so that the frames stay within 4 times the input). The input is reshaped into
+rows of ``G * M``, the frames are ``K <= 4`` row-shifted views concatenated (a copy of ``K``
+times the input, no gather), and one ``MatMul`` with the ``[K * G * M, G * L]`` matrix (the
+block filter placed ``G`` times) gives every output. An earlier version ran the framing and the
+product as one strided ``tf.nn.conv1d``; with oneDNN (on by default on x86), graph-mode
+``Conv2D`` aborted the whole process (``Check failed: dtype() == expected_dtype (1 vs. 4)``
+in ``MklConvOp``) when a minute of 88.2 kHz audio followed a minute of 44.1 kHz audio, so the
+resampler uses no convolution.
 
-Cost: ``taps * L / M`` multiply-adds per input sample (~230 at 44.1 kHz): a minute of audio
-takes 13-63 ms on 2 cores (most for 48 kHz, whose filter is longest in input samples).
+Every rate uses the same filter design (32 zero crossings, roll-off 0.92, Kaiser beta 8.6), so
+the quality is the same at every rate. Measured on test tones away from the (zero-padded) ends:
+sines from 0.44 to 6.5 kHz (to 3 kHz from 8 kHz input) come out within -92 dB (RMS error
+relative to the tone) of the exact 16 kHz sine; tones above the 8 kHz output Nyquist frequency
+come out more than 100 dB down instead of aliasing. ``tests/test_export.py`` asserts -80 dB and
+-70 dB at every supported rate. Tones between the cut-off and the Nyquist frequency of the
+lower rate (from 0.92 x 4 kHz for 8 kHz input, 0.92 x 5.5 / 6 kHz for 11.025 / 12 kHz,
+0.92 x 8 kHz otherwise) are attenuated.
+
+When ``L`` is large (the ``M = 441`` rates) the matrix is mostly zeros: it is cut into column
+blocks, each multiplied with the columns of the frames it reads (``grouped_matrix``), which
+keeps the constants in the graph at 0.01-0.3 MB per rate. Cost: 90-200 multiply-adds per
+input sample; a minute of audio takes tens of milliseconds on 2 cores.
 """
 
 from __future__ import annotations
@@ -35,11 +49,11 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["SUPPORTED_RATES", "TARGET_RATE", "polyphase_matrix", "resample", "resample_to"]
+# Defined in the TF-free module so that the REST client knows them without TensorFlow.
+from keras_sf2f.serving.audio_formats import SUPPORTED_RATES, TARGET_RATE
 
-TARGET_RATE = 16000
-#: Input rates the serving graph accepts (all converted to TARGET_RATE).
-SUPPORTED_RATES = (8000, 16000, 22050, 44100, 48000)
+__all__ = ["SUPPORTED_RATES", "TARGET_RATE", "polyphase_matrix", "grouped_matrix", "resample",
+           "resample_to"]
 
 ZERO_CROSSINGS = 32
 ROLLOFF = 0.92
@@ -77,6 +91,49 @@ def polyphase_matrix(in_rate: int, out_rate: int, zero_crossings: int = ZERO_CRO
     return result
 
 
+#: Most input rows of ``G * M`` samples that one output group reads (see the module doc).
+MAX_ROWS = 4
+
+
+def grouped_matrix(in_rate: int, out_rate: int):
+    """``(row, width, rows, first, parts)``: output group ``q`` (``width = G * L`` samples) is
+    ``frames[q] @ matrix``, where ``frames[q]`` is the ``rows * row`` input samples from
+    ``q * row + first`` on (``row = G * M``) and ``matrix`` is ``[rows * row, width]``.
+
+    ``matrix`` is mostly zeros when ``L`` is large (one output reads only the filter's width of
+    input): ``parts`` is its non-zero band cut into column blocks, ``[(lo, hi, block [hi - lo,
+    columns]), ...]`` in column order, so that ``frames[:, lo:hi] @ block`` for each part,
+    concatenated, is the product (11.025 kHz: 0.3 MB of weights instead of 2.3 MB)."""
+    key = ("grouped", int(in_rate), int(out_rate))
+    if key in _CACHE:
+        return _CACHE[key]
+    up, down, first, block = polyphase_matrix(in_rate, out_rate)
+    taps = block.shape[0]
+    group = 1
+    while math.ceil(((group - 1) * down + taps) / (group * down)) > MAX_ROWS:
+        group += 1
+    row, width = group * down, group * up
+    rows = math.ceil(((group - 1) * down + taps) / row)
+    matrix = np.zeros([rows * row, width], np.float32)
+    for g in range(group):
+        matrix[g * down:g * down + taps, g * up:(g + 1) * up] = block
+
+    def cut(count):
+        parts, step = [], width // count
+        for c in range(0, width, step):
+            used = np.flatnonzero(np.any(matrix[:, c:c + step] != 0, axis=1))
+            lo, hi = int(used[0]), int(used[-1]) + 1
+            parts.append((lo, hi, matrix[lo:hi, c:c + step]))
+        return parts
+
+    # Column blocks of at least 16 outputs (smaller MatMuls cost more than they save).
+    counts = [c for c in range(1, 17) if width % c == 0 and width // c >= 16] or [1]
+    parts = min((cut(c) for c in counts), key=lambda p: sum(b.size for _, _, b in p))
+    result = (row, width, rows, first, parts)
+    _CACHE[key] = result
+    return result
+
+
 def resample(x, in_rate: int, out_rate: int = TARGET_RATE) -> tf.Tensor:
     """Resamples a 1-D float32 signal between two rates known when the graph is built.
 
@@ -85,17 +142,19 @@ def resample(x, in_rate: int, out_rate: int = TARGET_RATE) -> tf.Tensor:
     x = tf.reshape(tf.cast(x, tf.float32), [-1])
     if int(in_rate) == int(out_rate):
         return x
-    up, down, first, matrix = polyphase_matrix(in_rate, out_rate)
-    taps = matrix.shape[0]
+    up, down, _, _ = polyphase_matrix(in_rate, out_rate)
+    row, width, rows, first, parts = grouped_matrix(in_rate, out_rate)
     n = tf.shape(x, out_type=tf.int64)[0]
     n_out = (n * up + down - 1) // down
-    blocks = tf.maximum((n_out + up - 1) // up, 1)
-    total = (blocks - 1) * down + taps
+    groups = tf.maximum((n_out + width - 1) // width, 1)
+    total = (groups + rows - 1) * row
     padded = tf.pad(x, [[-first, 0]])
     padded = tf.pad(padded, [[0, tf.maximum(total - tf.shape(padded, out_type=tf.int64)[0],
                                            0)]])[:total]
-    kernel = tf.constant(matrix[:, None, :])                           # [taps, 1, L]
-    y = tf.nn.conv1d(padded[None, :, None], kernel, stride=down, padding="VALID")
+    lines = tf.reshape(padded, [-1, row])                              # [groups + rows - 1, row]
+    frames = tf.concat([lines[k:k + groups] for k in range(rows)], 1)  # [groups, rows * row]
+    y = tf.concat([tf.linalg.matmul(frames[:, lo:hi], tf.constant(block))
+                   for lo, hi, block in parts], 1)                     # [groups, width]
     return tf.reshape(y, [-1])[:n_out]
 
 

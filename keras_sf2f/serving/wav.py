@@ -34,15 +34,14 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from keras_sf2f.serving.audio_formats import MAX_CHANNELS, MAX_CHUNKS, SNIFF
+
 __all__ = ["WavInfo", "read_wav_header", "decode_wav_data", "decode_wav", "assert_that",
            "MAX_CHUNKS", "ENCODINGS"]
 
-#: Chunks examined before giving up on finding ``fmt `` and ``data`` (bounds the parse loop).
-MAX_CHUNKS = 64
 #: Encodings decoded (index used by the decoder's switch).
 ENCODINGS = ("8-bit unsigned PCM", "16-bit PCM", "24-bit PCM", "32-bit PCM", "32-bit float",
              "64-bit float")
-MAX_CHANNELS = 16
 _UNKNOWN_SIZE = 0xFFFFFFFF
 
 # Format tags with a name worth printing (the rest print as a number).
@@ -59,19 +58,6 @@ def _fourcc(text: str) -> int:
 
 
 _FMT, _DATA = _fourcc("fmt "), _fourcc("data")
-
-# (offset, magic bytes, what the file looks like) for the "not a WAV file" message.
-_SNIFF = (
-    (0, b"fLaC", "a FLAC file"), (0, b"OggS", "an Ogg file"), (0, b"ID3", "an MP3 file"),
-    (0, b"\xff\xfb", "an MP3 file"), (0, b"\xff\xf3", "an MP3 file"),
-    (0, b"\xff\xf1", "an AAC file"), (4, b"ftyp", "an MP4/M4A file"),
-    (0, b"RF64", "an RF64 (64-bit) WAV file, which is not supported"),
-    (0, b"RIFX", "a big-endian RIFX file, which is not supported"),
-    (0, b"FORM", "an AIFF file"), (0, b"\x89PNG", "a PNG image"), (0, b"\xff\xd8\xff",
-                                                                    "a JPEG image"),
-    (0, b"{", "text (JSON?)"), (0, b"<", "text (HTML/XML?)"),
-)
-
 
 class WavInfo(NamedTuple):
     """Header fields (scalar tensors) and the checks' outcome."""
@@ -134,11 +120,13 @@ def _first_failure(checks, default=""):
 
 def _not_wav_message(data: _Bytes, prefix):
     what = tf.constant("it does not start with a RIFF/WAVE header")
-    for offset, magic, name in reversed(_SNIFF):
+    for offset, magic, name, _ in reversed(SNIFF):
         what = tf.where(data.starts_with(offset, magic), tf.constant(f"it looks like {name}"),
                         what)
     return tf.strings.join([prefix, "not a WAV file (", what, "); send the bytes of a WAV file, "
-                            "e.g. converted with ffmpeg -i INPUT -ar 16000 -ac 1 OUTPUT.wav"])
+                            "e.g. converted with ffmpeg -i INPUT -ar 16000 -ac 1 OUTPUT.wav "
+                            "(export/client.py converts FLAC, Ogg, MP3 and other audio files "
+                            "itself)"])
 
 
 def _tag_text(tag):
