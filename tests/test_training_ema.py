@@ -104,6 +104,12 @@ def test_checkpoint_consumers_use_the_average(data_dir, tmp_path):  # noqa: F811
     assert step == 3
     for a, w in zip(average, generator.weights):
         np.testing.assert_array_equal(a, w.numpy())
+    # ... and so does export's restore.
+    from keras_sf2f.serving import savedmodel
+    exported = savedmodel.restore_generator(config.model, tf.train.latest_checkpoint(
+        config.model_dir))
+    for a, w in zip(average, exported.weights):
+        np.testing.assert_array_equal(a, w.numpy())
     # ... and resuming restores both, exactly.
     resumed = make_config(tmp_path / "stage1", data_dir, generator_ema_decay=0.9,
                           train_steps=3)

@@ -167,8 +167,12 @@ def restore_generator(config: builder.ModelConfig, checkpoint_prefix: str):
     if not any(key.startswith("generator/") for key in keys):
         top = sorted({key.split("/")[0] for key in keys})
         raise ExportError(f"{checkpoint_prefix} holds no generator (objects: {top})")
+    # A run trained with --generator_ema_decay: its moving average is the generator that
+    # draws the pictures (validation and evaluation use it too).
+    name = builder.EMA_GENERATOR_NAME if any(
+        key.startswith(builder.EMA_GENERATOR_NAME + "/") for key in keys) else "generator"
     try:
-        status = tf.train.Checkpoint(generator=generator).restore(checkpoint_prefix)
+        status = tf.train.Checkpoint(**{name: generator}).restore(checkpoint_prefix)
     except (ValueError, tf.errors.OpError) as e:
         raise ExportError(f"{checkpoint_prefix} does not match the model configuration: "
                           f"{str(e).splitlines()[0][:400]}") from None
