@@ -143,17 +143,23 @@ def main(argv=None) -> int:
         path = os.path.join(args.output_dir, f"seed_{seed}", "report", "metrics.json")
         with open(path) as f:
             per_seed[seed] = numeric_leaves(json.load(f))
+        # Written after every seed: a long run that is stopped keeps what it measured.
+        text = write_summary(args.output_dir, list(per_seed), per_seed, seconds)
+    print(text)
+    return 0
+
+
+def write_summary(output_dir: str, seeds: list, per_seed: dict, seconds: dict) -> str:
     summary = {"seeds": seeds, "date": datetime.date.today().isoformat(),
                "machine": {"cpu": cpu_kind(), "cpus": os.cpu_count(), "versions": versions()},
                "seconds": seconds, "figures": aggregate(per_seed),
                "per_seed": {str(k): v for k, v in per_seed.items()}}
-    with open(os.path.join(args.output_dir, "seeds.json"), "w") as f:
+    with open(os.path.join(output_dir, "seeds.json"), "w") as f:
         json.dump(summary, f, indent=2)
     text = markdown(summary)
-    with open(os.path.join(args.output_dir, "seeds.md"), "w") as f:
+    with open(os.path.join(output_dir, "seeds.md"), "w") as f:
         f.write(text)
-    print(text)
-    return 0
+    return text
 
 
 if __name__ == "__main__":

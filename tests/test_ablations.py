@@ -8,7 +8,7 @@ The dataset (aligned faces, and the same voices with "in-the-wild" faces), the f
 discriminators) are made here, so the command's time goes to its training runs, each 2 steps
 (1 for the fuser), two at a time. Their cost is start-up and tracing, 25-30 CPU-seconds per run
 whatever the model size, so the end-to-end run trains six variants (one of each kind of change)
-and a pure test checks all ten variants' commands through the flag parser.
+and a pure test checks all twelve variants' commands through the flag parser.
 """
 
 import csv
@@ -248,7 +248,7 @@ def test_rerun_skips_finished_variants(ablation_run):
 
 
 def test_every_variant_command_changes_only_what_it_names(tmp_path):
-    """All ten variants of the default plan (the demo flagfiles), through absl's parser: the
+    """All twelve variants of the default plan (the demo flagfiles), through absl's parser: the
     training configuration each command produces differs from full SF2F's exactly by the
     variant's change. (The end-to-end test above trains a subset to stay fast.)"""
     from keras_sf2f import flags as sf2f_flags
@@ -290,6 +290,9 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
                                            "model.deconv_decoder_channels":
                                            [256, 128, 64, 32, 16]}
     assert changes("low_quality_faces") == {"data_dir": plan.wild_data_dir}
+    assert changes("generator_ema") == {"generator_ema_decay": 0.99}
+    assert changes("adversarial_delay") == {"adversarial_start_step": 300,
+                                            "adversarial_ramp_steps": 100}
     fused = changes("sf2f_fuser")
     assert {k: fused.get(k) for k in ("model.fuser", "train_fuser_only", "train_steps",
                                       "init_checkpoint")} == {
@@ -426,7 +429,7 @@ def test_demo_voice2face_config_matches_the_demo_scale():
     # Same width, batch, schedule and identity count as the demo SF2F it is compared with.
     for field in ("encoder_channels", "embedding_dim", "num_train_identities"):
         assert getattr(v2f.model, field) == getattr(sf2f.model, field), field
-    for field in ("batch_size", "learning_rate", "train_steps"):
+    for field in ("batch_size", "learning_rate", "train_steps", "generator_ema_decay"):
         assert getattr(v2f, field) == getattr(sf2f, field), field
     assert v2f.model.deconv_decoder_channels == tuple(
         int(c) for c in ablations._baseline_decoder_channels(sf2f.model.embedding_dim).split(","))
