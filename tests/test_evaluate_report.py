@@ -207,3 +207,196 @@ def test_model_config_and_step_of_a_checkpoint(tmp_path):
     assert ev.checkpoint_step(other) == 13
     plain = tf.train.Checkpoint(x=tf.Variable(1.0)).write(str(tmp_path / "weights"))
     assert ev.checkpoint_step(plain) == 0
+
+
+# -- face figures: detection rate, diversity, attribute reader ------------------------------
+
+def test_figures_are_off_unless_asked(evaluated):
+    _, evaluator, _, samples = evaluated
+    assert not evaluator.wants_figures
+    assert evaluator.figures(samples["SF2F"]["5 s"]) == {}
+    assert evaluator.ground_truth_figures() == {}
+
+
+@pytest.fixture(scope="module")
+def with_figures(data_dir, embedder):
+    import keras
+    pytest.importorskip("dlib")
+    config = ev.EvaluationConfig(data_dir=data_dir, runs=2, durations=(1.25, 5.0),
+                                 detection=True, diversity=True, attributes=True)
+    evaluator = ev.Evaluator(config, [embedder], 64)
+    keras.utils.set_random_seed(1)
+    generator = builder.build_generator(builder.ModelConfig(**TINY))
+    out = evaluator.evaluate(ev.FaceGenerator(generator, 8))
+    return config, evaluator, out
+
+
+def test_face_figures_per_protocol_and_for_the_ground_truth(with_figures):
+    _, evaluator, out = with_figures
+    assert set(out["figures"]) == {"crops_1.25s", "crops_5s", "fuser_all_windows"}
+    for protocol, figures in out["figures"].items():
+        assert {"detection_rate", "diversity_ratio_pixels",
+                "diversity_ratio_face_identity_net", "templates", "effective_templates",
+                "collapsed"} <= set(figures), protocol
+        runs = 1 if protocol == "fuser_all_windows" else 2
+        assert figures["detection_rate"]["runs"] == runs
+    # The test data are coloured squares, not the procedural corpus: no attributes to read.
+    assert not any(k.startswith("attribute_") for k in out["figures"]["crops_5s"])
+    assert any("No attribute reader" in n for n in evaluator.figure_notes)
+    gt = evaluator.ground_truth_figures()[ev.GROUND_TRUTH_PROTOCOL]
+    # Run k = photo k of every identity: photo 0 is the reference itself.
+    assert gt["diversity_ratio_pixels"]["runs"] == 2
+    assert gt["templates"]["mean"] == NUM_TEST and gt["collapsed"]["mean"] == 0.0
+    assert gt["detection_rate"]["mean"] == 0.0  # squares are not faces
+    # The first run's figures are those of the pictured faces.
+    first = evaluator.figures(out["samples"]["5 s"])
+    assert first["diversity_ratio_pixels"] == pytest.approx(
+        out["figures"]["crops_5s"]["diversity_ratio_pixels"]["mean"], abs=1e6)
+
+
+def test_face_figures_in_report_metrics_and_tensorboard(with_figures, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from keras_sf2f.evaluation import face_report
+
+    config, evaluator, out = with_figures
+    figures = {ev.GROUND_TRUTH_MODEL: evaluator.ground_truth_figures(), "SF2F": out["figures"]}
+    ev.write_report(str(tmp_path), config, evaluator, {"SF2F": out["results"]},
+                    {"SF2F": out["samples"]}, [], figures_by_model=figures)
+    report = (tmp_path / "report.md").read_text()
+    for heading in ("## Are they faces? Face detection rate", "## Diversity and collapse"):
+        assert heading in report
+    assert face_report.DETECTION_TEXT in report and face_report.DIVERSITY_TEXT in report
+    assert "## What the faces carry" not in report  # no attributes in this data
+    assert "| ground truth | photos | 0.000 ± 0.000 |" in report
+    with open(tmp_path / "metrics.json") as f:
+        meta = json.load(f)
+    assert set(meta["face_figures"]) == {ev.GROUND_TRUTH_MODEL, "SF2F"}
+    assert meta["face_figures"]["SF2F"]["crops_5s"] == out["figures"]["crops_5s"]
+    expected = face_report.collapse_sentences(figures, NUM_TEST)
+    assert meta["collapse"] == expected
+    assert not any("ground truth" in s for s in expected)
+    for sentence in expected:
+        assert sentence in report
+    if not expected:
+        assert "No model's faces collapsed" in report
+    # Collapse is flagged exactly where the documented thresholds say.
+    for protocol, f in out["figures"].items():
+        flagged = any(s.startswith(f"**SF2F ({face_report._words(protocol)})")
+                      for s in expected)
+        assert flagged == (f["diversity_ratio_pixels"]["mean"] < 0.3
+                           or f["effective_templates"]["mean"] < 0.2 * NUM_TEST)
+
+    runs = ev.write_summaries(str(tmp_path / "tb"), {"SF2F": out["results"]}, {"SF2F": 5},
+                              training_embedder="face_identity_net",
+                              figures_by_model={"SF2F": out["figures"]})
+    assert len(runs) == 3
+    acc = EventAccumulator(str(tmp_path / "tb" / "SF2F" / "crops_5s"),
+                           size_guidance={"tensors": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["tensors"])
+    assert {"val/recall_at_5", "val_faces/detection_rate", "val_faces/diversity_ratio_pixels",
+            "val_faces_std/diversity_ratio_pixels"} <= tags
+
+
+def test_attribute_sentence_in_words():
+    from keras_sf2f.evaluation import face_report
+
+    cell = lambda v: {"mean": v, "variance": 0.0, "runs": 3}  # noqa: E731
+    model = {f"attribute_r_{k}": cell(v) for k, v in (
+        ("gender", 0.8), ("skin_tone", 0.5), ("age", 0.2), ("size", 0.05),
+        ("breathiness", 0.4), ("eye_spacing", 0.02))}
+    model["attribute_gender_accuracy"] = cell(0.9)
+    ceiling = {f"attribute_r_{k}": cell(v) for k, v in (
+        ("gender", 0.95), ("skin_tone", 0.99), ("age", 0.9), ("size", 0.5),
+        ("breathiness", 0.04), ("eye_spacing", 0.8))}
+    text = face_report.attribute_sentence("SF2F", "crops_5s", model, ceiling)
+    assert text.startswith("SF2F (5 s crops): the faces carry gender (r=0.80, sign right for "
+                           "90 %), skin tone (r=0.50); weakly age (r=0.20); not body size "
+                           "(r=0.05).")
+    assert "Face-only controls (a voice cannot carry them; near 0 expected): eye spacing " \
+           "r=0.02." in text
+    # Breathiness cannot be read on the photos themselves: named apart, not credited.
+    assert "Not readable even on the photos, so not judged: breathiness (photos r=0.04)." in text
+
+
+def _tiny_face_network(path):
+    from keras_sf2f.training.face_identity import save_face_network
+
+    architecture = dict(embedding_dim=16, width_multiplier=0.0625, repeats=[1, 1, 1],
+                        dropout_rate=0.0)
+    model = FaceNet(**architecture)
+    model.build((None, 140, 140, 3))
+    save_face_network(model, {"architecture": architecture, "image_size": 64,
+                              "input": {"normalize_method": "imagenet"}}, str(path))
+    return str(path)
+
+
+def test_demo_quality_script(data_dir, tmp_path):
+    """benchmarks/demo_quality.py on a saved tiny checkpoint: JSON with the detection rate,
+    diversity and recall per embedder for the checkpoint and the ground truth."""
+    import importlib.util
+    import keras
+
+    pytest.importorskip("dlib")
+    spec = importlib.util.spec_from_file_location(
+        "demo_quality", os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                                     "benchmarks", "demo_quality.py"))
+    demo_quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_quality)
+
+    config = builder.ModelConfig(**TINY)
+    keras.utils.set_random_seed(3)
+    generator = builder.build_generator(config)
+    generator(tf.zeros([1, 125, 40]), training=False)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "train_config.json").write_text(json.dumps({"model": config.to_dict()}))
+    # save() (not write()) records the save counter, as training's CheckpointManager does.
+    tf.train.Checkpoint(generator=generator, step=tf.Variable(9, dtype=tf.int64)).save(
+        str(model_dir / "ckpt"))
+    face_net = _tiny_face_network(tmp_path / "face_net")
+    out = demo_quality.main([f"--checkpoint_dir={model_dir}",
+                             f"--data_dir={data_dir}", f"--face_network={face_net}",
+                             "--split=test", "--runs=2", "--k=5",
+                             "--ground_truth", f"--output={tmp_path / 'q.json'}"])
+    assert json.loads((tmp_path / "q.json").read_text()) == json.loads(json.dumps(out))
+    assert out["step"] == 9 and out["identities"] == NUM_TEST and out["chance_recall"] == 1.0
+    row = out["models"]["model"]["crops_5s"]
+    assert set(row["recall@5"]) == {"face_identity_net", "dlib_resnet"}
+    assert row["recall@5"]["dlib_resnet"]["mean"] == 1.0  # K = N: always a hit
+    for key in ("detection_rate", "diversity_ratio_pixels", "templates", "collapsed"):
+        assert row[key]["runs"] == 2 and set(row[key]) == {"mean", "std", "runs"}
+    assert set(out["models"]) == {"model", ev.GROUND_TRUTH_MODEL}
+    gt = out["models"][ev.GROUND_TRUTH_MODEL]["photos"]
+    assert gt["templates"]["mean"] == NUM_TEST and "recall@5" not in gt
+
+
+def test_attribute_section_table_and_sentences():
+    from keras_sf2f.evaluation import attribute_reader as ar
+    from keras_sf2f.evaluation import face_report
+
+    cell = lambda v: {"mean": v, "variance": 0.01, "runs": 2}  # noqa: E731
+
+    def read(base):
+        out = {f"attribute_r_{n}": cell(base) for n in ar.READ_ATTRIBUTES}
+        out.update(attribute_gender_accuracy=cell(0.5 + base / 2),
+                   attribute_r_shared_mean=cell(base), attribute_r_face_only_mean=cell(base))
+        return out
+
+    figures = {ev.GROUND_TRUTH_MODEL: {"photos": read(0.9)}, "SF2F": {"crops_5s": read(0.4)},
+               "untrained": {"crops_5s": read(0.0)}}
+    lines = "\n".join(face_report.sections(figures, 50))
+    assert "## What the faces carry: attribute reader" in lines
+    assert ("| attribute | kind | ground truth (photos) | SF2F (5 s crops) | "
+            "untrained (5 s crops) |") in lines
+    assert "| gender | voice-linked | 0.90 ± 0.10 | 0.40 ± 0.10 | 0.00 ± 0.10 |" in lines
+    assert "| eye_spacing | face-only (control) |" in lines
+    assert ("| gender sign accuracy | summary | 0.95 ± 0.10 | 0.70 ± 0.10 | 0.50 ± 0.10 |"
+            in lines)
+    assert ("- SF2F (5 s crops): the faces carry gender (r=0.40, sign right for 70 %)"
+            in lines)
+    assert "- untrained (5 s crops): the faces carry no attribute measurably" in lines
+    assert "- ground truth" not in lines  # the ceiling gets no sentence
+    assert face_report.attribute_sentences(figures)[0].startswith("SF2F (5 s crops)")
+    # No detection or diversity figures given: only the attribute section.
+    assert "## Are they faces" not in lines and "## Diversity" not in lines

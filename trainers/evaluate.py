@@ -5,7 +5,9 @@
         --report_dir=runs/demo/report [--baseline_checkpoint_dir=runs/v2f/model] \
         [--reference_galleries] [--summary_dir=runs/demo/stage1/eval]
 
-Writes REPORT_DIR/report.md (tables per embedder, mean ± std over runs), faces.png, the
+Writes REPORT_DIR/report.md (tables per embedder, mean ± std over runs; the face detection
+rate, diversity and collapse, and the attribute reader's table, see --eval_detection,
+--eval_diversity, --eval_attributes), faces.png, the
 seed's Figure-1 grids (figure1_<input>.png: ground truth | SF2F | voice2face per identity;
 the voice2face column needs --baseline_checkpoint_dir), samples.npz, metrics.json, and the
 metrics as TensorBoard scalars (--summary_dir, default REPORT_DIR/tensorboard) under the tags
@@ -36,6 +38,7 @@ def main(argv):
         raise app.UsageError("--eval_model_name and --baseline_name must differ")
     logging.set_verbosity(logging.INFO)
     from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415 - keep --help fast
+    from keras_sf2f.evaluation import face_report  # noqa: PLC0415
     from keras_sf2f.models.builder import ModelConfig, build_generator  # noqa: PLC0415
     from keras_sf2f.progress import Progress  # noqa: PLC0415
 
@@ -46,7 +49,15 @@ def main(argv):
         durations=tuple(float(d) for d in FLAGS.eval_durations), runs=FLAGS.eval_runs,
         seed=FLAGS.eval_seed, fuser_protocol=FLAGS.eval_fuser_protocol,
         max_windows=FLAGS.eval_max_windows, reference_ground_truth=FLAGS.reference_ground_truth,
-        galleries="reference" if FLAGS.reference_galleries else None)
+        galleries="reference" if FLAGS.reference_galleries else None,
+        diversity=FLAGS.eval_diversity, attributes=FLAGS.eval_attributes)
+
+    notes = []
+    if FLAGS.eval_detection:
+        from keras_sf2f.evaluation.detection import detector_available  # noqa: PLC0415
+        config.detection = detector_available()
+        if not config.detection:
+            notes.append("No face detection rate: dlib is not installed (pip install dlib-bin).")
 
     baseline_config = None
     if FLAGS.baseline_checkpoint_dir:
@@ -65,7 +76,8 @@ def main(argv):
                 f"the baseline generates {max(baseline_config.output_resolutions)} px faces, "
                 f"the evaluated model {image_size} px: compare models of one resolution")
 
-    embedders, notes = ev.make_embedders(FLAGS.face_network, FLAGS.eval_dlib)
+    embedders, embedder_notes = ev.make_embedders(FLAGS.face_network, FLAGS.eval_dlib)
+    notes = embedder_notes + notes
     centroids, note = ev.classifier_centroids(FLAGS.data_dir, embedders[0], image_size)
     notes.append(note)
     try:
@@ -92,10 +104,11 @@ def main(argv):
 
     protocols = len(config.durations) * config.runs
     progress = Progress(protocols * len(models), "evaluating", unit="runs", write=logging.info)
-    results, samples = {}, {}
+    results, samples, figures = {}, {}, {}
     for model_name, g in models.items():
         out = evaluator.evaluate(ev.FaceGenerator(g, config.batch_size), progress)
         results[model_name], samples[model_name] = out["results"], out["samples"]
+        figures[model_name] = out["figures"]
 
     if FLAGS.eval_oracle:
         out = evaluator.oracle()
@@ -103,6 +116,7 @@ def main(argv):
             notes.append("No voice-attribute oracle: the data is not the procedural corpus.")
         else:
             results[ev.ORACLE_MODEL], samples[ev.ORACLE_MODEL] = out["results"], out["samples"]
+            figures[ev.ORACLE_MODEL] = out["figures"]
             notes.append(
                 f"`{ev.ORACLE_MODEL}`: no model; for each test identity a face drawn with its "
                 "own voice-linked attributes (gender, age, size, weight, accent, breathiness "
@@ -112,14 +126,21 @@ def main(argv):
                 "expected to reach with each embedder on this corpus "
                 "(keras_sf2f/evaluation/oracle.py).")
 
+    # The ground-truth photos' figures are the ceiling the models are read against: the
+    # report's first row, not a TensorBoard run (they have no training step).
+    model_figures = dict(figures)
+    figures = {ev.GROUND_TRUTH_MODEL: evaluator.ground_truth_figures(), **figures}
+    notes += evaluator.figure_notes
     summary_dir = FLAGS.summary_dir or os.path.join(FLAGS.report_dir, "tensorboard")
-    ev.write_summaries(summary_dir, results, steps, training_embedder=embedders[0].name)
+    ev.write_summaries(summary_dir, results, steps, training_embedder=embedders[0].name,
+                       figures_by_model=model_figures)
     figure_columns = [(name, name, None), (
         baseline_name, baseline_name if baseline_config is not None else None,
         "no --baseline_checkpoint_dir given")]
     path = ev.write_report(FLAGS.report_dir, config, evaluator, results,
                            {k: v for k, v in samples.items() if k != "untrained"}, notes,
-                           figure_columns=figure_columns, summary_dir=summary_dir)
+                           figure_columns=figure_columns, summary_dir=summary_dir,
+                           figures_by_model=figures)
     print(f"Report: {os.path.abspath(path)}")
     print(f"Faces:  {os.path.abspath(os.path.join(FLAGS.report_dir, 'faces.png'))}")
     print(f"TensorBoard scalars: {os.path.abspath(summary_dir)}")
@@ -137,6 +158,17 @@ def main(argv):
                     print(f"  {e.name:>18} {model_name:>12} {protocol:>18}: recall@{k} "
                           f"{value:.3f}" + (f" (untrained {base:.3f})" if base is not None
                                             else ""))
+    for model_name, protocols in figures.items():
+        for protocol, values in protocols.items():
+            shown = [f"{label} {values[key]['mean']:.3f}" for key, label in (
+                ("detection_rate", "detection rate"), ("diversity_ratio_pixels", "diversity"),
+                ("effective_templates", "templates"), ("attribute_r_gender", "gender r"),
+                ("attribute_r_skin_tone", "skin tone r"), ("attribute_r_age", "age r"))
+                if key in values]
+            if shown:
+                print(f"  {model_name:>22} {protocol:>18}: " + ", ".join(shown))
+    for sentence in face_report.collapse_sentences(figures, evaluator.split.num_identities):
+        print(f"  {sentence}")
     return 0
 
 

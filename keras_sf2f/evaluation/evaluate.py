@@ -23,6 +23,14 @@ Recall is retrieval within the whole split (chance ``K / N``) or, with ``galleri
 'reference'``, within the reference's fixed galleries of 100 identities (chance ``K / 100``,
 ``metrics.reference_gallery_ranges``: a split of fewer than 100 identities is refused).
 
+Face figures (``EvaluationConfig.detection`` / ``diversity`` / ``attributes``, off by default,
+on in trainers/evaluate.py): per run, beside the embedder metrics, the fraction of faces in
+which dlib's HOG detector finds a face (``detection.py``), the diversity ratio against the
+ground truth's photos, the template count and a collapse flag (``diversity.py``), and the
+correlation of an attribute reader's readings with the identities' known attributes
+(``attribute_reader.py``); ``Evaluator.ground_truth_figures`` gives the same for the photos
+(the ceiling). ``face_report.py`` writes them into the report with what each one measures.
+
 Outputs (``write_report``): ``report.md``, ``faces.png`` (every model and protocol),
 ``figure1_<input>.png`` (the seed's Figure 1 layout: ground truth | SF2F | voice2face per
 identity, one picture per input duration), ``samples.npz`` (the pictured faces, for composite
@@ -52,6 +60,9 @@ CLASSIFIER_LOGIT_SCALE = 16.0
 #: Model and protocol names of the voice-attribute oracle's rows (``oracle.py``).
 ORACLE_MODEL = "voice-attribute oracle"
 ORACLE_PROTOCOL = "drawn"
+#: Model and protocol names of the ground-truth photos' rows in the face-figure tables.
+GROUND_TRUTH_MODEL = "ground truth"
+GROUND_TRUTH_PROTOCOL = "photos"
 
 
 @dataclasses.dataclass
@@ -70,6 +81,14 @@ class EvaluationConfig:
     recall_ks: tuple = (1, 5, 10)
     batch_size: int = 32
     grid_identities: int = 8
+    # Face figures beside the embedder metrics, per run (``Evaluator.figures``): the dlib HOG
+    # detection rate (detection.py), the diversity ratio and template count against the
+    # ground truth (diversity.py), and what an attribute reader trained on the face-only
+    # identities reads in the faces (attribute_reader.py). Off by default so that callers
+    # that only want the seed's metrics (ablations, tests) pay nothing.
+    detection: bool = False
+    diversity: bool = False
+    attributes: bool = False
 
     def effective_recall_ks(self) -> tuple:
         if self.galleries == "reference" and tuple(self.recall_ks) == (1, 5, 10):
@@ -167,11 +186,21 @@ class Evaluator:
         self.labels = np.asarray(labels)
         # The first face of each identity (faces are in label order): the pictured one.
         self.first_faces = np.flatnonzero(np.r_[True, np.diff(self.labels) != 0])
+        # Every face's embedding is kept: the diversity figures compare generated faces with
+        # single ground-truth photos, not with the identities' mean embeddings.
+        self.face_embeddings = {e.name: e.embed(self.faces) for e in embedders}
         self.ground_truth = {
             e.name: metrics.ground_truth_embeddings(
-                e.embed(self.faces), self.labels, n,
+                self.face_embeddings[e.name], self.labels, n,
                 renormalize=not config.reference_ground_truth)
             for e in embedders}
+        self.detector = None
+        if config.detection:
+            from keras_sf2f.evaluation.detection import FaceDetector  # noqa: PLC0415 - dlib
+            self.detector = FaceDetector()
+        self.attribute_reader = None  # trained on first use (attribute_reader.py)
+        self._attribute_targets = None
+        self.figure_notes = []
         self.crops = {}
         for d in config.durations:
             frames = int(round(d * FRAMES_PER_SECOND))
@@ -187,10 +216,10 @@ class Evaluator:
                                 "crops are padded", short, n, d)
         self.short_identities = {}
 
-    def _score(self, images: np.ndarray) -> dict:
+    def _score(self, images: np.ndarray, embeddings: dict | None = None) -> dict:
         out = {}
         for e in self.embedders:
-            emb = e.embed(images)
+            emb = e.embed(images) if embeddings is None else embeddings[e.name]
             m = metrics.similarity_metrics(emb, self.ground_truth[e.name])
             if self.recall_ks:
                 m.update(metrics.recall_at_k(emb, self.ground_truth[e.name],
@@ -204,17 +233,83 @@ class Evaluator:
             out[e.name] = m
         return out
 
+    @property
+    def wants_figures(self) -> bool:
+        return self.config.detection or self.config.diversity or self.config.attributes
+
+    def figures(self, images: np.ndarray, embeddings: dict | None = None) -> dict:
+        """The face figures of one face per identity (label order, generator space):
+        ``{figure: float}`` for the figures the config asks for (empty when none)."""
+        out = {}
+        if not self.wants_figures:
+            return out
+        pixels = to_uint8(images)
+        if self.detector is not None:
+            out["detection_rate"] = self.detector.rate(pixels)
+        if self.config.diversity:
+            from keras_sf2f.evaluation import diversity  # noqa: PLC0415
+            if embeddings is None:
+                embeddings = {e.name: e.embed(images) for e in self.embedders}
+            first = self.first_faces
+            out.update(diversity.diversity_figures(
+                pixels, to_uint8(self.faces[first]), embeddings,
+                {name: emb[first] for name, emb in self.face_embeddings.items()}))
+        if self.config.attributes:
+            reader, targets = self.attributes()
+            if reader is not None:
+                out.update(reader.figures(images, targets))
+        return out
+
+    def attributes(self) -> tuple:
+        """``(reader, targets)``: the attribute reader (trained once, on first use, on the
+        face-only identities; ``attribute_reader.py``) and the split's known attributes, or
+        ``(None, None)`` when the data has none (a note says why)."""
+        if self._attribute_targets is None:
+            from keras_sf2f.evaluation import attribute_reader  # noqa: PLC0415
+            self.attribute_reader, self._attribute_targets, note = \
+                attribute_reader.reader_for_split(self.config.data_dir, self.config.split,
+                                                  self.split.names, seed=self.config.seed)
+            if note:
+                self.figure_notes.append(note)
+        return self.attribute_reader, self._attribute_targets
+
     def score_runs(self, runs) -> tuple:
         """``(summary, first)`` over face arrays, one face per identity of the split in label
         order (floats as the generator makes them): ``summary`` is {embedder: {metric: {mean,
         variance, runs}}}, ``first`` the first run's faces (the pictured samples). ``runs`` may
         be a generator: each array is scored as it comes and only the first is kept."""
-        per_run, first = [], None
+        summary, _, first = self.score_runs_with_figures(runs)
+        return summary, first
+
+    def score_runs_with_figures(self, runs) -> tuple:
+        """``(summary, figures, first)``: ``score_runs`` plus the face figures of every run
+        summarised the same way (``{figure: {mean, variance, runs}}``, empty when the config
+        asks for none)."""
+        per_run, per_run_figures, first = [], [], None
         for images in runs:
             if first is None:
                 first = images
-            per_run.append(self._score(images))
-        return {e: _summary([run[e] for run in per_run]) for e in per_run[0]}, first
+            embeddings = {e.name: e.embed(images) for e in self.embedders}
+            per_run.append(self._score(images, embeddings))
+            per_run_figures.append(self.figures(images, embeddings))
+        figures = _summary(per_run_figures) if per_run_figures[0] else {}
+        return {e: _summary([run[e] for run in per_run]) for e in per_run[0]}, figures, first
+
+    def ground_truth_figures(self) -> dict:
+        """The face figures of the ground-truth photos, the ceiling a model is read against:
+        run ``k`` takes photo ``k`` of every identity (as many runs as every identity has
+        photos, at most ``config.runs``). ``{GROUND_TRUTH_PROTOCOL: {figure: summary}}``;
+        empty when the config asks for no figures."""
+        if not self.wants_figures:
+            return {}
+        counts = np.bincount(self.labels, minlength=self.split.num_identities)
+        runs = int(min(counts.min(), self.config.runs))
+        per_run = []
+        for k in range(runs):
+            images = self.faces[self.first_faces + k]
+            per_run.append(self.figures(images, {name: emb[self.first_faces + k] for name, emb
+                                                 in self.face_embeddings.items()}))
+        return {GROUND_TRUTH_PROTOCOL: _summary(per_run)}
 
     def oracle(self) -> dict | None:
         """The voice-attribute oracle's faces scored like a model's (``oracle.py``), one run per
@@ -230,12 +325,15 @@ class Evaluator:
         runs = (pipelines.imagenet_normalize(oracle.oracle_faces(
             info["seed"], info["identities"], d, self.image_size, info["quality"])).numpy()
                 for d in donors)
-        results, first = self.score_runs(runs)
-        return {"results": {ORACLE_PROTOCOL: results}, "samples": {ORACLE_PROTOCOL: first}}
+        results, figures, first = self.score_runs_with_figures(runs)
+        return {"results": {ORACLE_PROTOCOL: results}, "samples": {ORACLE_PROTOCOL: first},
+                "figures": {ORACLE_PROTOCOL: figures} if figures else {}}
 
     def evaluate(self, face_generator: FaceGenerator, progress=None) -> dict:
-        """{protocol: {embedder: {metric: {mean, variance, runs}}}} plus sample images."""
-        results, samples = {}, {}
+        """``{"results": {protocol: {embedder: {metric: {mean, variance, runs}}}}, "samples":
+        {protocol label: first run's faces}, "figures": {protocol: {figure: {mean, variance,
+        runs}}}}`` (figures empty unless the config asks for them)."""
+        results, samples, figures = {}, {}, {}
         for d, crops in self.crops.items():
 
             def runs(crops=crops):
@@ -244,7 +342,9 @@ class Evaluator:
                     if progress:
                         progress.update()
 
-            results[f"crops_{d:g}s"], samples[f"{d:g} s"] = self.score_runs(runs())
+            protocol = f"crops_{d:g}s"
+            results[protocol], figures[protocol], samples[f"{d:g} s"] = \
+                self.score_runs_with_figures(runs())
         if self.config.fuser_protocol:
             segs, masks = [], []
             for i in range(self.split.num_identities):
@@ -254,9 +354,10 @@ class Evaluator:
                 masks.append(m.numpy())
             images = face_generator.from_windows(np.stack(segs), np.stack(masks))
             samples["all windows"] = images
-            results["fuser_all_windows"] = {e: _summary([v]) for e, v in
-                                            self._score(images).items()}
-        return {"results": results, "samples": samples}
+            results["fuser_all_windows"], figures["fuser_all_windows"], _ = \
+                self.score_runs_with_figures([images])
+        return {"results": results, "samples": samples,
+                "figures": {k: v for k, v in figures.items() if v}}
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -467,7 +568,7 @@ def markdown_table(results_by_model: dict, embedder: str, ks) -> str:
 
 
 def write_summaries(summary_dir: str, results_by_model: dict, steps_by_model: dict,
-                    training_embedder: str) -> list:
+                    training_embedder: str, figures_by_model: dict | None = None) -> list:
     """Metrics as TensorBoard scalars beside training's validation curves.
 
     One run per model and protocol (``<summary_dir>/<model>/<protocol>``), at the step of the
@@ -475,33 +576,42 @@ def write_summaries(summary_dir: str, results_by_model: dict, steps_by_model: di
     (``val/cosine_similarity``, ``val/recall_at_10``, ...), so a TensorBoard pointed at a
     directory holding both the model_dir and the summary_dir draws the evaluation points on
     the validation charts; other embedders get ``val_<embedder>/...``, standard deviations over
-    runs ``val_std/...`` (``val_<embedder>_std/...``). Returns the run directories written.
+    runs ``val_std/...`` (``val_<embedder>_std/...``). The face figures (``figures_by_model``:
+    detection rate, diversity, attribute reader) go under ``val_faces/...``. Returns the run
+    directories written.
     """
     written = []
+    rows = {}
     for model, res in results_by_model.items():
-        step = int(steps_by_model.get(model, 0))
         for protocol, per_embedder in res.items():
-            run_dir = os.path.join(summary_dir, re.sub(r"[^0-9A-Za-z._-]+", "_", model),
-                                   protocol)
-            writer = tf.summary.create_file_writer(run_dir)
-            with writer.as_default(step=step):
-                for embedder, values in per_embedder.items():
-                    group = "val" if embedder == training_embedder else f"val_{embedder}"
-                    for name, cell in values.items():
-                        tag = name.replace("@", "_at_")
-                        tf.summary.scalar(f"{group}/{tag}", cell["mean"])
-                        if cell["runs"] > 1:
-                            tf.summary.scalar(f"{group}_std/{tag}",
-                                              math.sqrt(cell["variance"]))
-            writer.flush()
-            writer.close()
-            written.append(run_dir)
+            rows.setdefault((model, protocol), {}).update(
+                {("val" if e == training_embedder else f"val_{e}"): v
+                 for e, v in per_embedder.items()})
+    for model, protocols in (figures_by_model or {}).items():
+        for protocol, values in protocols.items():
+            if values:
+                rows.setdefault((model, protocol), {})["val_faces"] = values
+    for (model, protocol), groups in rows.items():
+        step = int(steps_by_model.get(model, 0))
+        run_dir = os.path.join(summary_dir, re.sub(r"[^0-9A-Za-z._-]+", "_", model), protocol)
+        writer = tf.summary.create_file_writer(run_dir)
+        with writer.as_default(step=step):
+            for group, values in groups.items():
+                for name, cell in values.items():
+                    tag = name.replace("@", "_at_")
+                    tf.summary.scalar(f"{group}/{tag}", cell["mean"])
+                    if cell["runs"] > 1:
+                        tf.summary.scalar(f"{group}_std/{tag}", math.sqrt(cell["variance"]))
+        writer.flush()
+        writer.close()
+        written.append(run_dir)
     return written
 
 
 def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator,
                  results_by_model: dict, samples_by_model: dict, notes: list,
-                 figure_columns: list | None = None, summary_dir: str | None = None) -> str:
+                 figure_columns: list | None = None, summary_dir: str | None = None,
+                 figures_by_model: dict | None = None) -> str:
     """Writes report.md, faces.png, figure1_*.png, samples.npz and metrics.json.
 
     Args:
@@ -511,7 +621,12 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
         "no --baseline_checkpoint_dir")]``; columns without samples are left out and the
         figure says why. Default: one column per model with samples.
       summary_dir: where write_summaries put the TensorBoard scalars (named in the report).
+      figures_by_model: {model: {protocol: {figure: {mean, variance, runs}}}}, the face
+        figures (``Evaluator.evaluate``'s "figures", ``ground_truth_figures``, the oracle's):
+        detection rate, diversity and collapse, attribute reader (``face_report.py``).
     """
+    from keras_sf2f.evaluation import face_report  # noqa: PLC0415
+    figures_by_model = {m: p for m, p in (figures_by_model or {}).items() if p}
     os.makedirs(report_dir, exist_ok=True)
     n = min(config.grid_identities, evaluator.split.num_identities)
     first = evaluator.first_faces
@@ -573,6 +688,8 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
     for e in evaluator.embedders:
         parts += [f"## Embedder: {e.name}", "", markdown_table(results_by_model, e.name,
                                                                 evaluator.recall_ks), ""]
+    identities = evaluator.split.num_identities
+    parts += face_report.sections(figures_by_model, identities, GROUND_TRUTH_MODEL)
     if figures:
         titles = " | ".join(["ground truth"] + [t for t, _ in present])
         parts += ["## Figure 1 layout", "",
@@ -600,5 +717,13 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
                               "galleries": evaluator.galleries,
                               "gallery_size": evaluator.gallery_size},
                    "figures": [name for _, name in figures],
+                   "face_figures": figures_by_model,
+                   "collapse": face_report.collapse_sentences(figures_by_model, identities),
+                   "attribute_sentences": face_report.attribute_sentences(
+                       figures_by_model, GROUND_TRUTH_MODEL),
+                   "face_figure_definitions": {
+                       "detection": face_report.DETECTION_TEXT,
+                       "diversity": face_report.DIVERSITY_TEXT,
+                       "attributes": face_report.ATTRIBUTE_TEXT},
                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f, indent=2)
     return path
