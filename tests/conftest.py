@@ -1,5 +1,8 @@
 """Shared test helpers (keep this file small)."""
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 from scipy import signal as _signal
@@ -63,3 +66,17 @@ def write_tiny_dataset(directory: str, names: dict, *, utterances: int = 2, fram
                 writer.add_face(name, f"{name}_f{k}", face_pngs(image, records.IMAGE_SIZES))
     writer.close()
     return directory
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(relative_path: str):
+    """An entry script of the repository (e.g. "trainers/train.py") as a module, without
+    running its main."""
+    spec = importlib.util.spec_from_file_location(
+        os.path.splitext(os.path.basename(relative_path))[0],
+        os.path.join(REPO_ROOT, relative_path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

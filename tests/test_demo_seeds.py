@@ -1,16 +1,11 @@
 """benchmarks/demo_seeds.py's aggregation of the runs' metrics.json (the runs themselves are
 the main job, too heavy for the suite)."""
 
-import importlib.util
-import os
-
 import pytest
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                     "benchmarks", "demo_seeds.py")
-_spec = importlib.util.spec_from_file_location("demo_seeds", _PATH)
-demo_seeds = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(demo_seeds)
+from conftest import load_script
+
+demo_seeds = load_script("benchmarks/demo_seeds.py")
 
 
 def test_numeric_leaves_take_the_mean_of_cells_and_plain_numbers():

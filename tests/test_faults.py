@@ -11,7 +11,6 @@ shard, and paths that do not exist.
 Tiny models and datasets (as tests/test_training.py) so that each run takes seconds.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from conftest import write_tiny_dataset  # noqa: E402
+from conftest import load_script, write_tiny_dataset  # noqa: E402
 from keras_sf2f.data import records, table  # noqa: E402
 from keras_sf2f.models import builder  # noqa: E402
 from keras_sf2f.training import loop  # noqa: E402
@@ -51,15 +50,6 @@ def make_config(model_dir, data_dir, **overrides):
                   perceptual_weight=0.0, summary_every_steps=100, log_every_seconds=60.0)
     values.update(overrides)
     return TrainConfig(**values)
-
-
-def _load_script(relative_path):
-    spec = importlib.util.spec_from_file_location(
-        os.path.splitext(os.path.basename(relative_path))[0],
-        os.path.join(REPO_ROOT, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _truncate(path, keep_fraction=0.5):
@@ -238,7 +228,7 @@ def test_verify_names_bad_and_stray_shards(damaged_data, data_dir, capsys):
     (bad_stray,) = [p for p in problems if p.startswith(stray)]
     assert "not written by the preparation" in bad_stray
 
-    command = _load_script("trainers/prepare_data.py")
+    command = load_script("trainers/prepare_data.py")
     FLAGS = command.FLAGS
     for directory, expected in ((copy, 1), (data_dir, 0)):
         FLAGS.unparse_flags()
@@ -295,7 +285,7 @@ def test_missing_data_dir_is_one_line_and_writes_nothing(tmp_path):
 
 def test_missing_face_network_and_init_checkpoint_are_one_line_each(data_dir, tmp_path,
                                                                      capsys):
-    command = _load_script("trainers/train.py")
+    command = load_script("trainers/train.py")
     FLAGS = command.FLAGS
     model_dir = tmp_path / "model"
     for extra, needle in (

@@ -9,7 +9,6 @@ saves it, stripped by that rule, and imported: for evaluation and export, with t
 discriminators left fresh and said so.
 """
 
-import importlib.util
 import json
 import os
 
@@ -19,6 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import tensorflow as tf  # noqa: E402
+
+from conftest import load_script  # noqa: E402
 
 import torch_reference as ref  # noqa: E402
 from keras_sf2f.models import builder, reference_import  # noqa: E402
@@ -118,15 +119,6 @@ def reference(tmp_path_factory):
     return dict(generator=generator, full=full, paths=paths)
 
 
-def _load_script(relative_path):
-    spec = importlib.util.spec_from_file_location(
-        os.path.splitext(os.path.basename(relative_path))[0],
-        os.path.join(REPO_ROOT, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_what_the_file_holds_is_reported(reference):
     full = reference_import.describe_reference_checkpoint(reference["full"])
     assert full == {"stage": 2, "stage_from": "args.train_fuser_only", "fuser": True,
@@ -151,7 +143,7 @@ def test_what_the_file_holds_is_reported(reference):
 def test_stripped_checkpoint_imports_for_evaluation_and_export(reference, tmp_path, capsys,
                                                                monkeypatch):
     output_dir = tmp_path / "imported"
-    command = _load_script("export/import_reference_checkpoint.py")
+    command = load_script("export/import_reference_checkpoint.py")
     FLAGS = command.FLAGS
     FLAGS.unparse_flags()
     try:

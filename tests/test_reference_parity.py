@@ -6,7 +6,6 @@ non-trivial BatchNorm statistics, are saved as a checkpoint dict shaped like the
 with keras_sf2f.models.reference_import, and compared in eval mode on the same inputs.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import tensorflow as tf  # noqa: E402
+
+from conftest import load_script  # noqa: E402
 
 import torch_reference as ref  # noqa: E402
 from keras_sf2f.models import builder, reference_import  # noqa: E402
@@ -261,21 +262,12 @@ def _run(args):
                           text=True, timeout=300)
 
 
-def _load_script(relative_path):
-    spec = importlib.util.spec_from_file_location(
-        os.path.splitext(os.path.basename(relative_path))[0],
-        os.path.join(REPO_ROOT, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_import_command_writes_a_restorable_checkpoint(setups, tmp_path):
     # In-process (the script's main with parsed flags) to spare a TensorFlow start-up; the
     # describe test below runs a command as a real subprocess.
     setup = setups["sf2f_64"]
     output_dir = tmp_path / "imported"
-    command = _load_script("export/import_reference_checkpoint.py")
+    command = load_script("export/import_reference_checkpoint.py")
     FLAGS = command.FLAGS
     FLAGS.unparse_flags()
     try:
