@@ -99,7 +99,7 @@ class ModelConfig:
 
     def validate(self) -> "ModelConfig":
         """Raises ValueError listing every problem found."""
-        from keras_sf2f.models.discriminators import (  # noqa: PLC0415
+        from keras_sf2f.models.discriminator_arch import (  # noqa: PLC0415
             check_normalization, conv_stack_output_size, parse_activation,
             parse_discriminator_arch)
         problems = []

@@ -30,6 +30,8 @@ import keras
 from keras import ops
 
 from keras_sf2f.models import fast_conv
+# nn.LeakyReLU's default slope, which the reference decoder gets from get_activation('leakyrelu').
+from keras_sf2f.models.discriminator_arch import TORCH_DEFAULT_LEAKY_SLOPE  # noqa: F401
 
 PACKAGE = "keras_sf2f"
 
@@ -40,8 +42,6 @@ BATCH_NORM_MOMENTUM = 0.9
 # F.normalize's denominator floor.
 L2_NORMALIZE_EPSILON = 1e-12
 
-# nn.LeakyReLU's default slope, which the reference decoder gets from get_activation('leakyrelu').
-TORCH_DEFAULT_LEAKY_SLOPE = 0.01
 
 
 def torch_kernel_initializer():
