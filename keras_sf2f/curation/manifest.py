@@ -25,6 +25,8 @@ import sqlite3
 import threading
 import time
 
+from keras_sf2f import files
+
 FILE_NAME = "manifest.sqlite"
 
 # Reason codes of rejected / failed images.
@@ -198,11 +200,9 @@ class Manifest:
 
     def export_jsonl(self, path: str) -> int:
         rows = self.records()
-        tmp = path + ".partial"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with files.atomic_write(path, encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, sort_keys=True) + "\n")
-        os.replace(tmp, path)
         return len(rows)
 
     # -- review ----------------------------------------------------------------------------

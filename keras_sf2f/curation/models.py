@@ -18,9 +18,10 @@ else ``<sys.prefix>/share/keras_sf2f/curation`` (i.e. ``.venv/share/keras_sf2f/c
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
+
+from keras_sf2f import files
 
 # File name -> (package it comes from, path inside the wheel, sha256).
 MODEL_FILES = {
@@ -66,12 +67,7 @@ def model_path(name: str, model_dir: str | None = None) -> str:
     return path
 
 
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256 = files.sha256
 
 
 def tflite_interpreter(path: str, num_threads: int = 1):

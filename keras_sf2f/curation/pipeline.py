@@ -41,6 +41,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from keras_sf2f import files
 from keras_sf2f.curation import align
 from keras_sf2f.curation.manifest import Manifest, now
 from keras_sf2f.progress import Progress
@@ -135,9 +136,8 @@ def output_relpath(size: int, kind: str, identity: str, filename: str) -> str:
 
 def _save_png(path: str, image: np.ndarray) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".partial"
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with files.atomic_write(path, "wb") as f:
+        Image.fromarray(image).save(f, format="PNG")
 
 
 def _r(v, nd=4):

@@ -31,7 +31,6 @@ it: missing, changed and unexpected shards, and the first unreadable record of a
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -39,6 +38,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import tensorflow as tf
+
+from keras_sf2f import files
 
 NUM_MEL_BINS = 40
 IMAGE_SIZES = (64, 128)
@@ -251,12 +252,7 @@ def scan_records(path: str) -> tuple:
     return count, None
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+file_sha256 = files.sha256
 
 
 def shard_record(path: str, records: int) -> dict:
@@ -321,12 +317,7 @@ def verify_data_dir(data_dir: str) -> dict:
     return {"checked": len(recorded), "checksums": True, "problems": problems}
 
 
-def write_json(path: str, obj) -> None:
-    tmp = path + ".partial"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+write_json = files.write_json
 
 
 def read_json(path: str):

@@ -40,6 +40,8 @@ import subprocess
 import sys
 import time
 
+from keras_sf2f import files
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The demo's own stage-1 length (configs/demo.cfg), so that the "SF2F (full)" row is the demo
@@ -194,14 +196,6 @@ def _tail(path: str, lines: int = 15) -> str:
             return "".join(collections.deque(f, lines))
     except OSError:
         return ""
-
-
-def _write_json(path: str, value) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 @dataclasses.dataclass
@@ -384,7 +378,8 @@ class Ablations:
         record.update(status="done", checkpoint=prefix, trained_step=step,
                       eval_seconds=round(time.monotonic() - t0, 1),
                       evaluated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        _write_json(os.path.join(self.variant_dir(v.name), "variant.json"), record)
+        files.write_json(os.path.join(self.variant_dir(v.name), "variant.json"), record,
+                         sort_keys=False)
         self.results[v.name] = results[v.name]
         self.records[v.name] = record
         del generator, out
@@ -700,7 +695,7 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
         columns += [f"{m}_mean", f"{m}_std"]
     columns += ["runs", "train_steps", "trained_step", "train_data_dir", "init_from",
                 "overrides", "train_args", "model_dir", "report"]
-    with open(csv_path + ".tmp", "w", newline="") as f:
+    with files.atomic_write(csv_path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for v in chosen:
@@ -723,7 +718,6 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
             row = ["reference", "oracle", ORACLE_LABEL, "drawn", embedder]
             row += _csv_metric_cells(values) + [next(iter(values.values()))["runs"]] + [""] * 8
             writer.writerow(row)
-    os.replace(csv_path + ".tmp", csv_path)
 
     figures = _write_figure1(plan, results)
     keys = ["cosine_similarity", "l1_distance", "l2_distance", "recall@1", "recall@5",
@@ -811,9 +805,7 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
     lines += ["", "Exact command lines: `variants/<name>/variant.json` (`train_args`) and the "
               "effective flags in `variants/<name>/model/flags.cfg` / `flags.json`. "
               f"This invocation took {elapsed / 60:.1f} minutes.", ""]
-    with open(md_path + ".tmp", "w") as f:
-        f.write("\n".join(lines))
-    os.replace(md_path + ".tmp", md_path)
+    files.write_text(md_path, "\n".join(lines))
     return md_path, csv_path
 
 

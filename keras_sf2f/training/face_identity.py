@@ -46,6 +46,7 @@ import tensorflow as tf
 
 import keras
 
+from keras_sf2f import files
 from keras_sf2f.data import table as table_lib
 from keras_sf2f.evaluation import metrics
 from keras_sf2f.models import face_preprocessing
@@ -287,10 +288,7 @@ def save_face_network(model: FaceNet, info: dict, output_dir: str) -> str:
     os.replace(tmp, weights)
     info = dict(info, format=FORMAT, weights_file=WEIGHTS_FILE)
     path = os.path.join(output_dir, INFO_FILE)
-    with open(path + ".partial", "w") as f:
-        json.dump(info, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(path + ".partial", path)
+    files.write_json(path, info)
     return path
 
 

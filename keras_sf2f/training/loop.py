@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from keras_sf2f import files
 from keras_sf2f.data import pipelines
 from keras_sf2f.data.table import DataError, load_split
 from keras_sf2f.models import builder
@@ -497,12 +498,6 @@ def _write_hparams(config: TrainConfig, writer):
 
 # -- the loop -------------------------------------------------------------------------------
 
-def _write_text(path: str, text: str):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
 
 def _first_non_finite(values: dict):
     """The first non-finite loss, preferring individual terms over totals."""
@@ -595,9 +590,9 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
         trainer.copy_generator_to_ema()
     os.makedirs(model_dir, exist_ok=True)
     if is_chief:
-        _write_text(os.path.join(model_dir, "train_config.json"), config.to_json() + "\n")
+        files.write_text(os.path.join(model_dir, "train_config.json"), config.to_json() + "\n")
         for name, text in (extra_files or {}).items():
-            _write_text(os.path.join(model_dir, name), text)
+            files.write_text(os.path.join(model_dir, name), text)
     step = int(step_var.numpy())
     last_saved = latest
 
@@ -645,7 +640,7 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
                 best_vars[name].assign(value)
                 path = best_writers[name].save(at_step)
                 if is_chief:
-                    _write_text(os.path.join(model_dir, f"best_{name}", "best.json"),
+                    files.write_text(os.path.join(model_dir, f"best_{name}", "best.json"),
                                 json.dumps({"step": at_step, "metric": name, "value": value,
                                             "validation": metrics}, indent=2) + "\n")
                 logging.info("new best %s = %.5f at step %d -> %s", name, value, at_step, path)
