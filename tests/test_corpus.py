@@ -19,6 +19,8 @@ from keras_sf2f.data.corpus import (EYE_LEFT_128, EYE_RIGHT_128, CorpusSpec,
                                     generate_identity, identity_attributes, mean_f0_hz,
                                     pupil_positions, rng_for, synthesize_utterance,
                                     write_contact_sheet, write_spectrogram_png)
+from keras_sf2f.audio.features import mel_band_centres_hz  # noqa: E402
+from keras_sf2f.data.corpus.sheets import COLOUR_BAR_HEIGHT  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SR = 16000
@@ -349,10 +351,29 @@ def test_spectrogram_png_orientation_and_colours(tmp_path):
     img = write_spectrogram_png(str(path), [low, np.zeros((30, 40))], ["low band", "silence"],
                                 bin_height=2, vmin=0.0, vmax=1.0)
     assert np.asarray(Image.open(path)).shape == img.shape
-    # Find the first panel: the rows coloured like the top of the LUT are its bottom rows.
     bright = np.all(img == lut[-1], axis=2).any(axis=1)
     dark = np.all(img == lut[0], axis=2).any(axis=1)
-    rows_bright = np.flatnonzero(bright)
+    # The colour bar under the panels holds both ends of the scale in every one of its rows,
+    # the lowest (left) and the highest (right).
+    bar = np.flatnonzero(bright & dark)
+    assert len(bar) == COLOUR_BAR_HEIGHT and bar.min() > np.flatnonzero(dark & ~bright).max()
+    # Find the first panel: the rows coloured like the top of the LUT are its bottom rows.
+    rows_bright = np.flatnonzero(bright & ~dark)
     first_dark = np.flatnonzero(dark)
     assert len(rows_bright) == 2  # bin_height rows
     assert rows_bright.min() > first_dark.min()  # below the panel's other (dark) rows
+    # Axes: the panels start right of the frequency labels, and labelled band frequencies
+    # must match the bins.
+    left = np.flatnonzero(np.all(img[rows_bright[0]] == lut[-1], axis=1)).min()
+    assert left > 20
+    with pytest.raises(ValueError, match="band_hz has 3 frequencies for 40 bins"):
+        write_spectrogram_png(str(path), [low], ["x"], band_hz=[1.0, 2.0, 3.0])
+    labelled = write_spectrogram_png(str(path), [low], ["x"], vmin=0.0, vmax=1.0,
+                                     band_hz=mel_band_centres_hz(16000))
+    assert labelled.shape[1] >= img.shape[1]
+
+
+def test_mel_band_centres_rise_to_below_nyquist():
+    centres = mel_band_centres_hz(16000, 40)
+    assert centres.shape == (40,) and np.all(np.diff(centres) > 0)
+    assert 0 < centres[0] < 100 and 7000 < centres[-1] < 8000

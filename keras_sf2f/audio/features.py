@@ -246,6 +246,12 @@ def _filter_edges(sample_rate, num_filters: int) -> np.ndarray:
     return np.floor((NFFT + 1) * _mel2hz(melpoints) / rate)
 
 
+def mel_band_centres_hz(sample_rate: Number, num_filters: int = NUM_FILTERS) -> np.ndarray:
+    """Centre frequency in Hz of each mel band (the FFT bin at its triangle's peak), for axis
+    labels: ``[num_filters]`` float64, lowest band first."""
+    return _filter_edges(sample_rate, num_filters)[..., 1:-1] * float(sample_rate) / NFFT
+
+
 def mel_filterbank_matrix(sample_rate: Number, num_filters: int = NUM_FILTERS) -> np.ndarray:
     """The ``[257, num_filters]`` float64 triangular filterbank (psf ``get_filterbanks``, transposed).
 

@@ -195,7 +195,12 @@ def prepare_procedural(output_dir: str, spec, *, num_workers: int = 2, min_frame
         sheet = os.path.join(output_dir, "faces_contact_sheet.png")
         spectro = os.path.join(output_dir, "spectrograms.png")
         sheets.write_contact_sheet(sheet, previews["faces"], previews["face_labels"], columns=8)
-        sheets.write_spectrogram_png(spectro, previews["mels"], previews["mel_titles"])
+        from keras_sf2f.audio.features import mel_band_centres_hz  # noqa: PLC0415
+        sheets.write_spectrogram_png(
+            spectro, previews["mels"], previews["mel_titles"],
+            band_hz=mel_band_centres_hz(16000, previews["mels"][0].shape[1])
+            if previews["mels"] else None,
+            value_label="normalised log-mel energy")
         info["previews"] = [sheet, spectro]
     return info
 

@@ -108,15 +108,26 @@ def write_contact_sheet(path: str, images: Sequence[np.ndarray], labels: Sequenc
     return np.asarray(sheet)
 
 
+# Height in pixels of the colour bar strip at the bottom of a spectrogram sheet (bar only,
+# without its labels).
+COLOUR_BAR_HEIGHT = 10
+
+
 def write_spectrogram_png(path: str, log_mels: Sequence[np.ndarray], titles: Sequence[str],
                           bin_height: int = 3, frame_width: int = 1,
                           vmin: float | None = None, vmax: float | None = None,
-                          font_size: int = 11) -> np.ndarray:
-    """Writes spectrograms ``[frames, bins]`` stacked vertically, each under its title.
+                          font_size: int = 11, frame_seconds: float = 0.01,
+                          band_hz: Sequence[float] | None = None,
+                          value_label: str = "log-mel energy") -> np.ndarray:
+    """Writes spectrograms ``[frames, bins]`` stacked vertically, each under its title, with
+    axes and a colour bar; returns the image as RGB.
 
-    Time runs left to right, the lowest frequency bin is at the bottom. All spectrograms share
-    one colour scale (``vmin``/``vmax``, by default the 1st and 99.5th percentiles of all
-    values), so their levels can be compared. Returns the image as RGB.
+    Time runs left to right, ticked in seconds (``frame_seconds`` per frame); the lowest
+    frequency bin is at the bottom, its axis ticked with the band index and, when ``band_hz``
+    (one centre frequency per bin) is given, the band's centre frequency. All spectrograms
+    share one colour scale (``vmin``/``vmax``, by default the 1st and 99.5th percentiles of all
+    values), drawn as a colour bar under the last panel with its end values and
+    ``value_label``, so their levels can be compared.
     """
     if len(log_mels) != len(titles):
         raise ValueError(f"{len(log_mels)} spectrograms but {len(titles)} titles")
@@ -128,6 +139,9 @@ def write_spectrogram_png(path: str, log_mels: Sequence[np.ndarray], titles: Seq
         if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] < 1:
             raise ValueError(f"spectrograms must be [frames, bins], got {m.shape}")
         mats.append(m)
+    bins = mats[0].shape[1]
+    if band_hz is not None and len(band_hz) != bins:
+        raise ValueError(f"band_hz has {len(band_hz)} frequencies for {bins} bins")
     finite = np.concatenate([m[np.isfinite(m)] for m in mats])
     if vmin is None:
         vmin = float(np.percentile(finite, 1.0)) if finite.size else 0.0
@@ -135,23 +149,71 @@ def write_spectrogram_png(path: str, log_mels: Sequence[np.ndarray], titles: Seq
         vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
     font = _font(font_size)
     text_h = _text_height(font)
-    pad = 6
+    pad, tick = 6, 3
     panels = []
     for m in mats:
         rgb = colourize(np.nan_to_num(m.T[::-1], nan=vmin), vmin, vmax)  # [bins, frames, 3]
         rgb = np.repeat(np.repeat(rgb, bin_height, axis=0), frame_width, axis=1)
         panels.append(rgb)
-    width = max(p.shape[1] for p in panels) + 2 * pad
-    width = max(width, max(int(font.getlength(str(t))) for t in titles) + 2 * pad)
-    height = sum(p.shape[0] + text_h + pad for p in panels) + pad
+
+    def band_label(b: int) -> str:
+        if band_hz is None:
+            return f"band {b}"
+        hz = float(band_hz[b])
+        return f"{hz / 1000:.1f} kHz" if hz >= 1000 else f"{hz:.0f} Hz"
+
+    # Left axis: a few bands, bottom, middle and top.
+    band_ticks = sorted({0, bins // 2, bins - 1})
+    left = pad + max(int(font.getlength(band_label(b))) for b in band_ticks) + tick + 2
+    # Bottom axis: a tick every second (every half second for panels under 2 s).
+    longest = max(m.shape[0] for m in mats) * frame_seconds
+    step_s = 1.0 if longest >= 2.0 else 0.5
+    axis_h = tick + text_h
+    width = left + max(p.shape[1] for p in panels) + 2 * pad
+    bar_title = f"colour: {value_label} (one scale for all panels)"
+    axes_title = ("x: time in seconds; y: mel bands, labelled by centre frequency"
+                  if band_hz is not None else "x: time in seconds; y: mel band index")
+    width = max(width, max(int(font.getlength(str(t))) for t in titles) + 2 * pad,
+                left + int(max(font.getlength(bar_title), font.getlength(axes_title))) + pad)
+    bar_w = min(256, width - left - 2 * pad)
+    height = (sum(p.shape[0] + text_h + axis_h + pad for p in panels)
+              + COLOUR_BAR_HEIGHT + 3 * text_h + 2 * pad)
     img = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(img)
+    grey = (90, 90, 90)
     y = pad
-    for p, title in zip(panels, titles):
-        draw.text((pad, y), str(title), fill=(0, 0, 0), font=font)
+    for m, p, title in zip(mats, panels, titles):
+        draw.text((left, y), str(title), fill=(0, 0, 0), font=font)
         y += text_h
-        img.paste(Image.fromarray(p), (pad, y))
-        y += p.shape[0] + pad
+        img.paste(Image.fromarray(p), (left, y))
+        for b in band_ticks:
+            # Band b occupies rows counted from the panel's bottom.
+            row = y + p.shape[0] - (b + 0.5) * bin_height
+            draw.line([(left - tick, row), (left - 1, row)], fill=grey)
+            label = band_label(b)
+            draw.text((left - tick - 2 - font.getlength(label), row - text_h / 2), label,
+                      fill=grey, font=font)
+        bottom = y + p.shape[0]
+        seconds = m.shape[0] * frame_seconds
+        for k in range(int(seconds / step_s) + 1):
+            x = left + k * step_s / frame_seconds * frame_width
+            draw.line([(x, bottom), (x, bottom + tick)], fill=grey)
+            label = f"{k * step_s:g} s"
+            draw.text((x - font.getlength(label) / 2 if k else x, bottom + tick), label,
+                      fill=grey, font=font)
+        y = bottom + axis_h + pad
+    # Colour bar: the shared scale, low values left.
+    bar = np.repeat(PERCEPTUAL_LUT[np.linspace(0, 255, bar_w).round().astype(int)][None],
+                    COLOUR_BAR_HEIGHT, axis=0)
+    draw.text((left, y), axes_title, fill=(0, 0, 0), font=font)
+    y += text_h
+    draw.text((left, y), bar_title, fill=(0, 0, 0), font=font)
+    y += text_h
+    img.paste(Image.fromarray(bar), (left, y))
+    low, high = f"{vmin:.2f}", f"{vmax:.2f}"
+    draw.text((left, y + COLOUR_BAR_HEIGHT), low, fill=grey, font=font)
+    draw.text((left + bar_w - font.getlength(high), y + COLOUR_BAR_HEIGHT), high, fill=grey,
+              font=font)
     _ensure_dir(path)
     img.save(path, format="PNG")
     return np.asarray(img)
