@@ -293,6 +293,12 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
     assert changes("generator_ema") == {"generator_ema_decay": 0.99}
     assert changes("adversarial_delay") == {"adversarial_start_step": 300,
                                             "adversarial_ramp_steps": 100}
+    assert {k: trained["sf2f"][k] for k in ("l1_weight", "gan_weight", "ac_weight",
+                                            "perceptual_weight")} == {
+        "l1_weight": 10.0, "gan_weight": 1.0, "ac_weight": 0.05, "perceptual_weight": 100.0}
+    assert changes("demo_recipe") == {"gan_weight": 0.0, "ac_weight": 0.0,
+                                      "perceptual_weight": 10.0, "train_steps": 600,
+                                      "eval_every_steps": 600}
     fused = changes("sf2f_fuser")
     assert {k: fused.get(k) for k in ("model.fuser", "train_fuser_only", "train_steps",
                                       "init_checkpoint")} == {

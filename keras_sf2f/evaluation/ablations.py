@@ -44,14 +44,23 @@ from keras_sf2f import files
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# The demo's own stage-1 length (configs/demo.cfg), so that the "SF2F (full)" row is the demo
-# model and the adversarial-delay row's terms (on from step 300, full from 400) take part. Per
-# idle core pair a demo SF2F step takes ~1.0 s, voice2face and the no-perceptual variant
-# less; start-up, tracing, validation and evaluation add ~2 minutes per variant, so the 12
-# trainings and evaluations take about 2.5 hours. (Before the delayed GAN the default was 400
-# steps.) Each variant's measured wall and CPU seconds are in ablations.md.
+# Stage-1 steps of the reference-loss rows: the demo's former length (600 steps with GAN and
+# AC, about the wall time of the demo's 1200 cheaper steps without them), so that the
+# adversarial-delay row's terms (on from step 300, full from 400) take part; the demo-recipe
+# row runs twice as many. Per idle core pair a reference-loss SF2F step takes ~0.8-1.0 s, a
+# demo-recipe step ~0.4 s, voice2face and the no-perceptual variant less; start-up, tracing,
+# validation and evaluation add ~2 minutes per variant, so the 13 trainings and evaluations
+# take about 2.5 hours. Each variant's measured wall and CPU seconds are in ablations.md.
 DEFAULT_TRAIN_STEPS = 600
 DEFAULT_EVAL_RUNS = 5
+
+
+# The reference's stage-1 loss weights (SF2F 64). The demo's flagfile trains without the GAN
+# and AC terms and with perceptual weight 10 (BUILD_NOTES.md, "The demo's training levers");
+# the ablation rows put the paper's weights back so that each "w/o" row removes one term of the
+# paper's objective, and the demo's own recipe is a row of its own.
+REFERENCE_LOSS_FLAGS = ("--l1_weight=10", "--gan_weight=1", "--ac_weight=0.05",
+                        "--perceptual_weight=100")
 
 
 class AblationError(RuntimeError):
@@ -67,6 +76,11 @@ class Variant:
     config: str = "base"  # "base" or "voice2face"
     stage2_of: str | None = None  # fuser variant: initialised from this variant's model
     wild_faces: bool = False      # trains on the in-the-wild data dir
+    # SF2F variants train with the reference's loss weights (REFERENCE_LOSS_FLAGS) whatever the
+    # base flagfile says, so that Table 2 ablates the paper's objective; the demo-recipe row
+    # keeps the base flagfile's own losses and runs steps_factor times the plan's steps.
+    reference_losses: bool = True
+    steps_factor: int = 1
 
 
 def _baseline_decoder_channels(embedding_dim: int) -> str:
@@ -98,6 +112,8 @@ def variants(embedding_dim: int) -> list:
                 ("--generator_ema_decay=0.99",)),
         Variant("adversarial_delay", "+ adversarial terms from step 300 (ramp 100)", ("2",),
                 ("--adversarial_start_step=300", "--adversarial_ramp_steps=100")),
+        Variant("demo_recipe", "demo recipe (L1 + perceptual 10, no GAN / AC, 2x steps)",
+                ("2",), reference_losses=False, steps_factor=2),
     ]
 
 
@@ -250,7 +266,7 @@ class Ablations:
         return os.path.join(self.variant_dir(name), "model")
 
     def steps(self, v: Variant) -> int:
-        return self.plan.fuser_steps if v.stage2_of else self.plan.train_steps
+        return self.plan.fuser_steps if v.stage2_of else self.plan.train_steps * v.steps_factor
 
     def train_args(self, v: Variant) -> list:
         p = self.plan
@@ -269,6 +285,8 @@ class Ablations:
                  f"--checkpoint_every_steps={max(1, min(100, steps))}"]
         if v.stage2_of:
             args.append(f"--init_checkpoint={self.model_dir(v.stage2_of)}")
+        if v.config == "base" and v.reference_losses:
+            args += list(REFERENCE_LOSS_FLAGS)
         return args + list(v.overrides)
 
     def _stamp(self, text: str) -> None:
