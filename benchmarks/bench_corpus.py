@@ -2,7 +2,7 @@
 
 Times ``generate_identity`` for N identities x U utterances x I faces at 64 and 128 px, in one
 process and in a ``multiprocessing.Pool``, and prints a table with the extrapolated time for
-500 identities (design.md's target: about a minute on 2 cores). Also prints per-item CPU
+500 identities (the target: about a minute on 2 cores). Also prints per-item CPU
 costs. With ``--learnability M`` it also fits, on M identities (3/4 train, 1/4 held out), a
 ridge regression from each utterance's mean log-mel to every attribute and prints the
 held-out R^2 (identity-averaged predictions): how much of each attribute a voice reveals.

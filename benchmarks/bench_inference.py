@@ -20,7 +20,7 @@ the largest image. Random weights (time does not depend on them).
   (none at 16 kHz), energy gate, features, windows, model.
 * ``SavedModel serving_default``: WAV bytes in, PNG bytes out (what a TF-Serving client
   sends and gets).
-* ``PyTorch eager``: the reference modules (tests/torch_reference.py, written from the spec) in
+* ``PyTorch eager``: the reference modules (tests/torch_reference.py) in
   ``eval()`` under ``torch.no_grad()``, on features computed beforehand: **features
   excluded**. Runs in a subprocess with the same thread count, once with PyTorch's default
   OpenMP settings and once with ``OMP_WAIT_POLICY=PASSIVE`` (spinning OpenMP threads are

@@ -9,9 +9,9 @@ FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode`` (matri
 convolutions, forward and backward, as executed).
 
 The modules are the project's independent PyTorch definitions of the reference architecture
-(``tests/torch_reference.py``, ``tests/torch_facenet.py``, written from the spec for the parity
-tests). The step is the one ``keras_sf2f.training.trainer.GanTrainer`` runs, written from the
-spec's loss definitions (sections 6.2-6.5) and stage-2 rules (7.2), NCHW / NCL:
+(``tests/torch_reference.py``, ``tests/torch_facenet.py``, written for the parity
+tests). The step is the one ``keras_sf2f.training.trainer.GanTrainer`` runs, with the
+reference's loss definitions and stage-2 rules, NCHW / NCL:
 
 1. generator update: generator forward in train mode (stage 2: eval mode, only the fuser
    trainable); per output resolution ``l1_weight * L1`` + ``gan_weight * bce(D_img(fake), 1)`` +
@@ -24,7 +24,7 @@ spec's loss definitions (sections 6.2-6.5) and stage-2 rules (7.2), NCHW / NCL:
 
 Like the Keras step -- and unlike the reference script -- the generator update computes no
 weight gradients for the discriminators or the frozen face network (the reference leaves
-``requires_grad`` on for both, spec 12.15/12.17, which costs one more weight-gradient pass
+``requires_grad`` on for both, which costs one more weight-gradient pass
 through each). This is therefore the *efficient* PyTorch version of the step, the fair
 opponent for a speed comparison.
 
@@ -129,7 +129,7 @@ class TorchSf2fStep:
         if self.fuser_stage:
             if m.fuser != "attention":
                 raise ValueError("train_fuser_only needs the attention fuser")
-            # Spec 7.2 as the Keras trainer implements it: frozen BatchNorm, fuser trainable.
+            # Stage 2 as the Keras trainer implements it: frozen BatchNorm, fuser trainable.
             self.generator.eval()
             for name, parameter in self.generator.named_parameters():
                 parameter.requires_grad_("attn_fuser" in name)
@@ -179,7 +179,7 @@ class TorchSf2fStep:
         self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
-    # -- losses (spec 6) ----------------------------------------------------------------------
+    # -- losses -------------------------------------------------------------------------------
 
     def _autocast(self):
         import contextlib  # noqa: PLC0415

@@ -98,7 +98,7 @@ flags.DEFINE_enum(
 flags.DEFINE_integer(
     "num_train_identities", 2890,
     "Number of training identities = width of the identity classifiers' softmax. 2890 is the "
-    "VoxCeleb/HQ-VoxCeleb training split size quoted in the reference spec (section 11); the "
+    "VoxCeleb/HQ-VoxCeleb training split size reported by later work (third-party); the "
     "reference sets it from the training data, and so should training on other data.")
 
 
@@ -246,7 +246,7 @@ def corpus_spec_from_flags():
 # ---------------------------------------------------------------------------------------------
 # --- training --- (trainers/train.py)
 # Defaults are the SF2F 64x64 first stage (reference command line: batch 256, 12,000 epochs
-# of ~11 steps, Adam 5e-4 (0.9, 0.999), spec sections 0 and 7); configs/*.cfg set the rest.
+# of ~11 steps, Adam 5e-4 (0.9, 0.999)); configs/*.cfg set the rest.
 # Mirrored field for field by keras_sf2f.training.config.TrainConfig (plus --data_dir above
 # and the model section).
 # ---------------------------------------------------------------------------------------------
@@ -413,9 +413,9 @@ flags.register_multi_flags_validator(
 # ---------------------------------------------------------------------------------------------
 # --- face identity network --- (trainers/train_face_identity.py)
 # The project's own FaceNet-small identity network for the perceptual loss and evaluation
-# (design.md decision 8), trained on the prepared data's faceid split. Mirrored by
-# keras_sf2f.training.face_identity.FaceIdentityConfig. Training uses --face_network to point
-# at its output directory.
+# (no pretrained face weights can be downloaded), trained on the prepared data's faceid split.
+# Mirrored by keras_sf2f.training.face_identity.FaceIdentityConfig. Training uses
+# --face_network to point at its output directory.
 # ---------------------------------------------------------------------------------------------
 
 flags.DEFINE_integer(

@@ -1,4 +1,4 @@
-"""Reading pickles from outside without trusting them (design.md decision 5).
+"""Reading pickles from outside without trusting them.
 
 Two kinds of pickle come from outside: the reference's pre-computed mel features
 (``{'LogMel_Features': ndarray (40, T), 'spkid': str, 'clipid': str, 'wavid': str}``) and

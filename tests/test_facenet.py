@@ -38,7 +38,8 @@ def nchw_to_nhwc(t):
 
 
 def torch_reference_preprocess(images_nhwc):
-    """The reference chain written with torch ops (spec 6.4 steps 1-4), as the oracle."""
+    """The reference chain written with torch ops (denormalise, standardise, VGG-box crop,
+    resize), as the oracle."""
     x = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

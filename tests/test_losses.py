@@ -1,4 +1,4 @@
-"""SF2F losses (spec section 6) against hand-computed values, and the trainer's composition of
+"""SF2F losses against hand-computed values, and the trainer's composition of
 the generator objective (weights, per-resolution targets, global-batch averaging)."""
 
 import math
@@ -167,7 +167,7 @@ def test_facenet_perceptual_gradient_flows_to_fake_only_and_clamp_zeroes_it():
 # -- the trainer's generator objective -----------------------------------------------------------
 
 def test_trainer_generator_terms_match_spec_composition():
-    """A 128-px (two-resolution) tiny model: every reported generator term equals the spec
+    """A 128-px (two-resolution) tiny model: every reported generator term equals the reference
     formula computed eagerly with the same models before the step (L1 to the nearest-downsampled
     real image at 64, weights applied, global-batch mean); the D terms likewise."""
     from keras_sf2f.training.config import TrainConfig

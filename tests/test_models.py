@@ -29,7 +29,8 @@ FLAGS = sf2f_flags.FLAGS
 ARCH_64 = "C4-64-2,C4-128-2,C4-256-2"
 N_ID = 2890
 
-# Spec section 11 (trainable parameters incl. BN gamma/beta), N_id = 2890.
+# Parameter counts of the reference modules, counted by hand from the PyTorch code (trainable
+# parameters incl. BN gamma/beta), N_id = 2890.
 EXPECTED_COUNTS = {
     "sf2f_64": {
         "generator": 16_414_275, "voice_encoder": 4_848_192, "fuser": 0,

@@ -1,6 +1,6 @@
 """Parity with the PyTorch reference architecture, through the checkpoint importer.
 
-PyTorch modules written from the spec (tests/torch_reference.py) get random weights and
+PyTorch versions of the reference modules (tests/torch_reference.py) get random weights and
 non-trivial BatchNorm statistics, are saved as a checkpoint dict shaped like the reference's
 (``model_state``, ``d_img_state_<i>``, ``d_ac_state_<i>``, optimiser states, counters), imported
 with keras_sf2f.models.reference_import, and compared in eval mode on the same inputs.

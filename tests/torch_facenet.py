@@ -1,6 +1,6 @@
 """Test helper: an independent PyTorch Inception-ResNet-v1, written for the parity tests.
 
-Built from the architecture description (spec 6.4/11, facenet-pytorch module names so that its
+Built from facenet-pytorch's published architecture (with its module names, so that its
 ``state_dict()`` has the keys of ``20180402-114759-vggface2.pt``), NCHW, with the same
 width/repeat knobs as the Keras ``FaceNet``. Only the tests import this; the library never
 imports torch outside the importers.

@@ -1,9 +1,9 @@
-"""PyTorch stand-ins for the reference SF2F modules, written from the spec for parity tests.
+"""PyTorch stand-ins for the reference SF2F modules, for parity tests.
 
 Test helper only: the library never imports it. The modules reproduce the reference's
-computation (spec sections 2-5, NCL/NCHW) and, above all, its state-dict key names (spec 13.2),
-so that a checkpoint saved from them has the layout the official code writes. The architecture
-is the spec's; the code is this project's own.
+computation (encoders, fuser, decoders, discriminators; NCL/NCHW) and, above all, its
+state-dict key names, so that a checkpoint saved from them has the layout the official code
+writes. The architecture is the reference's; the code is this project's own.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 
-# --- voice encoder (spec 2) -------------------------------------------------------------------
+# --- voice encoder ----------------------------------------------------------------------------
 
 class ConvBnRelu1d(nn.Module):
     """Reference CNN1DBlock: keys model.0 (conv, no bias), model.1 (BN)."""
@@ -109,7 +109,7 @@ class VoiceEncoderRef(nn.Module):
         return embeddings
 
 
-# --- face decoders (spec 4) -------------------------------------------------------------------
+# --- face decoders ----------------------------------------------------------------------------
 
 class ChannelGLU(nn.Module):
     def forward(self, x):
@@ -200,7 +200,7 @@ class GeneratorRef(nn.Module):
         return self.decoder(embedding), embedding
 
 
-# --- discriminators (spec 5) ------------------------------------------------------------------
+# --- discriminators ---------------------------------------------------------------------------
 
 def conv_stack(arch, normalization="batch", slope=0.1, padding="valid", cin=3):
     """Reference build_cnn for C layers: norm + LeakyReLU(slope) before every conv but the first.

@@ -19,7 +19,7 @@ from keras_sf2f.data.table import DataError, SplitTable
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Reference values (spec 1.3, 1.4): stage-1 crops of 100..150 frames (one length per batch),
+# Reference values: stage-1 crops of 100..150 frames (one length per batch),
 # fuser windows of 125 frames with stride 125, at most 20 windows per identity.
 STAGE1_MIN_FRAMES = 100
 STAGE1_MAX_FRAMES = 150

@@ -228,7 +228,7 @@ def _speech_to_normalised_mel(samples: np.ndarray, source: str, min_frames: int)
 
 
 # --------------------------------------------------------------------------------------------
-# VoxCeleb1/2 + HQ-VoxCeleb in the published layout (spec section 9).
+# VoxCeleb1/2 + HQ-VoxCeleb in the published layout, as the reference code reads it.
 
 def _read_meta(root: str, genders: dict | None = None) -> dict:
     """Maps (subset, speaker id) -> identity name from the VoxCeleb meta CSVs; fills
@@ -302,8 +302,12 @@ def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
                      face_type: str = "masked", min_frames: int = 100,
                      utterance_shards: int = 16, face_shards: int = 4,
                      max_utterances_per_identity: int | None = None) -> dict:
-    """Prepares a VoxCeleb + HQ-VoxCeleb tree (see spec section 9 for the layout).
+    """Prepares a VoxCeleb + HQ-VoxCeleb tree laid out as the reference code reads it.
 
+    ``root`` holds the meta CSVs ``vox1/vox1_meta.csv`` and ``vox2/full_vox2_meta.csv`` and
+    optionally ``split.json`` (``{"vox1": {"train": [names], "val": [...], "test": [...]},
+    "vox2": {...}}``; without it the reference's rule on CSV rows applies, see
+    ``reference_split``).
     ``audio_source='wav'`` reads ``raw_wav/<subset>/{dev,test}/<id>/<clip>/*.wav|m4a`` through
     VAD and features; ``'mel_pickles'`` reads the reference's ``<subset>/mel_spectrograms``
     pickles (safely, see safe_pickle.py). Identities need faces in

@@ -8,10 +8,10 @@ as NumPy ``[B, D]`` float32, in batches. Two kinds:
   (``keras_sf2f.training.face_identity``) or one imported from facenet-pytorch's VGGFace2 state
   dict. Images go through the reference's chain (``face_preprocessing
   .facenet_inputs_from_generator_images``: denormalise, standardise, VGG-box crop, 140x140
-  align-corners resize), as spec sections 6.4 / 8.1 describe.
+  align-corners resize).
 * ``DlibEmbedder``: dlib's pretrained 128-d ResNet face recogniser (``dlib-bin`` +
-  ``face_recognition_models``), an independent network no part of training has seen
-  (design.md decision 8). It takes uint8 RGB 150x150 face chips; the corpus faces are already
+  ``face_recognition_models``), an independent network no part of training has seen.
+  It takes uint8 RGB 150x150 face chips; the corpus faces are already
   aligned crops, so the whole image (or a fixed central box, ``box``) is resized to 150x150
   instead of running a face detector and landmark alignment. dlib's descriptors are compared
   by Euclidean distance in dlib; here they are L2-normalised like every other embedder.

@@ -1,6 +1,6 @@
 """Evaluating a generator on held-out identities: the seed's protocols and a readable report.
 
-Protocols (seed, "Evaluation Runs"; design.md on the reference's fuser protocol):
+Protocols (SF2F supplementary material, "Evaluation Runs"; the reference code's fuser protocol):
 
 * ``crops``: for every identity, ``runs`` random crops of a given duration (1.25 s and 5 s by
   default) are cut from its speech; run ``r`` generates one face per identity from crop

@@ -8,9 +8,9 @@ split's sorted order, which is what the reference's "galleries" refer to).
 * ``ground_truth_embeddings``: one embedding per identity from all its faces, the seed's
   ``u_n = mean_k u_nk / max(||mean_k u_nk||_2, eps)`` (supplementary, "Ground Truth Embedding
   Matrix"), or with ``renormalize=False`` the reference's plain mean of the unit vectors
-  (spec 8.1, bug 10: ``||g_n|| <= 1``; this changes L1/L2, not the cosine).
+  (not re-normalised, so ``||g_n|| <= 1``; this changes L1/L2, not the cosine).
 * ``similarity_metrics``: mean cosine similarity and the mean L1 / L2 distances of the
-  reference (spec 8.3): torch ``CosineSimilarity(eps=1e-8)`` and ``PairwiseDistance(p,
+  reference: torch ``CosineSimilarity(eps=1e-8)`` and ``PairwiseDistance(p,
   eps=1e-6)``, whose eps semantics are reproduced exactly (see the functions).
 * ``recall_at_k``: retrieval of the own identity among a gallery of ground-truth
   embeddings by cosine similarity, over the whole split or the reference's three fixed
@@ -19,7 +19,7 @@ split's sorted order, which is what the reference's "galleries" refer to).
 * ``inter_identity_similarity``: the reference's ``ih_sim`` (mean cosine of a prediction with
   the other identities' ground truth).
 * ``vggface_score``: the inception-score analogue computed from a face classifier's class
-  probabilities (spec 8.4), with the reference's shuffle made deterministic.
+  probabilities, with the reference's shuffle made deterministic.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ COSINE_EPS = 1e-8          # torch.nn.CosineSimilarity default, used by the refe
 PAIRWISE_DISTANCE_EPS = 1e-6  # torch.nn.PairwiseDistance default, used by the reference
 GROUND_TRUTH_EPS = 1e-12   # the seed's eps in u / max(||u||, eps) (F.normalize's default)
 RECALL_TIE_TOLERANCE = 1e-12
-# Spec 8.3: extraction_size=[100, 200, 300] -> identities [0,100), [100,200), [200,300).
+# The reference's recall galleries: extraction_size=[100, 200, 300] -> identities [0,100),
+# [100,200), [200,300).
 REFERENCE_GALLERIES = ((0, 100), (100, 200), (200, 300))
 REFERENCE_RECALL_KS = (1, 2, 5, 10, 20, 50)
 VGGFACE_SCORE_SPLITS = 5
@@ -152,7 +153,7 @@ def pairwise_distance_rows(x, y, p: float, eps: float = PAIRWISE_DISTANCE_EPS) -
 
 def similarity_metrics(pred, gt, cosine_eps: float = COSINE_EPS,
                        distance_eps: float = PAIRWISE_DISTANCE_EPS) -> dict:
-    """The reference's similarity metrics (spec 8.3), averaged over identities.
+    """The reference's similarity metrics, averaged over identities.
 
     Returns a dict of Python floats:
       ``cosine_similarity``: ``mean_i cos(p_i, g_i)`` (``cosine_similarity_rows``, eps 1e-8);
@@ -245,7 +246,7 @@ RECALL_TIES = ("expected", "optimistic", "pessimistic")
 def recall_at_k(pred, gt, ks: Sequence[int] = (1, 5, 10), galleries=None,
                 ties: str = "expected", eps: float = COSINE_EPS,
                 tie_tolerance: float = RECALL_TIE_TOLERANCE) -> dict:
-    """Recall@K of identity retrieval by cosine similarity (spec 8.3, ``recall_method='cos_sim'``).
+    """Recall@K of identity retrieval by cosine similarity (``recall_method='cos_sim'``).
 
     For each gallery (a contiguous range of identities) and each query ``p_i`` of it, the
     cosine similarity ``S[i, j]`` to every ground truth ``g_j`` of the same gallery is computed;
@@ -314,7 +315,7 @@ def vggface_score(probabilities, splits: int = VGGFACE_SCORE_SPLITS,
                   seed: int | None = 0) -> tuple:
     """Inception-score-style VGGFace score: ``(mean, std)`` over ``splits`` parts.
 
-    As the reference's ``compute_vggface_score.py`` (spec 8.4): the rows (one class
+    As the reference's ``compute_vggface_score.py``: the rows (one class
     distribution p(y|x) per generated image) are shuffled, cut into ``splits`` equal parts of
     ``M // splits`` rows (the remainder after the last part is dropped), and per part
     ``exp(mean_x KL(p(y|x) || p(y)))`` with ``p(y)`` the part's mean distribution; the result

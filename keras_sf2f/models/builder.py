@@ -262,7 +262,8 @@ def checkpoint_objects(models: Sf2fModels) -> dict:
 
 def parameter_count(model) -> int:
     """Trainable-kind parameters (incl. BatchNorm gamma/beta, excluding the moving mean and
-    variance), counted whether or not the model is currently frozen (spec 11's convention)."""
+    variance), counted whether or not the model is currently frozen (the convention of the
+    reference's hand-computed counts)."""
     if model is None:
         return 0
     return int(sum(int(np.prod(v.shape)) for v in model.weights

@@ -1,4 +1,4 @@
-"""Image discriminators of SF2F (spec section 5).
+"""Image discriminators of SF2F.
 
 Both discriminators start with a conv stack described by the reference's architecture string
 (``build_cnn``): comma-separated layers

@@ -1,4 +1,4 @@
-"""Face decoders: voice embedding [B, D] -> face image(s) NHWC (spec section 4).
+"""Face decoders: voice embedding [B, D] -> face image(s) NHWC.
 
 * ``FaceDecoder`` (reference ``FaceGanDecoder``, SF2F 64x64): Dense(D -> 32*D, no bias) ->
   BatchNorm -> GLU -> [B, D, 4, 4] channel-major, transposed to NHWC [B, 4, 4, D] -> four UpBlocks
@@ -9,8 +9,8 @@
   4x4 s1 p0 -> 4x4 s2 p1 (x4) -> 1x1, ReLU after all but the last -> [B, 64, 64, 3].
 
 No output activation anywhere: images are in ImageNet-normalised space and only clamped when
-converted back to pixels (spec 4.1, 6.1). The reference decoder's ``normalization``/
-``activation`` kwargs were ignored by the reference and do not exist here (spec 12.1).
+converted back to pixels. The reference decoder's ``normalization``/
+``activation`` kwargs were ignored by the reference and do not exist here.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The reference's pre-processing of generator-space images for FaceNet, in stock TF ops.
 
-SF2F feeds both generated and real faces to FaceNet through the same chain (spec section 6.4,
-steps 1-4; evaluation embeddings, section 8.1, use it too):
+SF2F feeds both generated and real faces to FaceNet through the same chain, for the
+perceptual loss and for the evaluation embeddings:
 
 1. ``imagenet_denormalize``: undo the ImageNet normalisation, ``clip((x * std + mean) * 255,
    0, 255)`` -- differentiable except at the clip, where the gradient is zero as in

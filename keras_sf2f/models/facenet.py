@@ -1,8 +1,8 @@
 """FaceNet (Inception-ResNet-v1) in Keras 3, NHWC, layer for layer as facenet-pytorch builds it.
 
-This is the face network behind SF2F's perceptual loss and its evaluation embeddings
-(spec sections 6.4 and 8.1; design.md decision 8). The topology follows the
-facenet-pytorch ``InceptionResnetV1`` (itself a port of David Sandberg's TF model):
+This is the face network behind SF2F's perceptual loss and its evaluation embeddings. The
+topology follows the facenet-pytorch ``InceptionResnetV1`` (itself a port of David
+Sandberg's TF model):
 
     stem      conv2d_1a 3x3/2, conv2d_2a 3x3, conv2d_2b 3x3 'same', maxpool_3a 3/2,
               conv2d_3b 1x1, conv2d_4a 3x3, conv2d_4b 3x3/2
@@ -26,7 +26,7 @@ embedding (B,512) -- the NHWC versions of the reference's (B,256,15,15), (B,896,
 (B,1792,3,3), (B,512).
 
 Parameter count of the default model (trainable, i.e. conv/dense weights and BN gamma/beta,
-which is how spec section 11 counts): 23,482,624 to the embedding, 27,910,327 with the
+which is how this project counts parameters): 23,482,624 to the embedding, 27,910,327 with the
 8,631-way VGGFace2 logits. BN moving statistics are non-trainable weights on top of that.
 
 Smaller variants keep the topology and scale it with ``width_multiplier`` (all channel counts,
@@ -60,7 +60,7 @@ BLOCK8_SCALE = 0.20
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.9  # Keras convention; PyTorch's momentum 0.1
 
-# Spec section 11, for the default configuration.
+# Trainable parameter counts of the default configuration.
 FULL_EMBEDDING_PARAMS = 23_482_624
 FULL_WITH_VGGFACE2_LOGITS_PARAMS = 27_910_327
 VGGFACE2_NUM_CLASSES = 8631
@@ -424,7 +424,7 @@ class FaceNet(keras.Model):
               width_multiplier: float = 0.25, repeats: Sequence[int] = (1, 2, 1),
               **kwargs) -> "FaceNet":
         """The project's small face-identity network: same topology, a quarter of the width
-        and one/two/one blocks per stage, a 128-d embedding (design.md decision 8: trained on the
+        and one/two/one blocks per stage, a 128-d embedding (trained by the project on the
         embedded corpus on 2 CPU cores). Hidden states at 140x140: (B,15,15,64), (B,7,7,224),
         (B,3,3,448), (B,128)."""
         return cls(num_classes=num_classes, embedding_dim=embedding_dim,
@@ -432,5 +432,5 @@ class FaceNet(keras.Model):
 
 
 def trainable_parameter_count(model: keras.Model) -> int:
-    """Trainable parameters (weights and BN gamma/beta), the spec section 11 convention."""
+    """Trainable parameters (weights and BN gamma/beta), this project's convention."""
     return int(sum(int(ops.size(w)) for w in model.trainable_weights))

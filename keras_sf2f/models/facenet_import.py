@@ -1,6 +1,6 @@
 """Imports facenet-pytorch ``InceptionResnetV1`` state dicts into the Keras ``FaceNet``.
 
-No face-network weights can be downloaded in this project (design.md decision 8): users who
+No face-network weights can be downloaded in this project: users who
 already have facenet-pytorch's VGGFace2 file, ``20180402-114759-vggface2.pt`` (or the
 CASIA-WebFace one, or SF2F's two-part download of the same weights: a features file and a
 logits file), convert it once with

@@ -1,4 +1,4 @@
-"""Attention fuser: many per-segment voice embeddings -> one embedding (spec section 3).
+"""Attention fuser: many per-segment voice embeddings -> one embedding.
 
 SF2F's second stage encodes up to 20 speech windows of an identity separately and fuses their
 unit-norm embeddings E [B, N, D] with one layer of 'general' self-attention (the reference's

@@ -1,6 +1,6 @@
 """The generator: voice encoder (+ optional attention fuser, owned by the encoder) + face decoder.
 
-Equivalent of the reference ``EncoderDecoder`` (spec 4.4). The fuser lives inside the encoder
+Equivalent of the reference ``EncoderDecoder``. The fuser lives inside the encoder
 (``generator.encoder.fuser``), as in the reference (``encoder.attn_fuser``), so the checkpoint
 and the parameter counts keep encoder, fuser and decoder apart.
 """
@@ -60,7 +60,7 @@ class VoiceToFaceGenerator(keras.Model):
         return list(images), embedding
 
     def train_fuser_only(self):
-        """Stage 2 (spec 7.2): only the fuser stays trainable.
+        """Stage 2 (fuser training): only the fuser stays trainable.
 
         Frozen Keras layers run their BatchNorm in inference mode, which is the reference's
         intent ("freeze batchnorm"); the reference's accidental switch back to train mode is not

@@ -1,6 +1,6 @@
 """Small layers shared by the SF2F voice encoder, face decoders and discriminators.
 
-Every layer here follows the PyTorch reference numerically (spec sections 2, 4 and 13.1):
+Every layer here follows the PyTorch reference numerically:
 
 * tensors are NLC / NHWC (the reference is NCL / NCHW; the checkpoint importer transposes);
 * where PyTorch pads symmetrically, an explicit ``ZeroPadding`` layer precedes a ``'valid'``
@@ -232,7 +232,7 @@ class ToImage(keras.layers.Layer):
 
     Reference ``gnet`` / ``gnet_low`` / ``gnet_mid``; both convs have biases. ``filters`` is both
     the input and the hidden width (as in the reference), which fixes the bias init fan_in.
-    No output activation: images live in ImageNet-normalised space (spec 4.1, 6.1).
+    No output activation: images live in ImageNet-normalised space.
     """
 
     def __init__(self, filters: int, output_channels: int = 3,

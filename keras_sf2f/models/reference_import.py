@@ -1,7 +1,7 @@
 """Imports checkpoints written by the official PyTorch SF2F code into this project's models.
 
 Input: a ``.pt`` file saved by the reference's train.py (e.g. ``best_L1_with_model.pt``), a dict
-with (spec 7.3, 13.2)
+with the keys
 
 * ``model_state``: the generator (``EncoderDecoder``) state dict, keys ``encoder.*`` /
   ``decoder.*`` (a leading ``module.`` from DataParallel is tolerated);

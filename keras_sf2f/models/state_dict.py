@@ -62,7 +62,7 @@ def check_keys(expected: Iterable[str], actual: Iterable[str], what: str,
         raise StateDictError("\n".join(lines))
 
 
-# Layout conversions, PyTorch -> Keras (design.md decision 2: Keras is NLC / NHWC).
+# Layout conversions, PyTorch -> Keras (this project's tensors are NLC / NHWC).
 
 def conv1d_kernel(w: np.ndarray) -> np.ndarray:
     """Conv1d weight (out, in, k) -> Conv1D kernel (k, in, out)."""

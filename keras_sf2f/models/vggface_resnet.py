@@ -1,6 +1,6 @@
 """VGGFace2 ResNet-50 (Caffe style) in Keras 3, NHWC, and an importer for its numpy pickle.
 
-SF2F's "VGGFace score" (spec section 8.4) classifies generated faces with the VGGFace2
+SF2F's "VGGFace score" classifies generated faces with the VGGFace2
 ``resnet50_ft`` network as converted to PyTorch by cydonia999/VGGFace2-pytorch. The topology:
 
     conv1 7x7/2 pad 3 (no bias) -> bn1 -> ReLU -> maxpool 3x3/2, pad 0, ceil_mode=True
@@ -14,7 +14,7 @@ stride-2 7x7 conv is not Keras 'same' on even inputs (Keras pads 2/3), so the st
 explicitly; ``ceil_mode`` max-pooling is emulated by padding the bottom/right with -inf
 (``CeilMaxPool2D``). Input 224x224 (the only size for which the 7x7 average pool yields 1x1).
 
-Trainable parameters: 23,508,032 trunk + 17,684,919 fc = 41,192,951 (spec section 11).
+Trainable parameters: 23,508,032 trunk + 17,684,919 fc = 41,192,951.
 
 Weights: nothing can be downloaded here. Users who have ``resnet50_ft_weight.pkl`` (a pickled
 dict of numpy arrays keyed by the PyTorch names) import it with
@@ -23,7 +23,7 @@ dict of numpy arrays keyed by the PyTorch names) import it with
     model = import_vggface_resnet50("resnet50_ft_weight.pkl")
     model.save("vggface2_resnet50.keras")   # or model.save_weights("....weights.h5")
 
-The pickle is opened with ``load_numpy_pickle``, a restricted unpickler (design.md decision 5)
+The pickle is opened with ``load_numpy_pickle``, a restricted unpickler
 that resolves no global except the handful numpy needs to rebuild arrays and dtypes (plus
 ``collections.OrderedDict`` and a latin1-only ``_codecs.encode``, which Python 3 uses for bytes
 at protocol 2); anything else -- functions, classes, modules -- is refused before
@@ -31,9 +31,10 @@ it is called, and the result must be a dict of str -> numeric numpy arrays.
 
 Input pre-processing of the reference (``vggface_inputs``): pixels in [0, 255] (uint8 from
 ``imagenet_deprocess_batch`` in the reference) minus ``[131.0912, 103.8827, 91.4953]`` per
-channel on **RGB** images (the reference's channel-order quirk, spec section 12 item 11;
-``channel_order='bgr'`` gives the Caffe-correct variant), then align_corners bilinear resize
-to 224x224.
+channel on **RGB** images (the reference's channel-order quirk: the Caffe-trained model
+expects BGR, but the reference never flips the channels, and its published scores come
+from RGB input; ``channel_order='bgr'`` gives the Caffe-correct variant), then
+align_corners bilinear resize to 224x224.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Voice encoder: log-mel frames -> unit-norm voice embedding (spec section 2).
+"""Voice encoder: log-mel frames -> unit-norm voice embedding.
 
 The reference ``V2F1DCNN`` in both of its modes:
 

@@ -14,8 +14,8 @@ directory next to it (``.tmp-export-*``, ignored by TF-Serving, which only loads
 directories), checked, then renamed. An existing version is never overwritten; without an
 explicit version the next free number (highest + 1) is used.
 
-The SavedModel holds the generator's variables as plain tracked ``tf.Variable``s (design
-decision 9; no Keras object is saved), so that the C++ loader restores them: it runs in
+The SavedModel holds the generator's variables as plain tracked ``tf.Variable``s (no Keras
+object is saved), so that the C++ loader restores them: it runs in
 TF-Serving and in ``saved_model_cli run``, not only after ``tf.saved_model.load`` in Python.
 Signatures (``tensorflow/serving/predict``): ``serving_default`` (WAV bytes -> PNG + image),
 ``predict_waveform`` and ``predict_mel`` (see keras_sf2f/serving/inference.py).
@@ -342,7 +342,7 @@ def _raw_variable(variable):
 
 def _write_savedmodel(module: FaceFromVoice, path: str) -> None:
     """The SavedModel: one concrete function per signature, traced once, and the generator's
-    variables as plain tracked ``tf.Variable``s (design decision 9). The C++ loader restores
+    variables as plain tracked ``tf.Variable``s. The C++ loader restores
     them (TF-Serving, ``saved_model_cli run``); no Keras object is saved. (Going through
     ``keras.export.ExportArchive`` works too, but makes ``tf.saved_model.save`` trace every
     endpoint a second time: about twice the export time for the same graph.)"""

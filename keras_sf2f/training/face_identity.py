@@ -1,4 +1,4 @@
-"""The project's own face-identity network (design.md decision 8).
+"""The project's own face-identity network.
 
 SF2F's perceptual loss and its evaluation need a face network. The reference uses FaceNet with
 VGGFace2 weights, which cannot be downloaded here; for the embedded corpus the project trains

@@ -1,4 +1,4 @@
-"""SF2F's training losses (reference spec section 6) as pure functions of tensors.
+"""SF2F's training losses (those of the PyTorch reference) as pure functions of tensors.
 
 Convention: every loss returns a **per-example** vector ``[B]`` (the mean over that example's
 pixels, patch logits or features), computed in float32 whatever the input dtype. The mean of
@@ -8,7 +8,7 @@ batch with :func:`average_over_global_batch` (``tf.nn.compute_average_loss``), s
 gradients do not depend on how the batch is split across replicas.
 
 * :func:`bce_with_logits` -- ``mean(max(x,0) - x*t + log(1 + exp(-|x|)))`` over all logits of
-  an example (the reference's stable BCE-with-logits, spec 6.2; patch maps included);
+  an example (the reference's stable BCE-with-logits; patch maps included);
 * :func:`generator_gan_loss` / :func:`discriminator_gan_loss` -- the non-saturating 'gan'
   objectives: ``bce(s_fake, 1)`` and ``bce(s_real, 1) + bce(s_fake, 0)``;
 * :func:`identity_cross_entropy` -- softmax cross-entropy of identity logits (AC loss);
@@ -16,7 +16,7 @@ gradients do not depend on how the batch is split across replicas.
 * :func:`downsample_nearest` -- the reference's ``F.interpolate(scale_factor=0.5, 'nearest')``
   targets for lower output resolutions: ``x[:, ::f, ::f]``;
 * :func:`face_features` / :func:`perceptual_loss` / :func:`facenet_perceptual_loss` -- the
-  FaceNet perceptual loss (spec 6.4): both images through denormalise + clamp, FaceNet's
+  FaceNet perceptual loss: both images through denormalise + clamp, FaceNet's
   standardisation, the VGG face-box crop and the 140x140 align-corners resize, then
   ``sum_k w_k * mean|f_k(fake) - f_k(real)|`` over ``repeat_1, repeat_2, repeat_3`` and the
   embedding with ``w = (1/16, 1/8, 1/4, 1)``; real features under ``stop_gradient``;
@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from keras_sf2f.models.face_preprocessing import facenet_inputs_from_generator_images
 
-# Spec 6.4: weights of the hidden states repeat_1, repeat_2, repeat_3 and the embedding.
+# The reference's weights of the hidden states repeat_1, repeat_2, repeat_3 and the embedding.
 PERCEPTUAL_LAYER_WEIGHTS = (1.0 / 16.0, 1.0 / 8.0, 1.0 / 4.0, 1.0)
 
 
@@ -69,7 +69,7 @@ def identity_cross_entropy(logits, labels) -> tf.Tensor:
 
 
 def l1_pixel_loss(predicted, target) -> tf.Tensor:
-    """``mean|predicted - target|`` per example (ImageNet-normalised space, spec 6.3)."""
+    """``mean|predicted - target|`` per example (ImageNet-normalised space)."""
     return _per_example_mean(tf.abs(tf.cast(predicted, tf.float32) -
                                     tf.cast(target, tf.float32)))
 
@@ -118,7 +118,7 @@ def perceptual_loss(fake_features: Sequence, real_features: Sequence,
 def facenet_perceptual_loss(face_network, fake_images, real_images,
                             layer_weights: Sequence[float] = PERCEPTUAL_LAYER_WEIGHTS,
                             normalize_method: str = "imagenet") -> tf.Tensor:
-    """FaceNet perceptual loss (spec 6.4) between generated and real generator-space images,
+    """FaceNet perceptual loss between generated and real generator-space images,
     per example."""
     real = [tf.stop_gradient(f) for f in
             face_features(face_network, tf.stop_gradient(real_images), normalize_method)]

@@ -8,14 +8,14 @@ slot up front (Keras 3 creates them lazily, which would trace the step twice).
 
 ``trainer.train_step(iterator)`` (a ``tf.function`` traced once) takes the next global batch
 from a distributed iterator (``trainer.distribute(dataset_fn)``) and runs, per replica, the
-reference's iteration (spec 6.3-6.5, 7.1):
+reference's iteration:
 
 1. generator forward (train mode; stage 2: inference mode, see below), the generator
    objective summed over output resolutions -- L1 to the real face nearest-downsampled to that
    resolution, the patch-GAN term, the AC identity cross-entropy and AC real/fake term (both
    ``ac_weight``), the FaceNet perceptual loss -- and one Adam step of the generator. The
    discriminators run in train mode on the fake batch here (as in the reference: batch
-   statistics of fakes, bug 17);
+   statistics of fakes);
 2. on the same batch, with the fakes of step 1 detached: each discriminator sees the real batch
    and the fake batch as two separate forward passes (batch statistics are per pass, as in the
    reference); image D loss ``bce(real,1)+bce(fake,0)``; AC loss the same on its real/fake head
@@ -32,8 +32,9 @@ term off; a discriminator whose terms are all off is neither run nor trained.
 
 Stage 2 (``train_fuser_only``): only the fuser's variables are in the generator optimizer; the
 encoder and decoder are frozen and called with ``training=False`` (BatchNorm uses and keeps its
-moving statistics -- the reference's intent; its accidental switch back to train mode, spec
-7.2 / bug 7, is not reproduced). The discriminators keep training, as in the reference.
+moving statistics -- the reference's intent; its accidental switch back to train mode, a side
+effect of its DataParallel wrapper at the first visualisation, is not reproduced). The
+discriminators keep training, as in the reference.
 
 Mixed precision (``mixed_bfloat16``): layers compute in bfloat16 with float32 variables; the
 generated images are cast to float32 before any loss, and every loss is computed in float32.
@@ -193,7 +194,7 @@ class GanTrainer:
             self.identity_classifier_variables = [
                 v for c in self.identity_classifiers.values() for v in c.trainable_variables]
             # The reference decays the generator's and the image discriminators' learning
-            # rates, not the AC discriminators' (spec 7.1).
+            # rates, not the AC discriminators'.
             self.image_discriminator_optimizer = None
             if self.image_discriminator_variables:
                 self.image_discriminator_optimizer = _adam(config, schedule(True))

@@ -1,4 +1,4 @@
-"""The embedded, procedural paired voice-face corpus (design.md, decision 7).
+"""The embedded, procedural paired voice-face corpus.
 
 Identities are integers. Each has latent attributes (``attributes.py``); its utterances
 (``voice.py``) and face images (``face.py``) are pure functions of ``(seed, identity, item)``,
