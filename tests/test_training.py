@@ -326,7 +326,8 @@ def test_training_flags_mirror_train_config():
     ("sf2f_64_fuser", dict(learning_rate=1e-4, train_fuser_only=True, l1_weight=10.0)),
     ("sf2f_128_fuser", dict(learning_rate=1e-4, train_fuser_only=True, l1_weight=100.0)),
     ("voice2face_64", dict(l1_weight=100.0, ac_weight=1.0, perceptual_weight=0.0)),
-    ("demo", dict(perceptual_weight=100.0, batch_size=32, train_fuser_only=False)),
+    ("demo", dict(l1_weight=10.0, gan_weight=0.0, ac_weight=0.0, perceptual_weight=10.0,
+                  batch_size=32, train_fuser_only=False)),
     ("demo+demo_fuser", dict(train_fuser_only=True, learning_rate=1e-4)),
 ])
 def test_configs_parse_and_validate(name, checks):
