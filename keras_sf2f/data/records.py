@@ -252,12 +252,10 @@ def scan_records(path: str) -> tuple:
     return count, None
 
 
-file_sha256 = files.sha256
-
 
 def shard_record(path: str, records: int) -> dict:
     """What ``dataset.json`` keeps of a finished shard to re-check it later."""
-    return {"sha256": file_sha256(path), "bytes": os.path.getsize(path), "records": records}
+    return {"sha256": files.sha256(path), "bytes": os.path.getsize(path), "records": records}
 
 
 _SHARD_NAME = re.compile(r"^.+-(utterances|faces)-\d{5}-of-\d{5}\.tfrecord$")
@@ -296,7 +294,7 @@ def verify_data_dir(data_dir: str) -> dict:
             problems.append(f"{path}: missing (the preparation wrote it)")
             continue
         size = os.path.getsize(path)
-        if size == expected["bytes"] and file_sha256(path) == expected["sha256"]:
+        if size == expected["bytes"] and files.sha256(path) == expected["sha256"]:
             continue
         what = (f"{size} bytes instead of {expected['bytes']}" if size != expected["bytes"]
                 else "same size but different content (sha256)")
@@ -316,8 +314,6 @@ def verify_data_dir(data_dir: str) -> dict:
                             f"training would read it too")
     return {"checked": len(recorded), "checksums": True, "problems": problems}
 
-
-write_json = files.write_json
 
 
 def read_json(path: str):
