@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 
 from conftest import load_script
@@ -45,6 +47,15 @@ def test_probe_learns_and_writes_its_figures(tmp_path):
     # The corpus's own faces are faces to dlib (about 9 in 10 on the real corpus).
     assert result["ground_truth_detection_rate"] >= 0.5
     assert (out / "faces.png").stat().st_size > 0
+    assert 0.0 <= result["val_dlib_resnet_recall@8"] <= 1.0  # 8 identities: recall@min(10, 8)
+    # The metric is wired to the right identities: each validation identity's own first photo
+    # retrieves it at rank 1 far above chance (1/8), a shuffled assignment does not.
+    faces, labels = probe.split_arrays(data, "val")[1:]
+    first = np.searchsorted(labels, np.arange(8))
+    own = probe.identity_recall(faces[first], faces, labels, k=1)["val_dlib_resnet_recall@1"]
+    shuffled = probe.identity_recall(faces[np.roll(first, 1)], faces, labels,
+                                     k=1)["val_dlib_resnet_recall@1"]
+    assert own >= 0.75 and shuffled <= 0.25
 
 
 def test_probe_refuses_data_without_attributes_and_perceptual_without_network(tmp_path):
