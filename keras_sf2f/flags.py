@@ -344,11 +344,25 @@ flags.DEFINE_enum(
     "tf.distribute strategy: mirrored (all local devices), multi_worker "
     "(MultiWorkerMirroredStrategy, cluster from TF_CONFIG) or default (none).")
 flags.DEFINE_enum(
-    "mixed_precision", "float32", ["float32", "mixed_bfloat16"],
-    "Compute dtype policy: mixed_bfloat16 computes in bfloat16 with float32 variables; "
-    "losses and generated images stay float32. Only worth it on hardware with native "
-    "bfloat16 (AVX512_BF16/AMX CPUs, TPUs, recent GPUs): on AVX2-only CPUs the training step "
-    "is ~10x slower (benchmarks/bench_training.py).")
+    "mixed_precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+    "Compute dtype policy: mixed_bfloat16 / mixed_float16 compute in bfloat16 / float16 with "
+    "float32 variables; losses and generated images stay float32. mixed_float16 is for GPUs "
+    "with float16 tensor cores (V100, T4, ...) and trains with dynamic loss scaling (each "
+    "optimizer's loss scale halves on a step with non-finite gradients, which is skipped, and "
+    "doubles after 2000 good steps; checkpointed). mixed_bfloat16 needs native bfloat16 "
+    "(A100/H100, TPUs, AVX512_BF16/AMX CPUs). On CPUs both are much slower than float32 "
+    "(~10x for bfloat16 without AVX512_BF16; benchmarks/bench_training.py).")
+flags.DEFINE_bool(
+    "jit_compile", False,
+    "Compile each replica's forward and backward pass (losses and gradients) with XLA; the "
+    "cross-replica gradient sum and the optimizer updates stay TensorFlow ops. For GPUs; "
+    "the first step compiles for a while.")
+flags.DEFINE_enum(
+    "fast_conv", "auto", ["auto", "on", "off"],
+    "Convolution input gradients computed with the forward kernel "
+    "(keras_sf2f/models/fast_conv.py). auto: on only where it was measured to pay -- "
+    "float32 on CPUs running TensorFlow's Eigen convolutions (oneDNN off), without XLA; off "
+    "on GPUs. on/off force it.")
 flags.DEFINE_integer("checkpoint_every_steps", 1000,
                      "Save a checkpoint every this many steps (and at the end / on SIGTERM).",
                      lower_bound=1)
@@ -401,7 +415,8 @@ TRAINING_FLAG_NAMES = (
     "adversarial_start_step", "adversarial_ramp_steps", "generator_ema_decay",
     "perceptual_weight", "perceptual_layer_weights", "face_network", "train_fuser_only",
     "init_checkpoint", "fuser_init", "fuser_windows", "seed", "crop_frames_min", "crop_frames_max",
-    "strategy", "mixed_precision", "checkpoint_every_steps", "keep_checkpoints",
+    "strategy", "mixed_precision", "jit_compile", "fast_conv", "checkpoint_every_steps",
+    "keep_checkpoints",
     "eval_every_steps", "val_split", "eval_batch_size", "eval_max_windows", "best_l1_metric",
     "num_image_identities", "summary_every_steps", "log_every_seconds",
 )

@@ -1,10 +1,11 @@
 """Convolutions whose forward pass is TensorFlow's own and whose input gradient is faster.
 
-On CPUs where TensorFlow runs its Eigen kernels (the default on x86 without AVX512 -- e.g. AMD
-EPYC with AVX2), ``Conv2DBackpropInput`` is 2-8x less efficient than the forward ``Conv2D``
-for the shapes SF2F trains with (measured per CPU second: 1x1 convolutions on 3x3 / 7x7 maps,
-3x3 and 1x7 convolutions on maps of 8x8 and below, strided 1-D convolutions of the voice
-encoder), and it was the largest single item of the training step. The input gradient of a
+On CPUs where TensorFlow runs its Eigen kernels (its default on x86 CPUs without AVX512_VNNI,
+AVX512_BF16 or AMX -- e.g. AMD EPYC with AVX2 -- and anywhere with TF_ENABLE_ONEDNN_OPTS=0),
+``Conv2DBackpropInput`` is 2-8x less efficient than the forward ``Conv2D`` for the shapes
+SF2F trains with (measured per CPU second: 1x1 convolutions on 3x3 / 7x7 maps, 3x3 and 1x7
+convolutions on maps of 8x8 and below, strided 1-D convolutions of the voice encoder), and it
+was the largest single item of the training step. The input gradient of a
 convolution is itself a convolution, so it is computed here with the forward kernel:
 
 * stride 1: ``dx = conv(pad(dy), flip(W)^T)`` -- the "full" correlation of the output gradient
@@ -29,13 +30,100 @@ convolutions use TensorFlow's gradient. Unused gradients (e.g. the kernel gradie
 network, the input gradient of a first layer) are pruned by the function runtime as before.
 
 ``Conv2D`` / ``Conv1D`` are drop-in Keras layers using it (same weights, names and configs).
+
+Where it is used (``decide`` below, ``--fast_conv=auto|on|off`` in training): the gain is a
+property of TensorFlow's *CPU Eigen* ``Conv2DBackpropInput`` kernel, not of the mathematics, so
+``auto`` turns it on only there. Whether a convolution takes this path is decided when the
+step is traced, from the module's current setting (``enabled(...)`` scope; default ``auto``
+resolved for the visible devices).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import keras
 import tensorflow as tf
 from keras import ops
+
+MODES = ("auto", "on", "off")
+
+
+def cpu_convolution_library() -> str:
+    """'onednn' when TensorFlow runs oneDNN's CPU convolutions in this process, else 'eigen'.
+
+    TensorFlow decides once per process: oneDNN is on by default on Linux x86 CPUs with
+    AVX512_VNNI / AVX512_BF16 / AVX_VNNI / AMX, and ``TF_ENABLE_ONEDNN_OPTS=0|1`` overrides it
+    (it logs "oneDNN custom operations are on" when they are)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415
+        return "onednn" if _pywrap_util_port.IsMklEnabled() else "eigen"
+    except (ImportError, AttributeError):  # pragma: no cover - private API moved
+        # The documented switch; without it, TensorFlow's own default is unknown here, and
+        # Eigen (the conservative answer: fast_conv's measured home) is assumed.
+        value = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
+        return "onednn" if value in ("1", "true") else "eigen"
+
+
+def decide(mode: str = "auto", device_types=None, jit_compile: bool = False) -> tuple[bool, str]:
+    """Whether convolutions use the custom input gradient, and why (one line).
+
+    ``mode`` 'on' / 'off' force it. 'auto' turns it on only where it was measured to pay:
+    float32 convolutions run by TensorFlow's **Eigen** CPU kernels. SF2F-64 step, batch 16,
+    full FaceNet, 2 cores, CPU seconds per step (BUILD_NOTES.md "GPU levers"): AMD EPYC AVX2,
+    4.1-4.7 instead of 5.5-6.0; AMD EPYC Zen 4 with oneDNN switched off, 3.3-4.0 instead of
+    3.7-4.6. It stays off
+
+    * on GPUs (``device_types`` holds anything but CPU): the measurement is of a CPU kernel;
+      cuDNN's input-gradient kernels are not Eigen's, and the stride-phase split would only add
+      kernel launches there (not measured: no GPU was available);
+    * with oneDNN CPU convolutions (TensorFlow's default on AVX512_VNNI / AVX512_BF16 / AMX
+      CPUs): there it costs time (Zen 4: 3.1-3.15 instead of 2.8-2.85 CPU s);
+    * under XLA (``jit_compile``): XLA emits its own convolutions (Zen 4: 3.40 on, 3.34 off).
+
+    ``device_types``: the device types the step runs on (e.g. ``["CPU"]``, ``["GPU", "GPU"]``);
+    default: GPU if TensorFlow sees one (it places convolutions there), else CPU.
+    """
+    if mode not in MODES:
+        raise ValueError(f"fast_conv mode must be one of {MODES}, got {mode!r}")
+    if mode != "auto":
+        return mode == "on", f"fast_conv={mode} (forced)"
+    if device_types is None:
+        device_types = ["GPU"] if tf.config.list_logical_devices("GPU") else ["CPU"]
+    kinds = sorted({str(t).upper() for t in device_types})
+    if kinds != ["CPU"]:
+        return False, f"fast_conv off: the step runs on {'/'.join(kinds)}, not CPU-only"
+    if jit_compile:
+        return False, "fast_conv off: under XLA (jit_compile) TensorFlow's kernels do not run"
+    library = cpu_convolution_library()
+    if library != "eigen":
+        return False, (f"fast_conv off: TensorFlow's CPU convolutions are {library}'s "
+                       f"(no measured gain there)")
+    return True, "fast_conv on: CPU with TensorFlow's Eigen convolution kernels"
+
+
+# The setting convolutions read when they are traced: None = 'auto' for the visible devices.
+# A module global, not a thread-local: MirroredStrategy traces each replica in its own thread.
+_enabled: bool | None = None
+
+
+def is_enabled() -> bool:
+    """The current setting (``auto`` resolved for the visible devices outside any scope)."""
+    return decide("auto")[0] if _enabled is None else _enabled
+
+
+@contextlib.contextmanager
+def enabled(on: bool):
+    """Within the scope, convolutions traced use the custom input gradient iff ``on``
+    (training wraps the tracing of its step in this with ``decide(...)``'s answer)."""
+    global _enabled
+    previous = _enabled
+    _enabled = bool(on)
+    try:
+        yield
+    finally:
+        _enabled = previous
 
 
 def _input_gradient_stride1(dy, kernel, pads):
@@ -117,14 +205,15 @@ def _custom_input_gradient(input_hw, kernel_shape, strides, padding) -> bool:
 
 def conv2d(x, kernel, strides=(1, 1), padding: str = "VALID"):
     """``tf.nn.conv2d(x, kernel, strides, padding)`` (NHWC) with the faster input gradient
-    described in the module docstring; plain ``tf.nn.conv2d`` where it does not apply."""
+    described in the module docstring; plain ``tf.nn.conv2d`` where it does not apply or is
+    not enabled (``is_enabled()``)."""
     x = tf.convert_to_tensor(x)
     kernel = tf.convert_to_tensor(kernel)
     strides = tuple(int(s) for s in strides)
     padding = padding.upper()
     tf_strides = (1,) + strides + (1,)
     height, width = x.shape[1], x.shape[2]
-    if x.dtype != tf.float32 or kernel.dtype != tf.float32 or \
+    if not is_enabled() or x.dtype != tf.float32 or kernel.dtype != tf.float32 or \
             not kernel.shape.is_fully_defined() or \
             not _custom_input_gradient((height, width), [int(d) for d in kernel.shape],
                                        strides, padding):

@@ -16,7 +16,10 @@ from keras_sf2f.config_values import coerce_field
 from keras_sf2f.models.builder import ModelConfig
 
 STRATEGIES = ("mirrored", "multi_worker", "default")
-PRECISIONS = ("float32", "mixed_bfloat16")
+# mixed_float16 trains with dynamic loss scaling (the float16 exponent range needs it);
+# mixed_bfloat16 has float32's range and does not.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+FAST_CONV_MODES = ("auto", "on", "off")
 BEST_L1_METRICS = ("pixel", "facenet")
 FUSER_INITS = ("reference", "average")
 
@@ -58,6 +61,8 @@ class TrainConfig:
     # execution
     strategy: str = "mirrored"
     mixed_precision: str = "float32"
+    jit_compile: bool = False
+    fast_conv: str = "auto"
     # checkpoints, validation, summaries
     checkpoint_every_steps: int = 1000
     keep_checkpoints: int = 3
@@ -171,6 +176,8 @@ class TrainConfig:
         if self.mixed_precision not in PRECISIONS:
             problems.append(f"mixed_precision must be one of {PRECISIONS}, "
                             f"got {self.mixed_precision!r}")
+        if self.fast_conv not in FAST_CONV_MODES:
+            problems.append(f"fast_conv must be one of {FAST_CONV_MODES}, got {self.fast_conv!r}")
         if self.best_l1_metric not in BEST_L1_METRICS:
             problems.append(f"best_l1_metric must be one of {BEST_L1_METRICS}, "
                             f"got {self.best_l1_metric!r}")

@@ -550,6 +550,9 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
     logging.info("replicas: %d, global batch %d, generator variables trained: %d",
                  trainer.num_replicas, trainer.global_batch_size,
                  len(trainer.generator_variables))
+    logging.info("precision %s%s, XLA %s, %s", config.mixed_precision,
+                 " with dynamic loss scaling" if trainer.loss_scaling else "",
+                 "on" if config.jit_compile else "off", trainer.fast_conv_reason)
 
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     best_vars = {name: tf.Variable(-math.inf if higher else math.inf, dtype=tf.float64,
@@ -678,6 +681,8 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
             step_var.assign(step)
             bad = _first_non_finite(values)
             if bad is not None:
+                # Under mixed_float16 a non-finite *gradient* only skips the step (loss
+                # scaling); a non-finite loss is a forward-pass overflow and stops here too.
                 raise NonFiniteLossError(bad, step, values[bad], last_saved)
             result.last_values = values
             if step % config.summary_every_steps == 0 or step == config.train_steps or \

@@ -140,7 +140,11 @@ def identity_accuracy(logits, labels) -> tf.Tensor:
 
 
 def average_over_global_batch(per_example, global_batch_size: int) -> tf.Tensor:
-    """Sum of ``per_example`` divided by the global batch size (``tf.nn.compute_average_loss``);
-    summing the replicas' results gives the global-batch mean."""
-    return tf.nn.compute_average_loss(tf.cast(per_example, tf.float32),
-                                      global_batch_size=global_batch_size)
+    """Sum of ``per_example`` divided by the global batch size; summing the replicas' results
+    gives the global-batch mean. The arithmetic of ``tf.nn.compute_average_loss``, without its
+    graph-side checks of the (Python) batch size: those Assert ops and their string constants
+    are host-only ops in every step (checked here once instead)."""
+    if int(global_batch_size) < 1:
+        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+    return tf.math.divide_no_nan(tf.reduce_sum(tf.cast(per_example, tf.float32)),
+                                 tf.constant(float(global_batch_size), tf.float32))

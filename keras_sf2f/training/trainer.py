@@ -36,8 +36,27 @@ moving statistics -- the reference's intent; its accidental switch back to train
 effect of its DataParallel wrapper at the first visualisation, is not reproduced). The
 discriminators keep training, as in the reference.
 
-Mixed precision (``mixed_bfloat16``): layers compute in bfloat16 with float32 variables; the
-generated images are cast to float32 before any loss, and every loss is computed in float32.
+Mixed precision (``mixed_bfloat16`` / ``mixed_float16``): layers compute in bfloat16 / float16
+with float32 variables; the generated images are cast to float32 before any loss, and every loss
+is computed in float32. ``mixed_float16`` also scales the losses dynamically (float16 gradients
+underflow without it): each optimizer is a ``keras.optimizers.LossScaleOptimizer``, the
+gradients are those of ``loss * scale``, and the optimizer unscales them; a step whose gradients
+are not finite on *any* replica is skipped by that optimizer on every replica and its scale
+halved (2^15 at first, doubled after 2000 good steps). The scales and counters are optimizer
+variables, so checkpoints hold them and a resumed run continues with them.
+
+How a replica's step runs: ``_local_gradients`` (the forward and backward passes of both
+updates: losses, gradients, BatchNorm statistics) and then the updates (``_replica_step``:
+cross-replica gradient sums and optimizer steps, the generator's moving average, BatchNorm
+statistics averaged over replicas). The discriminator gradients are computed before the
+generator's update is applied, which changes nothing: the fakes are detached and the
+generator's update touches no discriminator variable. With ``jit_compile`` the first part is
+one XLA computation per replica; the second, which talks to the other replicas, stays
+TensorFlow ops (MirroredStrategy cannot run its cross-replica calls inside XLA except on
+all-GPU machines, and the gradient all-reduce gains nothing from XLA).
+
+Convolutions' input gradients (``fast_conv``) are decided per device kind and kernel library
+by ``fast_conv.decide`` from ``config.fast_conv``; the setting applies while the step traces.
 """
 
 from __future__ import annotations
@@ -48,7 +67,7 @@ import os
 import keras
 import tensorflow as tf
 
-from keras_sf2f.models import builder
+from keras_sf2f.models import builder, fast_conv
 from keras_sf2f.models.face_preprocessing import facenet_inputs_from_generator_images
 from keras_sf2f.training import losses
 from keras_sf2f.training.config import TrainConfig
@@ -122,8 +141,22 @@ def dtype_policy(name: str):
 
 
 def _adam(config: TrainConfig, schedule):
-    return keras.optimizers.Adam(learning_rate=schedule, beta_1=config.adam_beta1,
+    adam = keras.optimizers.Adam(learning_rate=schedule, beta_1=config.adam_beta1,
                                  beta_2=config.adam_beta2, epsilon=config.adam_epsilon)
+    if config.mixed_precision == "mixed_float16":
+        # Keras' defaults: initial scale 2^15, doubled after 2000 steps with finite gradients.
+        return keras.optimizers.LossScaleOptimizer(adam)
+    return adam
+
+
+def strategy_device_types(strategy) -> list[str] | None:
+    """The device types ('CPU', 'GPU', ...) this process's replicas run on, or None when the
+    strategy does not say (the default strategy: TensorFlow's placement decides)."""
+    try:
+        devices = strategy.extended.worker_devices
+    except (AttributeError, RuntimeError):
+        return None
+    return sorted({tf.DeviceSpec.from_string(d).device_type or "CPU" for d in devices})
 
 
 class GanTrainer:
@@ -145,6 +178,10 @@ class GanTrainer:
         if self.global_batch_size % self.num_replicas:
             raise ValueError(f"batch_size {self.global_batch_size} is not divisible by the "
                              f"{self.num_replicas} replicas of the strategy")
+        self.loss_scaling = config.mixed_precision == "mixed_float16"
+        self.device_types = strategy_device_types(self.strategy)
+        self.fast_conv, self.fast_conv_reason = fast_conv.decide(
+            config.fast_conv, self.device_types, jit_compile=config.jit_compile)
         with dtype_policy(config.mixed_precision), self.strategy.scope():
             self.models = builder.build_models(config.model)
             generator = self.models.generator
@@ -218,6 +255,11 @@ class GanTrainer:
         # autograph=False: the step has no tensor-dependent Python control flow, and converting
         # every Keras call with autograph doubles the tracing time.
         self.train_step = tf.function(self._distributed_step, autograph=False)
+        # Traced once per replica device (MirroredStrategy retraces functions per device), so
+        # each replica's computation captures its own copies of the variables.
+        self._local_step = (tf.function(self._local_gradients, jit_compile=True,
+                                        autograph=False)
+                            if config.jit_compile else self._local_gradients)
         mel_bins = config.model.num_mel_bins
         self.generate = tf.function(self._generate, input_signature=[
             tf.TensorSpec([None, None, None, mel_bins], tf.float32),
@@ -311,15 +353,75 @@ class GanTrainer:
     # -- the step --------------------------------------------------------------------------
 
     def _distributed_step(self, iterator):
-        batch = next(iterator)
-        per_replica = self.strategy.run(self._replica_step, args=(batch,))
-        return {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-                for name, value in per_replica.items()}
+        # Python runs only while tracing: the fast_conv setting applies to the traced step.
+        with fast_conv.enabled(self.fast_conv):
+            batch = next(iterator)
+            per_replica = self.strategy.run(self._replica_step, args=(batch,))
+            return {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                    for name, value in per_replica.items()}
 
     def _average(self, per_example):
         return losses.average_over_global_batch(per_example, self.global_batch_size)
 
+    def _scaled(self, optimizer, loss):
+        """The loss whose gradients the optimizer receives: ``loss * scale`` under loss
+        scaling (the LossScaleOptimizer divides the gradients by the scale again)."""
+        if self.loss_scaling and optimizer is not None:
+            return optimizer.scale_loss(loss)
+        return loss
+
     def _replica_step(self, batch):
+        generator_gradients, d_gradients, out = self._local_step(batch)
+        groups = [(self.generator_optimizer, generator_gradients, self.generator_variables)]
+        split = len(self.image_discriminator_variables)
+        if d_gradients is not None:
+            groups.append((self.image_discriminator_optimizer, d_gradients[:split],
+                           self.image_discriminator_variables))
+            groups.append((self.identity_classifier_optimizer, d_gradients[split:],
+                           self.identity_classifier_variables))
+        groups = [(opt, grads, variables) for opt, grads, variables in groups
+                  if opt is not None]
+        if self.loss_scaling and self.num_replicas > 1:
+            groups = self._agree_on_overflow(groups)
+        for optimizer, gradients, variables in groups:
+            optimizer.apply_gradients(zip(gradients, variables))
+            if optimizer is self.generator_optimizer:
+                self._update_ema()
+        if self.loss_scaling:
+            # Summed over replicas by _distributed_step, like every value: divided here.
+            for name, optimizer in self.optimizers().items():
+                out[f"control/loss_scale/{name.replace('_optimizer', '')}"] = (
+                    tf.identity(optimizer.dynamic_scale) / self.num_replicas)
+        return self._with_stop(out)
+
+    def _agree_on_overflow(self, groups):
+        """Makes every replica see non-finite gradients for an optimizer when any replica has.
+
+        LossScaleOptimizer (Keras 3.15, tf.distribute) decides whether to skip the step from the
+        first replica's gradients *before* they are summed; an overflow on another replica alone
+        would reach the summed gradients and the weights. One small all-reduce of the per-optimizer
+        overflow flags, and a NaN added to the smallest gradient of an optimizer that
+        overflowed somewhere, make every replica's decision the global one."""
+        context = tf.distribute.get_replica_context()
+        flags = tf.stack([1.0 - tf.cast(tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
+                                                      for g in grads if g is not None]),
+                                        tf.float32)
+                          for _, grads, _ in groups])
+        overflowed = context.all_reduce(tf.distribute.ReduceOp.SUM, flags) > 0
+        agreed = []
+        for index, (optimizer, grads, variables) in enumerate(groups):
+            grads = list(grads)
+            smallest = min((i for i, g in enumerate(grads) if g is not None),
+                           key=lambda i: grads[i].shape.num_elements() or 0)
+            poison = tf.where(overflowed[index], float("nan"), 0.0)
+            grads[smallest] = grads[smallest] + tf.cast(poison, grads[smallest].dtype)
+            agreed.append((optimizer, grads, variables))
+        return agreed
+
+    def _local_gradients(self, batch):
+        """This replica's part of the step: losses and gradients of the generator update and of
+        the discriminator updates (None when no discriminator trains), and the values to
+        report. Variables change only through BatchNorm statistics here."""
         config = self.config
         if self.uses_fuser_batches:
             images, mels, mask, labels = batch
@@ -358,9 +460,8 @@ class GanTrainer:
                             config.perceptual_layer_weights))
             scaled = {name: self._average(value) for name, value in terms.items()}
             total = tf.add_n(list(scaled.values()))
-        gradients = tape.gradient(total, self.generator_variables)
-        self.generator_optimizer.apply_gradients(zip(gradients, self.generator_variables))
-        self._update_ema()
+            objective = self._scaled(self.generator_optimizer, total)
+        generator_gradients = tape.gradient(objective, self.generator_variables)
         out.update({f"loss/{name}": value for name, value in scaled.items()})
         out["loss/total_loss"] = total
         if config.adversarial_start_step > 0 or config.adversarial_ramp_steps > 0:
@@ -369,7 +470,7 @@ class GanTrainer:
         # 2. discriminator updates on the same batch, fakes detached.
         d_variables = self.image_discriminator_variables + self.identity_classifier_variables
         if not d_variables:
-            return self._with_stop(out)
+            return generator_gradients, None, out
         fake = {res: tf.stop_gradient(image) for res, image in fake.items()}
         with tf.GradientTape() as tape:
             d_terms, accuracies = {}, {}
@@ -389,19 +490,20 @@ class GanTrainer:
                 accuracies[f"ac_fake_{res}"] = losses.binary_accuracy(fake_rf, 0.0)
                 accuracies[f"ac_identity_{res}"] = losses.identity_accuracy(real_id, labels)
             d_scaled = {name: self._average(value) for name, value in d_terms.items()}
-            d_total = tf.add_n(list(d_scaled.values()))
-        gradients = tape.gradient(d_total, d_variables)
-        split = len(self.image_discriminator_variables)
-        if self.image_discriminator_optimizer is not None:
-            self.image_discriminator_optimizer.apply_gradients(
-                zip(gradients[:split], self.image_discriminator_variables))
-        if self.identity_classifier_optimizer is not None:
-            self.identity_classifier_optimizer.apply_gradients(
-                zip(gradients[split:], self.identity_classifier_variables))
+            image_total = tf.add_n([v for k, v in d_scaled.items() if k.startswith("d_img_")]
+                                   or [tf.zeros([])])
+            identity_total = tf.add_n([v for k, v in d_scaled.items() if k.startswith("d_ac_")]
+                                      or [tf.zeros([])])
+            # Each discriminator group's loss only reaches its own variables, so one gradient
+            # of the sum is both groups' gradients; under loss scaling each group's loss is
+            # scaled by its own optimizer's scale.
+            d_objective = (self._scaled(self.image_discriminator_optimizer, image_total)
+                           + self._scaled(self.identity_classifier_optimizer, identity_total))
+        d_gradients = tape.gradient(d_objective, d_variables)
         out.update({f"d_loss/{name}": value for name, value in d_scaled.items()})
-        out["d_loss/total_loss"] = d_total
+        out["d_loss/total_loss"] = image_total + identity_total
         out.update({f"d_acc/{name}": self._average(value) for name, value in accuracies.items()})
-        return self._with_stop(out)
+        return generator_gradients, d_gradients, out
 
     def _with_stop(self, out):
         self._sync_moving_statistics()
