@@ -33,13 +33,10 @@ import os
 import sys
 import time
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.demo_quality import cpu_kind  # noqa: E402
 from keras_sf2f import files  # noqa: E402
+from keras_sf2f.machine import cpu_model  # noqa: E402
 
 SHARED = ("gender", "age", "size", "weight", "accent", "breathiness")
 
@@ -142,7 +139,7 @@ def run(args) -> dict:
     recall = identity_recall(drawn, val_faces, val_labels, args.face_network)
     mean_face_l1 = float(np.abs(train_faces.mean(0, keepdims=True) - val_targets).mean())
     result = {
-        "args": vars(args), "cpu": cpu_kind(), "curve": curve,
+        "args": vars(args), "cpu": cpu_model(), "curve": curve,
         "val_pixel_l1": curve[-1]["val_pixel_l1"], "mean_face_val_pixel_l1": mean_face_l1,
         "val_detection_rate": detection.detection_rate(drawn),
         "ground_truth_detection_rate": detection.detection_rate(val_targets),

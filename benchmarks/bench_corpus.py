@@ -17,14 +17,11 @@ import argparse
 import functools
 import multiprocessing
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from keras_sf2f.data.corpus import (FACE_ONLY_FIELDS, SHARED_FIELDS, CorpusSpec,  # noqa: E402
+from keras_sf2f.data.corpus import (FACE_ONLY_FIELDS, SHARED_FIELDS, CorpusSpec,
                                     draw_face, generate_identity, identity_attributes,
                                     synthesize_utterance)
 

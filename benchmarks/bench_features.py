@@ -30,16 +30,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # python_speech_features' small matrix products are fastest with a single-threaded BLAS (threaded
 # OpenBLAS spins and was ~3x slower on a shared 2-core machine): time its best case.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
 

@@ -47,9 +47,6 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "tests"))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -110,7 +107,9 @@ def psf_windows(samples: np.ndarray) -> np.ndarray:
 def _torch_worker(threads: int) -> None:
     import logging  # noqa: PLC0415
     import torch  # noqa: PLC0415
-    import torch_reference as ref  # noqa: PLC0415
+
+    from bench_common import tests_module  # noqa: PLC0415 (beside this script)
+    ref = tests_module("torch_reference")
 
     logging.disable(logging.WARNING)
     torch.set_num_threads(threads)

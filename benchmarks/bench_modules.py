@@ -42,8 +42,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -6,15 +6,11 @@ Prints batches/s and examples/s for the stage-1 pipeline (64 and 128 px) and the
 pipeline, measured after a warm-up, so they can be compared with the training step's rate.
 """
 
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from keras_sf2f.data import pipelines, table  # noqa: E402
+from keras_sf2f.data import pipelines, table
 
 flags.DEFINE_string("data_dir", "runs/demo/data", "Prepared data directory.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")

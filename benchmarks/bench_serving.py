@@ -31,7 +31,6 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

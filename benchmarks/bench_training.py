@@ -62,21 +62,16 @@ minutes (small batches, two timed steps, sf2f_64 and a small stage-2 batch).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import subprocess
 import sys
+import time
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+from absl import app, flags
 
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-from absl import app, flags  # noqa: E402
-
-from keras_sf2f import flags as sf2f_flags  # noqa: E402
+from keras_sf2f import flags as sf2f_flags
 
 flags.DEFINE_list("bench_configs", ["sf2f_64", "sf2f_128"], "configs/<name>.cfg to time "
                   "(giving this or --bench_precisions runs that grid instead of the suite).")
@@ -108,6 +103,7 @@ flags.DEFINE_string("bench_case", None, "Internal: run one Keras case 'config:pr
                     "print one JSON line.")
 FLAGS = sf2f_flags.FLAGS
 
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG_DIR = os.path.join(_REPO_ROOT, "configs")
 _TORCH_SCRIPT = os.path.join(_REPO_ROOT, "benchmarks", "torch_sf2f_step.py")
 _FRAMES = 125

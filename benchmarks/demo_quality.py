@@ -27,26 +27,11 @@ Choose on ``--split=val``; ``test`` is for the final report.
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def cpu_kind() -> str:
-    """The CPU model name (lscpu's 'Model name'), for comparing runs across machines."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from keras_sf2f.machine import cpu_model  # noqa: E402
 
 
 def _cell(summary: dict) -> dict:
@@ -140,7 +125,7 @@ def main(argv=None) -> dict:
            "data_dir": os.path.abspath(args.data_dir), "split": args.split,
            "identities": evaluator.split.num_identities, "runs": args.runs,
            "chance_recall": min(1.0, args.k / evaluator.gallery_size),
-           "cpu": cpu_kind(), "tensorflow": tf.__version__, "models": {}, "collapse": []}
+           "cpu": cpu_model(), "tensorflow": tf.__version__, "models": {}, "collapse": []}
     for name, generator in models.items():
         res = evaluator.evaluate(ev.FaceGenerator(generator, config.batch_size))
         out["models"][name] = _rows(res["results"], res["figures"], names, args.k)

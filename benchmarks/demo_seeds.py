@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from keras_sf2f import machine
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The figures the Markdown table shows (paths into metrics.json, matched as regular
 # expressions); seeds.json has all of them.
@@ -34,19 +36,11 @@ HEADLINE = (r"recall@10", r"detection_rate", r"diversity_ratio", r"collapsed",
 
 def cpu_kind() -> dict:
     """lscpu's model name and the SIMD features that decide TensorFlow's kernels."""
-    info = {"model": platform.processor() or platform.machine(), "features": []}
-    try:
-        with open("/proc/cpuinfo") as f:
-            first = f.read().split("\n\n")[0]
-    except OSError:
-        return info
-    fields = {k.strip(): v.strip() for k, v in
-              (line.split(":", 1) for line in first.splitlines() if ":" in line)}
-    flags = set(fields.get("flags", "").split())
-    info["model"] = fields.get("model name", info["model"])
-    info["features"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-                        if f in flags]
-    return info
+    info = machine.cpu_info()
+    flags = machine.cpu_flags(info)
+    return {"model": machine.cpu_model(info),
+            "features": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+                         if f in flags]}
 
 
 def versions() -> dict:

@@ -16,22 +16,16 @@ The data pipeline is a function of (seed, step), so the restarted run sees exact
 the straight run saw; the curves differ only by floating-point summation order (two threads).
 """
 
+import json
 import os
-import sys
+import shutil
+import signal
+import subprocess
+import time
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+from absl import app, flags
 
-import json  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-from absl import app, flags  # noqa: E402
-
-from curves import demo_train_command, plot, scalars, train_env  # noqa: E402 (beside this script)
+from curves import demo_train_command, plot, scalars, train_env  # beside this script
 
 flags.DEFINE_string("data_dir", "runs/demo/data", "Prepared corpus (scripts/main_job.sh).")
 flags.DEFINE_string("face_network", "runs/demo/face_net", "Face-identity network.")

@@ -34,11 +34,9 @@ import sys
 import time
 import traceback
 
+# The bench_*.py modules are imported by their plain names: this script's folder is on sys.path
+# (and the children are this script again).
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-for path in (HERE, REPO):
-    if path not in sys.path:
-        sys.path.insert(0, path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

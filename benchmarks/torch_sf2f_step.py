@@ -39,12 +39,9 @@ import os
 import sys
 import time
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _path in (_REPO_ROOT, os.path.join(_REPO_ROOT, "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from bench_common import tests_module  # beside this script
 
 # With --bench_config_json (what bench_training.py passes) the configuration flags are not
 # defined at all: their validator imports Keras, and with it TensorFlow.
@@ -101,30 +98,28 @@ class TorchSf2fStep:
 
     def __init__(self, config, face_network: str = "full", precision: str = "float32"):
         import torch  # noqa: PLC0415
-        from torch_facenet import TorchInceptionResnetV1  # noqa: PLC0415
-        from torch_reference import (AcDiscriminatorRef, DeconvDecoderRef,  # noqa: PLC0415
-                                     GeneratorRef, PatchDiscriminatorRef,
-                                     UpsamplingDecoderRef, VoiceEncoderRef)
+        facenet = tests_module("torch_facenet")
+        ref = tests_module("torch_reference")
 
         self.torch = torch
         self.config = config
         self.precision = precision
         m = config.model
         if m.decoder == "upconv_64":
-            decoder, self.resolutions = UpsamplingDecoderRef(m.embedding_dim), (64,)
+            decoder, self.resolutions = ref.UpsamplingDecoderRef(m.embedding_dim), (64,)
         elif m.decoder == "upconv_multires":
-            decoder = UpsamplingDecoderRef(m.embedding_dim, multires=True)
+            decoder = ref.UpsamplingDecoderRef(m.embedding_dim, multires=True)
             self.resolutions = (64, 128)
         elif m.decoder == "deconv_64":
-            decoder = DeconvDecoderRef(m.embedding_dim, tuple(m.deconv_decoder_channels))
+            decoder = ref.DeconvDecoderRef(m.embedding_dim, tuple(m.deconv_decoder_channels))
             self.resolutions = (64,)
         else:
             raise ValueError(f"unsupported decoder {m.decoder!r}")
-        encoder = VoiceEncoderRef(inception=m.encoder == "inception",
-                                  channels=tuple(m.encoder_channels), dim=m.embedding_dim,
-                                  cin=m.num_mel_bins, fuser=m.fuser == "attention",
-                                  add_noise=m.encoder_add_noise)
-        self.generator = GeneratorRef(encoder, decoder)
+        encoder = ref.VoiceEncoderRef(inception=m.encoder == "inception",
+                                      channels=tuple(m.encoder_channels), dim=m.embedding_dim,
+                                      cin=m.num_mel_bins, fuser=m.fuser == "attention",
+                                      add_noise=m.encoder_add_noise)
+        self.generator = ref.GeneratorRef(encoder, decoder)
         self.fuser_stage = bool(config.train_fuser_only)
         if self.fuser_stage:
             if m.fuser != "attention":
@@ -145,20 +140,20 @@ class TorchSf2fStep:
             slope = _slope(getattr(m, f"discriminator_activation_{res}"))
             arch = getattr(m, f"image_discriminator_arch_{res}")
             if arch and config.gan_weight > 0:
-                self.image_discriminators[res] = PatchDiscriminatorRef(
+                self.image_discriminators[res] = ref.PatchDiscriminatorRef(
                     arch, normalization, slope).train()
             arch = getattr(m, f"identity_classifier_arch_{res}")
             if arch and config.ac_weight > 0:
-                self.identity_classifiers[res] = AcDiscriminatorRef(
+                self.identity_classifiers[res] = ref.AcDiscriminatorRef(
                     arch, m.num_train_identities, normalization, slope).train()
 
         self.face_network = None
         if config.perceptual_weight > 0:
             if face_network == "full":
-                net = TorchInceptionResnetV1(embedding_dim=512)
+                net = facenet.TorchInceptionResnetV1(embedding_dim=512)
             elif face_network == "small":
-                net = TorchInceptionResnetV1(embedding_dim=128, width_multiplier=0.25,
-                                             repeats=(1, 2, 1))
+                net = facenet.TorchInceptionResnetV1(embedding_dim=128, width_multiplier=0.25,
+                                                     repeats=(1, 2, 1))
             else:
                 raise ValueError(f"unknown face network {face_network!r}")
             self.face_network = net.eval().requires_grad_(False)

@@ -2,9 +2,6 @@
 numerical parity with an independent PyTorch implementation (tests/torch_facenet.py) through
 the facenet-pytorch state-dict importer."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,8 +10,6 @@ import keras
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from torch_facenet import TorchInceptionResnetV1, randomize_  # noqa: E402
 
@@ -281,13 +276,9 @@ def test_import_errors_name_keys_and_leave_model_untouched(small_pair, tmp_path)
 
 def test_cli_imports_split_files(small_pair, tmp_path):
     """export/import_facenet_weights.py with SF2F's two-file layout (features + logits)."""
-    import importlib.util
     from absl import flags
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "export", "import_facenet_weights.py")
-    spec = importlib.util.spec_from_file_location("import_facenet_weights_cli", script)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+
+    from keras_sf2f.cli import import_facenet_weights as cli  # defines the command's flags
 
     tmodel, kmodel = small_pair
     state = tmodel.state_dict()

@@ -22,8 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from conftest import load_script, write_tiny_dataset  # noqa: E402
+from conftest import write_tiny_dataset  # noqa: E402
 from keras_sf2f import files  # noqa: E402
+from keras_sf2f.cli import prepare_data as prepare_data_command  # noqa: E402
+from keras_sf2f.cli import train as train_command  # noqa: E402
 from keras_sf2f.data import records, table  # noqa: E402
 from keras_sf2f.models import builder  # noqa: E402
 from keras_sf2f.training import loop  # noqa: E402
@@ -229,7 +231,7 @@ def test_verify_names_bad_and_stray_shards(damaged_data, data_dir, capsys):
     (bad_stray,) = [p for p in problems if p.startswith(stray)]
     assert "not written by the preparation" in bad_stray
 
-    command = load_script("trainers/prepare_data.py")
+    command = prepare_data_command
     FLAGS = command.FLAGS
     for directory, expected in ((copy, 1), (data_dir, 0)):
         FLAGS.unparse_flags()
@@ -286,7 +288,7 @@ def test_missing_data_dir_is_one_line_and_writes_nothing(tmp_path):
 
 def test_missing_face_network_and_init_checkpoint_are_one_line_each(data_dir, tmp_path,
                                                                      capsys):
-    command = load_script("trainers/train.py")
+    command = train_command
     FLAGS = command.FLAGS
     model_dir = tmp_path / "model"
     for extra, needle in (

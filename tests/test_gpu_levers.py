@@ -326,8 +326,6 @@ def test_every_op_of_the_step_has_a_gpu_kernel(precision):
 
 REPLICAS_SCRIPT = textwrap.dedent("""
     import json, os, sys
-    sys.path.insert(0, {repo!r})
-    sys.path.insert(0, os.path.join({repo!r}, "tests"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
@@ -338,7 +336,7 @@ REPLICAS_SCRIPT = textwrap.dedent("""
     from keras_sf2f.models import builder
     from keras_sf2f.training.config import TrainConfig
     from keras_sf2f.training.trainer import GanTrainer
-    from test_training import TINY_MODEL_FLAGS
+    TINY_MODEL_FLAGS = {tiny_model_flags!r}  # tests/test_training.py's
 
     B, T, W, STEPS = 4, 120, 2, 2
     TWO = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -445,7 +443,7 @@ REPLICAS_SCRIPT = textwrap.dedent("""
 
 def _run_replicas(tmp_path, case):
     script = tmp_path / "replicas.py"
-    script.write_text(REPLICAS_SCRIPT.format(repo=REPO_ROOT))
+    script.write_text(REPLICAS_SCRIPT.format(tiny_model_flags=TINY_MODEL_FLAGS))
     output = tmp_path / f"{case}.json"
     started = time.monotonic()
     process = subprocess.run([sys.executable, str(script), case, str(output)],

@@ -16,12 +16,10 @@ import pytest  # noqa: E402
 
 from conftest import write_tiny_dataset  # noqa: E402
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
 
 WORKER = textwrap.dedent("""
     import json, os, sys
-    sys.path.insert(0, {repo!r})
     import numpy as np
     from keras_sf2f.models.builder import ModelConfig
     from keras_sf2f.training import loop
@@ -71,7 +69,7 @@ def data_dir(tmp_path_factory):
 
 def test_two_workers_hold_identical_weights(data_dir, tmp_path):
     script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(repo=REPO_ROOT, steps=STEPS))
+    script.write_text(WORKER.format(steps=STEPS))
     model_dir = tmp_path / "model"
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

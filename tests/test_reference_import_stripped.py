@@ -19,9 +19,8 @@ torch = pytest.importorskip("torch")
 
 import tensorflow as tf  # noqa: E402
 
-from conftest import load_script  # noqa: E402
-
 import torch_reference as ref  # noqa: E402
+from keras_sf2f.cli import import_reference_checkpoint as import_command  # noqa: E402
 from keras_sf2f.models import builder, reference_import  # noqa: E402
 from keras_sf2f.models.state_dict import StateDictError  # noqa: E402
 from keras_sf2f.training import loop  # noqa: E402
@@ -143,7 +142,7 @@ def test_what_the_file_holds_is_reported(reference):
 def test_stripped_checkpoint_imports_for_evaluation_and_export(reference, tmp_path, capsys,
                                                                monkeypatch):
     output_dir = tmp_path / "imported"
-    command = load_script("export/import_reference_checkpoint.py")
+    command = import_command
     FLAGS = command.FLAGS
     FLAGS.unparse_flags()
     try:

@@ -18,9 +18,8 @@ torch = pytest.importorskip("torch")
 
 import tensorflow as tf  # noqa: E402
 
-from conftest import load_script  # noqa: E402
-
 import torch_reference as ref  # noqa: E402
+from keras_sf2f.cli import import_reference_checkpoint as import_command  # noqa: E402
 from keras_sf2f.models import builder, reference_import  # noqa: E402
 from keras_sf2f.models.state_dict import StateDictError  # noqa: E402
 
@@ -267,7 +266,7 @@ def test_import_command_writes_a_restorable_checkpoint(setups, tmp_path):
     # describe test below runs a command as a real subprocess.
     setup = setups["sf2f_64"]
     output_dir = tmp_path / "imported"
-    command = load_script("export/import_reference_checkpoint.py")
+    command = import_command
     FLAGS = command.FLAGS
     FLAGS.unparse_flags()
     try:

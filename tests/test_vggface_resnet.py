@@ -3,15 +3,12 @@ and numerical parity with an independent PyTorch definition (tests/torch_vggface
 
 import os
 import pickle
-import sys
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from torch_facenet import randomize_  # noqa: E402
 from torch_vggface_resnet import TorchVGGFaceResNet50, calibrate_bn_  # noqa: E402

@@ -1,41 +1,9 @@
-"""Describes the models of a configuration: per-module parameter counts and shapes.
-
-    python trainers/describe_model.py --flagfile=configs/sf2f_64.cfg          # human summary
-    python trainers/describe_model.py --flagfile=configs/sf2f_64.cfg --json   # one JSON object
-
-The JSON object maps generator (encoder + fuser + decoder), voice_encoder (without the fuser),
-fuser (0 when absent), face_decoder and every discriminator (image_discriminator_<res>,
-identity_classifier_<res>) to its parameter count (BatchNorm moving statistics excluded).
+"""Runs the tool keras_sf2f/cli/describe_model.py (documented there), also installed as
+`sf2f-describe-model`. Needs keras_sf2f installed: `pip install -e .`, which
+scripts/setup_env.sh does.
 """
 
-import os
-import sys
-
-# Runnable as a script from anywhere: make the repository root importable.
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-import json  # noqa: E402
-
-from absl import app  # noqa: E402
-
-from keras_sf2f import flags as sf2f_flags  # noqa: E402
-from keras_sf2f.models import builder  # noqa: E402
-
-FLAGS = sf2f_flags.FLAGS
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = builder.ModelConfig.from_flags(FLAGS)
-    models = builder.build_models(config)
-    if FLAGS.json:
-        print(json.dumps(builder.count_parameters(models)))
-    else:
-        print(builder.describe(models, config))
-
+from keras_sf2f.cli.describe_model import run
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

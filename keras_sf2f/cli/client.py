@@ -1,0 +1,98 @@
+r"""Turns audio files into faces with a served keras-sf2f model (TF-Serving or the dev server).
+
+    python export/client.py --server=http://localhost:8501 --model=sf2f_64 \
+        --audio=a.wav,b.flac [more.mp3 ...] --out=faces/
+    python export/client.py --grpc=localhost:8500 --model=sf2f_64 --audio=a.wav --out=faces/
+
+REST: POST /v1/models/<model>:predict with {"instances": [{"audio": {"b64": ...}}]}; gRPC:
+PredictionService/Predict (tensorflow_serving.apis). One request per file; writes
+<out>/<file stem>.png. The served graph decodes WAV only: a WAV it decodes is sent as it is,
+any other file the project's audio loader reads (FLAC, Ogg, MP3, M4A with ffmpeg, u-law WAV,
+unusual sample rates ...) is converted to WAV first. A server error is printed verbatim (e.g.
+"audio[0]: too short: ...") and the exit status is 1 when any file failed.
+
+The REST path runs without TensorFlow (standard library, numpy and the audio loader), so this
+tool parses its own options with argparse instead of the project's absl flags, whose
+validators import Keras.
+"""
+
+import argparse
+import os
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Turns audio files into faces with a served keras-sf2f model.")
+    parser.add_argument("--server", help="REST endpoint of TF-Serving or of the development "
+                                         "server, e.g. http://localhost:8501")
+    parser.add_argument("--grpc", help="use gRPC instead of REST, e.g. localhost:8500 "
+                                       "(needs tensorflow-serving-api)")
+    parser.add_argument("--model", help="the served model's name")
+    parser.add_argument("--model_version", type=int, default=None,
+                        help="ask for this version (default: the server's latest)")
+    parser.add_argument("--audio", action="append", default=[],
+                        help="audio files, comma separated (may be repeated)")
+    parser.add_argument("--out", help="directory to write <audio stem>.png files to")
+    parser.add_argument("--request_timeout", type=float, default=300.0,
+                        help="seconds to wait for each answer (default 300)")
+    parser.add_argument("files", nargs="*", help="more audio files")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    audio = [p for value in args.audio for p in value.split(",") if p] + list(args.files)
+    if not audio:
+        parser.error("give audio files with --audio=a.wav,b.flac (or as arguments)")
+    if bool(args.server) == bool(args.grpc):
+        parser.error("give exactly one of --server=http://HOST:8501 and --grpc=HOST:8500")
+    if not args.model:
+        parser.error("--model is required")
+    if not args.out:
+        parser.error("--out is required")
+    if args.model_version is not None and args.model_version < 1:
+        parser.error("--model_version must be at least 1")
+    if not args.request_timeout > 0:
+        parser.error("--request_timeout must be positive")
+
+    from keras_sf2f.serving import audio_formats, client  # noqa: PLC0415 - keep --help fast
+
+    os.makedirs(args.out, exist_ok=True)
+    failures = 0
+    for path, png_path in zip(audio, client.output_paths(audio, args.out)):
+        try:
+            data, note = client.audio_for_request(path)
+        except OSError as e:
+            sys.stderr.write(f"{path}: cannot read: {e.strerror or e}\n")
+            failures += 1
+            continue
+        except audio_formats.ConversionError as e:
+            sys.stderr.write(f"{e}\n")
+            failures += 1
+            continue
+        if note:
+            sys.stderr.write(f"{path}: {note}\n")
+        try:
+            if args.grpc:
+                png = client.grpc_predict_png(args.grpc, args.model, data, args.model_version,
+                                              args.request_timeout)
+            else:
+                png = client.rest_predict_png(args.server, args.model, data, args.model_version,
+                                              args.request_timeout)
+        except client.PredictError as e:
+            status = f" ({'HTTP ' if isinstance(e.status, int) else ''}{e.status})" \
+                if e.status else ""
+            sys.stderr.write(f"{path}: server error{status}: {e.message}\n")
+            failures += 1
+            continue
+        with open(png_path, "wb") as f:
+            f.write(png)
+        print(f"{path} -> {png_path}", flush=True)
+    return 1 if failures else 0
+
+
+def run():
+    """sf2f-client and export/client.py."""
+    sys.exit(main())

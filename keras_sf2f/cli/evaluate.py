@@ -1,0 +1,176 @@
+"""Evaluates a generator checkpoint on held-out identities and writes a report.
+
+    python trainers/evaluate.py --flagfile=configs/demo.cfg --data_dir=runs/demo/data \
+        --checkpoint_dir=runs/demo/stage1 --face_network=runs/demo/face_net \
+        --report_dir=runs/demo/report [--baseline_checkpoint_dir=runs/v2f/model] \
+        [--reference_galleries] [--summary_dir=runs/demo/stage1/eval]
+
+Writes REPORT_DIR/report.md (tables per embedder, mean ± std over runs; the face detection
+rate, diversity and collapse, and the attribute reader's table, see --eval_detection,
+--eval_diversity, --eval_attributes), faces.png, the
+seed's Figure-1 grids (figure1_<input>.png: ground truth | SF2F | voice2face per identity;
+the voice2face column needs --baseline_checkpoint_dir), samples.npz, metrics.json, and the
+metrics as TensorBoard scalars (--summary_dir, default REPORT_DIR/tensorboard) under the tags
+training validates with. --reference_galleries scores recall within the reference's fixed
+100-identity galleries and stops with an error on a split of fewer than 100 identities. See
+keras_sf2f/evaluation/evaluate.py for the protocols.
+"""
+
+import os
+import sys
+
+from absl import app, logging
+
+from keras_sf2f import flags as sf2f_flags
+from keras_sf2f.cli import run_absl_tool
+
+FLAGS = sf2f_flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in ("data_dir", "checkpoint_dir", "report_dir", "face_network"):
+        if not getattr(FLAGS, name):
+            raise app.UsageError(f"--{name} is required")
+    if FLAGS.eval_model_name == FLAGS.baseline_name:
+        raise app.UsageError("--eval_model_name and --baseline_name must differ")
+    logging.set_verbosity(logging.INFO)
+    from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415 - keep --help fast
+    from keras_sf2f.evaluation import face_report  # noqa: PLC0415
+    from keras_sf2f.models.builder import ModelConfig, build_generator  # noqa: PLC0415
+    from keras_sf2f.progress import Progress  # noqa: PLC0415
+
+    model_config = ModelConfig.from_flags(FLAGS).validate()
+    image_size = max(model_config.output_resolutions)
+    config = ev.EvaluationConfig(
+        data_dir=FLAGS.data_dir, split=FLAGS.eval_split,
+        durations=tuple(float(d) for d in FLAGS.eval_durations), runs=FLAGS.eval_runs,
+        seed=FLAGS.eval_seed, fuser_protocol=FLAGS.eval_fuser_protocol,
+        max_windows=FLAGS.eval_max_windows, reference_ground_truth=FLAGS.reference_ground_truth,
+        galleries="reference" if FLAGS.reference_galleries else None,
+        diversity=FLAGS.eval_diversity, attributes=FLAGS.eval_attributes)
+
+    notes = []
+    if FLAGS.eval_detection:
+        from keras_sf2f.evaluation.detection import detector_available  # noqa: PLC0415
+        config.detection = detector_available()
+        if not config.detection:
+            notes.append("No face detection rate: dlib is not installed (pip install dlib-bin).")
+
+    baseline_config = None
+    if FLAGS.baseline_checkpoint_dir:
+        baseline_config, source = ev.model_config_for_checkpoint(FLAGS.baseline_checkpoint_dir)
+        if baseline_config is None:
+            if not FLAGS.baseline_flagfile:
+                raise app.UsageError(
+                    f"{FLAGS.baseline_checkpoint_dir} has no train_config.json or flags.cfg "
+                    f"describing its model: pass --baseline_flagfile (e.g. "
+                    f"configs/voice2face_64.cfg)")
+            from keras_sf2f.serving.savedmodel import model_config_from_flagfile  # noqa: PLC0415
+            baseline_config = model_config_from_flagfile(FLAGS.baseline_flagfile).validate()
+            source = FLAGS.baseline_flagfile
+        if max(baseline_config.output_resolutions) != image_size:
+            raise app.UsageError(
+                f"the baseline generates {max(baseline_config.output_resolutions)} px faces, "
+                f"the evaluated model {image_size} px: compare models of one resolution")
+
+    embedders, embedder_notes = ev.make_embedders(FLAGS.face_network, FLAGS.eval_dlib)
+    notes = embedder_notes + notes
+    centroids, note = ev.classifier_centroids(FLAGS.data_dir, embedders[0], image_size)
+    notes.append(note)
+    try:
+        evaluator = ev.Evaluator(config, embedders, image_size, centroids)
+    except ValueError as e:  # e.g. --reference_galleries on a split of < 100 identities
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+    name, baseline_name = FLAGS.eval_model_name, FLAGS.baseline_name
+    models, steps = {}, {}
+    models[name], prefix, steps[name] = ev.load_generator(FLAGS.checkpoint_dir, model_config)
+    notes.append(f"`{name}`: checkpoint `{prefix}` (step {steps[name]}).")
+    if baseline_config is not None:
+        models[baseline_name], prefix, steps[baseline_name] = ev.load_generator(
+            FLAGS.baseline_checkpoint_dir, baseline_config)
+        notes.append(f"`{baseline_name}`: checkpoint `{prefix}` (step {steps[baseline_name]}), "
+                     f"model configuration from `{source}`.")
+    if FLAGS.eval_untrained_baseline:
+        models["untrained"] = build_generator(model_config)
+        steps["untrained"] = 0
+        notes.append("`untrained`: the same architecture as "
+                     f"`{name}` freshly initialised (no training).")
+
+    protocols = len(config.durations) * config.runs
+    progress = Progress(protocols * len(models), "evaluating", unit="runs", write=logging.info)
+    results, samples, figures = {}, {}, {}
+    for model_name, g in models.items():
+        out = evaluator.evaluate(ev.FaceGenerator(g, config.batch_size), progress)
+        results[model_name], samples[model_name] = out["results"], out["samples"]
+        figures[model_name] = out["figures"]
+
+    if FLAGS.eval_oracle:
+        out = evaluator.oracle()
+        if out is None:
+            notes.append("No voice-attribute oracle: the data is not the procedural corpus.")
+        else:
+            results[ev.ORACLE_MODEL], samples[ev.ORACLE_MODEL] = out["results"], out["samples"]
+            figures[ev.ORACLE_MODEL] = out["figures"]
+            notes.append(
+                f"`{ev.ORACLE_MODEL}`: no model; for each test identity a face drawn with its "
+                "own voice-linked attributes (gender, age, size, weight, accent, breathiness "
+                "and the appearance derived from them) and a training identity's face-only "
+                "ones (eye colour and spacing, clothes, hair volume, nose width, style, pose), "
+                f"{config.runs} runs with fresh donors. The most any voice-only model can be "
+                "expected to reach with each embedder on this corpus "
+                "(keras_sf2f/evaluation/oracle.py).")
+
+    # The ground-truth photos' figures are the ceiling the models are read against: the
+    # report's first row, not a TensorBoard run (they have no training step).
+    model_figures = dict(figures)
+    figures = {ev.GROUND_TRUTH_MODEL: evaluator.ground_truth_figures(), **figures}
+    notes += evaluator.figure_notes
+    summary_dir = FLAGS.summary_dir or os.path.join(FLAGS.report_dir, "tensorboard")
+    ev.write_summaries(summary_dir, results, steps, training_embedder=embedders[0].name,
+                       figures_by_model=model_figures)
+    figure_columns = [(name, name, None), (
+        baseline_name, baseline_name if baseline_config is not None else None,
+        "no --baseline_checkpoint_dir given")]
+    path = ev.write_report(FLAGS.report_dir, config, evaluator, results,
+                           {k: v for k, v in samples.items() if k != "untrained"}, notes,
+                           figure_columns=figure_columns, summary_dir=summary_dir,
+                           figures_by_model=figures)
+    print(f"Report: {os.path.abspath(path)}")
+    print(f"Faces:  {os.path.abspath(os.path.join(FLAGS.report_dir, 'faces.png'))}")
+    print(f"TensorBoard scalars: {os.path.abspath(summary_dir)}")
+    k = 10 if 10 in evaluator.recall_ks else (evaluator.recall_ks[-1] if evaluator.recall_ks
+                                              else None)
+    if k is not None:
+        for e in embedders:
+            for model_name in results:
+                if model_name == "untrained":
+                    continue
+                for protocol, per in results[model_name].items():
+                    value = per[e.name][f"recall@{k}"]["mean"]
+                    base = results.get("untrained", {}).get(protocol, {}).get(e.name, {}).get(
+                        f"recall@{k}", {}).get("mean")
+                    print(f"  {e.name:>18} {model_name:>12} {protocol:>18}: recall@{k} "
+                          f"{value:.3f}" + (f" (untrained {base:.3f})" if base is not None
+                                            else ""))
+    for model_name, protocols in figures.items():
+        for protocol, values in protocols.items():
+            shown = [f"{label} {values[key]['mean']:.3f}" for key, label in (
+                ("detection_rate", "detection rate"), ("diversity_ratio_pixels", "diversity"),
+                ("effective_templates", "templates"), ("attribute_r_gender", "gender r"),
+                ("attribute_r_skin_tone", "skin tone r"), ("attribute_r_age", "age r"))
+                if key in values]
+            if shown:
+                print(f"  {model_name:>22} {protocol:>18}: " + ", ".join(shown))
+    for sentence in face_report.collapse_sentences(figures, evaluator.split.num_identities):
+        print(f"  {sentence}")
+    return 0
+
+
+def run():
+    """sf2f-evaluate and trainers/evaluate.py."""
+    run_absl_tool(__name__)

@@ -1,0 +1,62 @@
+r"""Exports a checkpoint as a TF-Serving model version (SavedModel + warm-up requests).
+
+    python export/export_savedmodel.py --checkpoint_dir=runs/sf2f_64 \
+        --export_dir=/models/sf2f_64 [--version=N] [--max_audio_seconds=60]
+
+writes /models/sf2f_64/<N>/ (default N: the highest existing version + 1; an existing version is
+never overwritten: the export is written to a hidden temporary directory, checked by replaying
+its warm-up requests, then renamed into place). The model flags come from flags.cfg in
+--checkpoint_dir (written by training and by export/import_reference_checkpoint.py); for a
+directory without one, pass the training flagfile: --flagfile=configs/sf2f_64.cfg.
+
+Signatures: serving_default (WAV bytes -> PNG + image), predict_waveform (int16-scale samples +
+sample rate -> image + embedding), predict_mel (normalised log-mel windows -> image +
+embedding). The graph removes silence with an energy gate (not webrtcvad), resamples
+8/22.05/44.1/48 kHz to 16 kHz and fuses 1.25 s windows as the evaluation does. See
+docs/serving.md and keras_sf2f/serving/.
+"""
+
+import sys
+
+from absl import app, logging
+
+from keras_sf2f import flags as sf2f_flags
+from keras_sf2f.cli import run_absl_tool
+
+FLAGS = sf2f_flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.checkpoint_dir:
+        raise app.UsageError("--checkpoint_dir is required")
+    if not FLAGS.export_dir:
+        raise app.UsageError("--export_dir is required (<base>/<model name>)")
+    from keras_sf2f.models import builder  # noqa: PLC0415
+    from keras_sf2f.serving import savedmodel  # noqa: PLC0415
+    from keras_sf2f.serving.inference import ServingConfig  # noqa: PLC0415
+
+    model_flags_given = any(FLAGS[name].present for name in sf2f_flags.MODEL_FLAG_NAMES)
+    fallback = builder.ModelConfig.from_flags(FLAGS) if model_flags_given else None
+    flags_file = savedmodel.find_flags_file(FLAGS.checkpoint_dir)
+    if flags_file and model_flags_given:
+        logging.warning("using the model flags of %s; the model flags given on the command "
+                        "line are ignored", flags_file)
+    try:
+        serving_config = ServingConfig(max_audio_seconds=FLAGS.max_audio_seconds,
+                                       max_windows=FLAGS.serving_max_windows).validate()
+        path = savedmodel.export_checkpoint(
+            FLAGS.checkpoint_dir, FLAGS.export_dir, FLAGS.version, serving_config,
+            fallback_config=fallback, verify=FLAGS.verify_export).path
+    except (savedmodel.ExportError, ValueError, FileNotFoundError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    logging.info("exported %s", path)
+    print(path)
+    return 0
+
+
+def run():
+    """sf2f-export-savedmodel and export/export_savedmodel.py."""
+    run_absl_tool(__name__)

@@ -1,0 +1,82 @@
+"""Prepares training records from the embedded corpus or a VoxCeleb + HQ-VoxCeleb tree.
+
+    python trainers/prepare_data.py --flagfile=configs/demo.cfg --data_dir=runs/demo/data
+    python trainers/prepare_data.py --data_source=voxceleb --voxceleb_root=data/VoxCeleb \
+        --data_dir=runs/vox/data [--audio_source=mel_pickles]
+
+    python trainers/prepare_data.py --verify --data_dir=runs/vox/data
+
+Prints what it made; writes splits.json, dataset.json (with a sha256 per shard), the TFRecord
+shards and (for the corpus) a contact sheet of faces and a spectrogram picture into --data_dir.
+--verify prepares nothing: it re-checks --data_dir against those checksums, prints one line per
+bad shard (missing, truncated, changed, or left over from another preparation) and exits 1 if
+there is any.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from keras_sf2f import flags as sf2f_flags  # noqa: F401 - defines the flags
+from keras_sf2f.cli import run_absl_tool
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.data_dir:
+        raise app.UsageError("--data_dir is required: where to write the prepared records")
+    if FLAGS.verify:
+        return verify(FLAGS.data_dir)
+    logging.set_verbosity(logging.INFO)
+    # Imported here, not at the top: corpus workers are spawned processes that re-import
+    # this script, and they should not pay for importing TensorFlow.
+    from keras_sf2f.data import prepare  # noqa: PLC0415
+    if FLAGS.data_source == "procedural":
+        spec = sf2f_flags.corpus_spec_from_flags()
+        info = prepare.prepare_procedural(
+            FLAGS.data_dir, spec, num_workers=FLAGS.num_workers,
+            min_frames=FLAGS.min_speech_frames, utterance_shards=FLAGS.utterance_shards)
+    else:
+        if not FLAGS.voxceleb_root:
+            raise app.UsageError("--data_source=voxceleb needs --voxceleb_root")
+        info = prepare.prepare_voxceleb(
+            FLAGS.voxceleb_root, FLAGS.data_dir, audio_source=FLAGS.audio_source,
+            face_type=FLAGS.face_type, min_frames=FLAGS.min_speech_frames,
+            utterance_shards=FLAGS.utterance_shards)
+    print(f"Prepared {FLAGS.data_source} data in {os.path.abspath(FLAGS.data_dir)}:")
+    print(prepare.describe(info))
+    for path in info.get("previews", []):
+        print(f"  look at: {os.path.abspath(path)}")
+
+
+def verify(data_dir: str) -> int:
+    """--verify: 0 when every shard is as prepared, else 1 (problems on stderr)."""
+    from keras_sf2f.data import records  # noqa: PLC0415 - imports TensorFlow
+    if not os.path.isdir(data_dir):
+        print(f"error: --data_dir={data_dir} does not exist", file=sys.stderr)
+        return 1
+    try:
+        result = records.verify_data_dir(data_dir)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for problem in result["problems"]:
+        print(f"bad: {problem}", file=sys.stderr)
+    how = ("sha256 against dataset.json" if result["checksums"] else
+           "every record read (this preparation recorded no checksums)")
+    if result["problems"]:
+        print(f"{data_dir}: {len(result['problems'])} problem(s) in {result['checked']} "
+              f"shards ({how}); prepare the data again or restore the files named above",
+              file=sys.stderr)
+        return 1
+    print(f"{data_dir}: all {result['checked']} shards OK ({how})")
+    return 0
+
+
+def run():
+    """sf2f-prepare-data and trainers/prepare_data.py."""
+    run_absl_tool(__name__)

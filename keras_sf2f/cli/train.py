@@ -1,0 +1,115 @@
+"""Trains SF2F (stage 1, stage 2 = fuser only, or the voice2face baseline).
+
+    python trainers/train.py --flagfile=configs/sf2f_64.cfg --data_dir=DATA --model_dir=DIR \
+        --face_network=FACE_NET
+    python trainers/train.py --flagfile=configs/sf2f_64_fuser.cfg --data_dir=DATA \
+        --model_dir=DIR2 --init_checkpoint=DIR/best_l1 --face_network=FACE_NET
+    python trainers/train.py --flagfile=configs/demo.cfg --data_dir=runs/demo/data \
+        --model_dir=runs/demo/sf2f_64 --face_network=runs/demo/face_identity
+
+Flags after --flagfile override it. Re-running the same command resumes from the latest
+checkpoint in --model_dir; SIGTERM or Ctrl-C saves a checkpoint and exits 0. The effective
+flags are written to --model_dir as flags.cfg (usable with --flagfile) and flags.json.
+TensorBoard: ``tensorboard --logdir DIR``. Multi-worker: --strategy=multi_worker with TF_CONFIG
+set in every worker's environment. Exit status 1 with a message on a non-finite loss (the last
+good checkpoint is kept) or on bad data/configuration. Paths that do not exist (--data_dir,
+--face_network, --init_checkpoint) are reported in one line each before TensorFlow starts, and
+nothing is written into --model_dir then.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, logging
+
+from keras_sf2f import flags as sf2f_flags
+from keras_sf2f.cli import run_absl_tool
+from keras_sf2f.training.config import TrainConfig
+
+FLAGS = sf2f_flags.FLAGS
+
+
+def _flags_json() -> dict:
+    out = {}
+    for name, flag in sorted(sf2f_flags.flags_for_this_module().items()):
+        value = flag.value
+        out[name] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def _local(path: str) -> bool:
+    """Paths this check can see; remote file systems (gs://...) are left to TensorFlow."""
+    return "://" not in path
+
+
+def _has_checkpoint(model_dir: str) -> bool:
+    if not os.path.isdir(model_dir):
+        return False
+    return any(name == "checkpoint" or (name.startswith("ckpt-") and name.endswith(".index"))
+               for name in os.listdir(model_dir))
+
+
+def input_problems(config: TrainConfig) -> list:
+    """What the run would read that does not exist, one line each. Plain file-system checks,
+    so that a mistyped path is reported before TensorFlow is imported (no start-up noise) and
+    before anything is written into the model directory."""
+    problems = []
+    data_dir = config.data_dir
+    if _local(data_dir):
+        if not os.path.isdir(data_dir):
+            problems.append(f"--data_dir={data_dir} does not exist (a directory written by "
+                            f"trainers/prepare_data.py)")
+        # splits.json: keras_sf2f.data.records.SPLITS_FILE (that module imports TensorFlow).
+        elif not os.path.isfile(os.path.join(data_dir, "splits.json")):
+            problems.append(f"--data_dir={data_dir} is not a prepared data directory (no "
+                            f"splits.json): run trainers/prepare_data.py --data_dir={data_dir}")
+    face_network = config.face_network
+    if face_network and _local(face_network) and not os.path.exists(face_network):
+        problems.append(f"--face_network={face_network} does not exist (a directory written by "
+                        f"trainers/train_face_identity.py, or a .keras FaceNet file)")
+    init = config.init_checkpoint
+    # Only read when the model directory has no checkpoint to resume from.
+    if init and _local(init) and not _has_checkpoint(config.model_dir) and not (
+            os.path.isdir(init) or os.path.isfile(init + ".index")):
+        problems.append(f"--init_checkpoint={init} does not exist (a training or import "
+                        f"directory, or a checkpoint prefix such as DIR/ckpt-1000)")
+    return problems
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.INFO)
+    try:
+        config = TrainConfig.from_flags(FLAGS).validate()
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    problems = input_problems(config)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+
+    from keras_sf2f.data.table import DataError  # noqa: PLC0415 - imports TensorFlow
+    from keras_sf2f.training import loop  # noqa: PLC0415
+
+    extra_files = {"flags.cfg": sf2f_flags.serialize_flags(),
+                   "flags.json": json.dumps(_flags_json(), indent=2, sort_keys=True) + "\n"}
+    try:
+        result = loop.train(config, extra_files=extra_files)
+    except (loop.NonFiniteLossError, DataError, ValueError, FileNotFoundError) as e:
+        # Expected failures (bad data, flags, files): the message, not a traceback.
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if result.stopped_by_signal:
+        print(f"Stopped at step {result.step}; checkpoint {result.checkpoint}. "
+              f"Run the same command again to resume.")
+    else:
+        print(f"Trained to step {result.step}; checkpoint {result.checkpoint}.")
+    return 0
+
+
+def run():
+    """sf2f-train and trainers/train.py."""
+    run_absl_tool(__name__)
