@@ -159,6 +159,27 @@ def test_figure1_without_baseline_says_why(evaluated, tmp_path):
     np.testing.assert_array_equal(_picture(sheet, 1, 4, 3, 2), big)
 
 
+def test_faces_grid_shows_64px_faces_at_128px_nearest_neighbour(evaluated, tmp_path):
+    config, evaluator, results, samples = evaluated
+    ev.write_report(str(tmp_path), config, evaluator, results, samples, [],
+                    results_page=False)
+    assert not (tmp_path / "index.html").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("they are shown at 128 px with nearest-neighbour upscaling") == 2
+    sheet = np.asarray(Image.open(tmp_path / "faces.png").convert("RGB"))
+    label_w, step, n = 100, 128 + 6, NUM_TEST
+    columns = [evaluator.faces[evaluator.first_faces]] + [
+        samples[m][p] for m in ("SF2F", "voice2face") for p in ("1.25 s", "5 s", "all windows")]
+    assert sheet.shape[1] == label_w + len(columns) * step
+    head = sheet.shape[0] - n * step
+    for i in (0, n - 1):
+        for j, images in enumerate(columns):
+            face = ev.to_uint8(images[i:i + 1])[0]
+            big = np.asarray(Image.fromarray(face).resize((128, 128), Image.NEAREST))
+            x, y = label_w + j * step, head + i * step
+            np.testing.assert_array_equal(sheet[y:y + 128, x:x + 128], big)
+
+
 def test_summaries_sit_under_training_validation_tags(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

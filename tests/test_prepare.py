@@ -108,6 +108,12 @@ def test_voxceleb_tree_prepares_with_right_counts(vox_root, tmp_path):
 
     train = table.load_split(out, "train")
     assert train.id_utt_count.numpy().tolist() == [3, 1, 1]
+    # Each utterance's audio file, relative to the root, for the results page to play.
+    assert train.utterance_sources == [
+        "raw_wav/vox1/dev/id10001/clipA/00001.wav", "raw_wav/vox1/dev/id10001/clipB/00001.wav",
+        "raw_wav/vox1/dev/id10001/clipC/00001.wav", "raw_wav/vox1/dev/id10002/clipA/00001.wav",
+        "raw_wav/vox2/dev/id00012/clipZ/00001.flac"]
+    assert on_disk["source"]["root"] == os.path.abspath(vox_root)
     assert train.id_face_count.numpy().tolist() == [2, 1, 1]
     frames = train.frames.numpy().astype(np.float32)
     assert np.isfinite(frames).all() and -8 < frames.mean() < 4  # normalised scale
@@ -146,6 +152,7 @@ def test_reference_mel_pickles(vox_root, tmp_path):
     assert info["skipped"]["counts"]["utterance"] == 1
     assert "refusing to load global" in "".join(info["skipped"]["first_reasons"])
     train = table.load_split(str(tmp_path / "out"), "train")
+    assert train.utterance_sources == [""] * 4  # pickles hold no audio
     first = train.frames.numpy()[:150].astype(np.float32)
     np.testing.assert_allclose(first, normalize_log_mel(raw["Alice_A", 0].T), atol=2e-3)
 

@@ -1,14 +1,11 @@
 """The review page in a real headless Chromium (Debian's chromium + chromium-driver, driven
 by Selenium): choose images, reload, restart the server, export the dataset.
 
-scripts/test.sh installs chromium and chromium-driver with apt-get when they are missing;
-this test skips only when they are still not there (they could not be installed).
+Chromium: tests/browser.py.
 The curated directory is made here without the models: manifest rows + drawn faces.
 """
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import pytest
@@ -18,12 +15,9 @@ from keras_sf2f.curation import review_server
 from keras_sf2f.curation.manifest import Manifest
 from keras_sf2f.data.corpus.face import draw_face
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="chromium / chromedriver not installed (scripts/test.sh installs them: apt-get "
-           "install chromium chromium-driver)")
+from browser import headless_chromium, requires_chromium
+
+pytestmark = requires_chromium
 
 IDENTITIES = {"Alice_A": 3, "Bob_B": 9, "Carol_C": 2}
 
@@ -52,23 +46,8 @@ def make_curated(root: str) -> None:
 
 @pytest.fixture()
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not go online
-    profile = tempfile.mkdtemp(prefix="sf2f-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-                f"--user-data-dir={profile}", "--window-size=1300,900"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(30)
-    try:
+    with headless_chromium((1300, 900)) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def serve(curated):

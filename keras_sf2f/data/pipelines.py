@@ -220,6 +220,32 @@ def identity_speech(table: SplitTable, identity: tf.Tensor) -> tf.Tensor:
     return tf.cast(table.frames[start:stop], tf.float32)
 
 
+def _crop_offsets(n, identity, frames: int, crops_per_identity: int, seed: int, run: int):
+    """The first frame of each evaluation crop in an identity's concatenated speech of ``n``
+    frames (``evaluation_crops``; one definition for the crops and for where they came from)."""
+    u = tf.random.stateless_uniform([crops_per_identity], _seed(seed, _ITEM, run, identity))
+    return _uniform_index(u, tf.maximum(n - frames + 1, 1))
+
+
+def identity_speech_frames(table: SplitTable) -> tf.Tensor:
+    """int64 ``[identities]``: how many frames each identity's concatenated speech has."""
+    first = table.id_utt_first
+    last = first + table.id_utt_count - 1
+    return (tf.gather(table.utt_start, last) + tf.gather(table.utt_length, last)
+            - tf.gather(table.utt_start, first))
+
+
+def evaluation_crop_offsets(table: SplitTable, *, frames: int, crops_per_identity: int,
+                            seed: int, run: int = 0):
+    """int64 ``[identities, crops_per_identity]``: where ``evaluation_crops`` with the same
+    arguments cuts each crop, as the first frame in the identity's concatenated speech
+    (``identity_speech``). Crop ``c`` of identity ``i`` is frames ``[offset, offset + frames)``
+    of that speech, padded past its end."""
+    n = identity_speech_frames(table)
+    return tf.stack([_crop_offsets(n[i], tf.constant(i, tf.int64), frames, crops_per_identity,
+                                   seed, run) for i in range(table.num_identities)]).numpy()
+
+
 def evaluation_crops(table: SplitTable, *, frames: int, crops_per_identity: int, seed: int,
                      run: int = 0) -> tf.data.Dataset:
     """The seed's protocol: for each identity, ``crops_per_identity`` random crops of
@@ -231,8 +257,7 @@ def evaluation_crops(table: SplitTable, *, frames: int, crops_per_identity: int,
     def crops(identity):
         speech = identity_speech(table, identity)
         n = tf.shape(speech, out_type=tf.int64)[0]
-        u = tf.random.stateless_uniform([crops_per_identity], _seed(seed, _ITEM, run, identity))
-        offsets = _uniform_index(u, tf.maximum(n - frames + 1, 1))
+        offsets = _crop_offsets(n, identity, frames, crops_per_identity, seed, run)
         index = offsets[:, None] + tf.range(frames, dtype=tf.int64)[None, :]
         valid = index < n
         out = tf.gather(speech, tf.minimum(index, n - 1))

@@ -90,9 +90,13 @@ class DatasetWriter:
         self.skips = SkipLog()
         self.frames = collections.Counter()
 
-    def add_utterance(self, name: str, utterance_id: str, log_mel: np.ndarray) -> None:
+    def add_utterance(self, name: str, utterance_id: str, log_mel: np.ndarray,
+                      source_path: str = "") -> None:
+        """``source_path``: the audio file, relative to the dataset root (``source.root``),
+        for a report to play the speech; "" when there is none."""
         split = self.split_of[name]
-        rec = records.Utterance(name, self.labels[split][name], utterance_id, log_mel)
+        rec = records.Utterance(name, self.labels[split][name], utterance_id, log_mel,
+                                source_path)
         self._writers[split, "utterances"].write(rec.to_example())
         self.per_identity[name][0] += 1
         self.frames[split] += int(log_mel.shape[0])
@@ -174,7 +178,7 @@ def prepare_procedural(output_dir: str, spec, *, num_workers: int = 2, min_frame
                 except audio_io.AudioError as e:
                     writer.skips.skip("utterance", str(e))
                     continue
-                writer.add_utterance(name, f"{name}_u{item:02d}", mel)
+                writer.add_utterance(name, procedural.utterance_id(name, item), mel)
                 if preview and len(previews["mels"]) < 6 and item == 0:
                     previews["mels"].append(mel)
                     previews["mel_titles"].append(f"{name} utterance 0 ({mel.shape[0]} frames)")
@@ -371,7 +375,11 @@ def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
                 except (audio_io.AudioError, UnsafePickleError) as e:
                     skips.skip("utterance", str(e))
                     continue
-                kept[identity]["utterances"].append((utt_id, np.asarray(mel)))
+                # The audio file relative to root, so that a report can play this speech
+                # (keras_sf2f/evaluation/speech_audio.py); pickles have no audio.
+                source_path = (os.path.relpath(path, root).replace(os.sep, "/")
+                               if audio_source == "wav" else "")
+                kept[identity]["utterances"].append((utt_id, np.asarray(mel), source_path))
         for path in _files(face_folder(identity), IMAGE_EXTENSIONS):
             try:
                 with Image.open(path) as im:
@@ -401,8 +409,8 @@ def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
     try:
         for names in final.values():
             for n in names:
-                for utt_id, mel in kept[n]["utterances"]:
-                    writer.add_utterance(n, utt_id, mel)
+                for utt_id, mel, source_path in kept[n]["utterances"]:
+                    writer.add_utterance(n, utt_id, mel, source_path)
                 for image_id, pngs in kept[n]["faces"]:
                     writer.add_face(n, image_id, pngs)
     except BaseException:

@@ -8,6 +8,7 @@ worker. The main process turns the returned speech into features and writes the 
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 from PIL import Image
@@ -17,6 +18,27 @@ from keras_sf2f.data import corpus
 
 def identity_name(identity: int) -> str:
     return f"synth{identity:05d}"
+
+
+def utterance_id(name: str, item: int) -> str:
+    """The prepared data's id of utterance ``item`` of identity ``name``."""
+    return f"{name}_u{item:02d}"
+
+
+_UTTERANCE_ID = re.compile(r"^synth(\d+)_u(\d+)$")
+
+
+def parse_utterance_id(value: str):
+    """``(identity, item)`` of a procedural utterance id (``utterance_id``), else ``None``."""
+    match = _UTTERANCE_ID.match(value)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def utterance_speech(seed: int, identity: int, item: int, sample_rate: int) -> np.ndarray:
+    """The int16 samples preparation computes the features of: the corpus utterance after
+    voice activity detection (a pure function of its arguments; reports regenerate it)."""
+    wav = corpus.synthesize_utterance(seed, identity, item, sample_rate)
+    return webrtc_vad(wav, sample_rate)
 
 
 def face_pngs(image: np.ndarray, sizes) -> dict:
@@ -38,8 +60,7 @@ def generate_identity_records(args):
     faceid = spec.split_of(identity) == "faceid"
     speech = []
     for item in range(0 if faceid else spec.utterances_per_identity):
-        wav = corpus.synthesize_utterance(spec.seed, identity, item, spec.sample_rate)
-        speech.append((item, webrtc_vad(wav, spec.sample_rate)))
+        speech.append((item, utterance_speech(spec.seed, identity, item, spec.sample_rate)))
     faces = []
     for item in range(spec.faceid_images_per_identity if faceid else spec.images_per_identity):
         # Each stored size is drawn natively (2x supersampled), not resized from another.

@@ -13,7 +13,11 @@ Utterance example: ``identity`` (name), ``label`` (index of the identity in the 
 list of its split, as the reference numbers identities), ``utterance_id``, ``num_frames`` and
 ``log_mel``: the reference-normalised log mel filterbank, float16 little-endian, row-major
 ``[num_frames, 40]`` (float16 keeps 3 significant digits, far below the spread of the
-normalised features, and halves the size).
+normalised features, and halves the size). Optional ``source_path``: the audio file the
+utterance was read from, relative to the dataset root recorded in ``dataset.json``
+(``source.root``), so that a report can play the speech (VoxCeleb from raw audio); absent in
+data prepared before it existed and for sources without audio files (mel pickles, the
+procedural corpus, which is regenerated from its seed instead): read as ``""``.
 
 Face example: ``identity``, ``label``, ``image_id`` and one PNG per stored resolution,
 ``png_64`` and ``png_128`` (RGB, uint8, already aligned). Both resolutions are resized from
@@ -61,6 +65,7 @@ class Utterance:
     label: int
     utterance_id: str
     log_mel: np.ndarray  # [frames, 40], normalised
+    source_path: str = ""  # audio file relative to the dataset root; "" = none recorded
 
     def to_example(self) -> bytes:
         mel = np.asarray(self.log_mel, dtype="<f2")
@@ -73,6 +78,8 @@ class Utterance:
             "num_frames": _int(mel.shape[0]),
             "log_mel": _bytes(mel.tobytes()),
         }
+        if self.source_path:
+            feature["source_path"] = _bytes(self.source_path.encode())
         return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -103,6 +110,8 @@ UTTERANCE_FEATURES = {
     "utterance_id": tf.io.FixedLenFeature([], tf.string),
     "num_frames": tf.io.FixedLenFeature([], tf.int64),
     "log_mel": tf.io.FixedLenFeature([], tf.string),
+    # Optional (older data and sources without audio files): "" when absent.
+    "source_path": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
 
 FACE_FEATURES = {

@@ -46,6 +46,9 @@ class SplitTable:
     id_face_count: tf.Tensor  # int64 [num_identities]
     utterance_ids: list
     image_ids: list
+    # Per utterance (same order as utterance_ids): its audio file relative to the dataset
+    # root when preparation recorded one (records.Utterance.source_path), else "".
+    utterance_sources: list = dataclasses.field(default_factory=list)
 
     @property
     def num_identities(self) -> int:
@@ -94,11 +97,12 @@ def _load_split(data_dir: str, split: str, require_utterances: bool,
     expected = {name: entry.get("records")
                 for name, entry in records.recorded_shards(data_dir).items()}
     utt_paths = records.shard_paths(data_dir, split, "utterances")
-    labels, keys, mels = [], [], []
+    labels, keys, mels, sources = [], [], [], []
     for ex in records.read_examples(utt_paths, records.parse_utterance, expected):
         labels.append(int(ex["label"]))
         keys.append(ex["utterance_id"].decode())
         mels.append(ex["log_mel"].astype(np.float16))
+        sources.append(ex["source_path"].decode())
     labels = np.asarray(labels, np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= n):
         raise DataError(f"{data_dir}: utterance labels outside 0..{n - 1} in split {split!r}")
@@ -137,4 +141,5 @@ def _load_split(data_dir: str, split: str, require_utterances: bool,
         id_utt_first=tf.constant(id_utt_first), id_utt_count=tf.constant(id_utt_count),
         face_png=face_png,
         id_face_first=tf.constant(id_face_first), id_face_count=tf.constant(id_face_count),
-        utterance_ids=[keys[i] for i in order], image_ids=[fkeys[i] for i in forder])
+        utterance_ids=[keys[i] for i in order], image_ids=[fkeys[i] for i in forder],
+        utterance_sources=[sources[i] for i in order])

@@ -11,12 +11,17 @@ Layout of ``output_dir``::
 
     ablations.md, ablations.csv          the tables (mean ± std over evaluation runs, per
                                          embedder) and each row's training flags
+    index.html, audio/, images/          the results page (results_page.py): per shown test
+                                         identity the photo, players with the speech the
+                                         faces were made from, one column per variant; then
+                                         the tables of ablations.md
     figure1_<input>.png                  the seed's Figure 1 layout: ground truth | SF2F |
                                          voice2face
     data_in_the_wild/                    prepared when the low-quality variant needs it
     variants/<name>/model/               training's model_dir (+ eval/: TensorBoard scalars
                                          under the validation tags)
-    variants/<name>/report/              the evaluation report of that variant
+    variants/<name>/report/              the evaluation report of that variant (no page of
+                                         its own: index.html above shows every variant)
     variants/<name>/train.log            the training subprocess's output
     variants/<name>/variant.json         what ran (command, steps, timings); present = done
 
@@ -234,6 +239,13 @@ class Plan:
     eval_max_windows: int = 20
     python: str = sys.executable
 
+    def evaluation_config(self):
+        """The ``evaluate.EvaluationConfig`` every variant is evaluated with."""
+        from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
+        return ev.EvaluationConfig(
+            data_dir=self.data_dir, split=self.eval_split, durations=tuple(self.eval_durations),
+            runs=self.eval_runs, seed=self.eval_seed, max_windows=self.eval_max_windows)
+
     def __post_init__(self):
         if self.wild_data_dir is None:
             self.wild_data_dir = os.path.join(self.output_dir, "data_in_the_wild")
@@ -359,9 +371,7 @@ class Ablations:
         if self._evaluator is None:
             from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
             p = self.plan
-            config = ev.EvaluationConfig(
-                data_dir=p.data_dir, split=p.eval_split, durations=tuple(p.eval_durations),
-                runs=p.eval_runs, seed=p.eval_seed, max_windows=p.eval_max_windows)
+            config = p.evaluation_config()
             embedders, notes = ev.make_embedders(p.face_network, p.eval_dlib)
             image_size = int(read_flagfile(p.base_config).get("image_size", 64))
             centroids, note = ev.classifier_centroids(p.data_dir, embedders[0], image_size)
@@ -392,7 +402,8 @@ class Ablations:
             f"`{' '.join(record['train_args'])}`."]
         ev.write_report(os.path.join(self.variant_dir(v.name), "report"), evaluator.config,
                         evaluator, results, {v.name: out["samples"]}, notes,
-                        figure_columns=[(v.name, v.name, None)], summary_dir=summary_dir)
+                        figure_columns=[(v.name, v.name, None)], summary_dir=summary_dir,
+                        results_page=False)
         record.update(status="done", checkpoint=prefix, trained_step=step,
                       eval_seconds=round(time.monotonic() - t0, 1),
                       evaluated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -539,7 +550,8 @@ class Ablations:
                 oracle = out["results"][ev.ORACLE_PROTOCOL]
         write_tables(self.plan, self.variants, self.results, self.records, self.failed,
                      embedders=self._embedder_names(), elapsed=time.monotonic() - self.t0,
-                     oracle=oracle)
+                     oracle=oracle,
+                     split_table=self._evaluator.split if self._evaluator else None)
 
     def _embedder_names(self) -> list:
         names = []
@@ -697,11 +709,14 @@ ORACLE_LABEL = "voice-attribute oracle (no model; reference)"
 
 
 def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed: dict,
-                 embedders: list, elapsed: float, oracle: dict | None = None) -> tuple:
-    """ablations.csv, ablations.md and the Figure-1 pictures; returns their paths.
+                 embedders: list, elapsed: float, oracle: dict | None = None,
+                 split_table=None) -> tuple:
+    """ablations.csv, ablations.md, the Figure-1 pictures and the results page index.html;
+    returns the paths of the tables.
 
     ``oracle``: ``{embedder: metrics}`` of the voice-attribute oracle
-    (``evaluate.Evaluator.oracle``), shown as a reference row under each Table 2."""
+    (``evaluate.Evaluator.oracle``), shown as a reference row under each Table 2.
+    ``split_table``: the evaluation split (the page's speech); loaded when not given."""
     from keras_sf2f.evaluation.metrics import format_summary  # noqa: PLC0415
 
     os.makedirs(plan.output_dir, exist_ok=True)
@@ -824,7 +839,47 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
               "effective flags in `variants/<name>/model/flags.cfg` / `flags.json`. "
               f"This invocation took {elapsed / 60:.1f} minutes.", ""]
     files.write_text(md_path, "\n".join(lines))
+    _write_page(plan, chosen, results, lines, figures, split_table)
     return md_path, csv_path
+
+
+def _write_page(plan: Plan, chosen: list, results: dict, lines: list, figures: list,
+                split_table=None) -> str:
+    """index.html: one column per variant with samples (``results_page.write_ablation_page``),
+    then ablations.md's sections (its Figure-1 pictures are the page's own faces)."""
+    import numpy as np  # noqa: PLC0415
+
+    from keras_sf2f.evaluation import results_page  # noqa: PLC0415
+
+    saved = {}
+    for v in chosen:
+        path = os.path.join(plan.output_dir, "variants", v.name, "report", "samples.npz")
+        if v.name in results and os.path.isfile(path):
+            with np.load(path) as f:
+                saved[v.name] = {k: f[k] for k in f.files}
+    if saved and split_table is None:
+        from keras_sf2f.data import table  # noqa: PLC0415
+        try:
+            split_table = table.load_split(plan.data_dir, plan.eval_split)
+        except (table.DataError, OSError, ValueError) as e:
+            print(f"results page: no audio ({e})", file=sys.stderr)
+    markdown, skipping = [], False
+    for line in lines[1:]:  # the page has its own title
+        if line.startswith("## "):
+            skipping = line.startswith("## Figure 1 layout")
+        if not skipping:
+            markdown.append(line)
+    facts = [("Variants", f"{len(saved)} of {len(chosen)} evaluated with faces"),
+             ("Training", f"{plan.train_steps} stage-1 steps per variant, {plan.fuser_steps} "
+                          f"fuser steps for `sf2f_fuser`; base flagfile `{plan.base_config}`"),
+             ("Evaluation", f"split `{plan.eval_split}` of `{plan.data_dir}`, "
+                            f"{plan.eval_runs} runs per duration (seed {plan.eval_seed})")]
+    links = [("ablations.md", "ablations.md"), ("ablations.csv", "ablations.csv")] + [
+        (name, name) for _, name in figures]
+    return results_page.write_ablation_page(
+        plan.output_dir, plan.evaluation_config(), split_table,
+        [(v.name, f"{v.label}", v.stage2_of is not None) for v in chosen], saved, markdown,
+        facts, links=links)
 
 
 def _write_figure1(plan: Plan, results: dict) -> list:

@@ -33,9 +33,13 @@ correlation of an attribute reader's readings with the identities' known attribu
 
 Outputs (``write_report``): ``report.md``, ``faces.png`` (every model and protocol),
 ``figure1_<input>.png`` (the seed's Figure 1 layout: ground truth | SF2F | voice2face per
-identity, one picture per input duration), ``samples.npz`` (the pictured faces, for composite
-figures) and ``metrics.json``; ``write_summaries`` puts the metrics into TensorBoard under the
-training validation's tags.
+identity, one picture per input duration), ``samples.npz`` (the pictured faces at every
+resolution the models draw, for composite figures), ``metrics.json`` and the results page
+``index.html`` (``results_page.py``: per shown identity the photo, players with exactly the
+speech the faces were made from, every model's faces, then the metric tables; its files in
+``audio/`` and ``images/``); ``write_summaries`` puts the metrics into TensorBoard under the
+training validation's tags. The grids show faces at least 128 px large: 64 px faces are
+upscaled nearest-neighbour (``MIN_CELL``), and the captions say so.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image, ImageDraw
 
+from keras_sf2f import files
 from keras_sf2f.data import pipelines, table
 from keras_sf2f.evaluation import metrics, oracle
 
@@ -104,7 +109,9 @@ def _windows(mels: tf.Tensor):
 
 
 class FaceGenerator:
-    """Batched, traced generation of the largest output image from log-mels."""
+    """Batched, traced generation of faces from log-mels: the largest output image, or every
+    resolution the generator draws (``all_resolutions=True``, lowest first) from the same
+    forward pass."""
 
     def __init__(self, generator, batch_size: int):
         self.generator = generator
@@ -117,35 +124,69 @@ class FaceGenerator:
         @tf.function(input_signature=[tf.TensorSpec([None, None, bins], tf.float32)])
         def run_sequence(mels):
             images, _ = generator(mels, training=False)
-            return tf.cast(images[-1], tf.float32)
+            return [tf.cast(x, tf.float32) for x in images]
 
         @tf.function(input_signature=[
             tf.TensorSpec([None, None, pipelines.WINDOW_FRAMES, bins], tf.float32),
             tf.TensorSpec([None, None], tf.bool)])
         def run_segments(segments, mask):
             images, _ = generator(segments, segment_mask=mask, training=False)
-            return tf.cast(images[-1], tf.float32)
+            return [tf.cast(x, tf.float32) for x in images]
 
         self._sequence, self._segments = run_sequence, run_segments
 
-    def from_crops(self, crops: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _join(batches: list, all_resolutions: bool):
+        per_resolution = [np.concatenate([b[k].numpy() for b in batches])
+                          for k in range(len(batches[0]))]
+        return per_resolution if all_resolutions else per_resolution[-1]
+
+    def from_crops(self, crops: np.ndarray, all_resolutions: bool = False):
         out = []
         for i in range(0, len(crops), self.batch_size):
             mels = tf.constant(crops[i:i + self.batch_size])
             if self.has_fuser and mels.shape[1] >= pipelines.WINDOW_FRAMES:
                 segs = _windows(mels)
-                out.append(self._segments(segs, tf.ones(segs.shape[:2], tf.bool)).numpy())
+                out.append(self._segments(segs, tf.ones(segs.shape[:2], tf.bool)))
             else:
-                out.append(self._sequence(mels).numpy())
-        return np.concatenate(out)
+                out.append(self._sequence(mels))
+        return self._join(out, all_resolutions)
 
-    def from_windows(self, segments: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def from_windows(self, segments: np.ndarray, mask: np.ndarray,
+                     all_resolutions: bool = False):
         out = []
         for i in range(0, len(segments), self.batch_size):
             segs = tf.constant(segments[i:i + self.batch_size])
             m = tf.constant(mask[i:i + self.batch_size])
-            out.append(self._segments(segs, m).numpy())
-        return np.concatenate(out)
+            out.append(self._segments(segs, m))
+        return self._join(out, all_resolutions)
+
+
+class FaceSamples(dict):
+    """A model's pictured faces: ``{protocol label: faces of every identity}`` (the first run,
+    largest resolution, generator space), as ``Evaluator.evaluate`` always returned them, plus
+
+    * ``resolutions``: ``{protocol label: {size: faces of the first grid_identities
+      identities}}`` at every resolution the generator draws (from the same forward pass);
+    * ``has_fuser``: whether the generator fused windows with its attention fuser.
+
+    A plain dict (e.g. the oracle's samples) works wherever this does: the report then shows
+    the largest resolution only."""
+
+    def __init__(self, *args, resolutions: dict | None = None, has_fuser: bool = False,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resolutions = resolutions or {}
+        self.has_fuser = has_fuser
+
+
+def sample_resolutions(samples: dict, label: str, count: int) -> dict:
+    """``{size: faces of the first count identities}`` of one protocol of a model's samples
+    (every resolution for ``FaceSamples``, the largest otherwise), sizes ascending."""
+    per_size = dict(getattr(samples, "resolutions", {}).get(label, {}))
+    images = samples[label]
+    per_size[int(images.shape[1])] = images
+    return {size: per_size[size][:count] for size in sorted(per_size)}
 
 
 def _summary(values: list[dict]) -> dict:
@@ -332,18 +373,35 @@ class Evaluator:
     def evaluate(self, face_generator: FaceGenerator, progress=None) -> dict:
         """``{"results": {protocol: {embedder: {metric: {mean, variance, runs}}}}, "samples":
         {protocol label: first run's faces}, "figures": {protocol: {figure: {mean, variance,
-        runs}}}}`` (figures empty unless the config asks for them)."""
-        results, samples, figures = {}, {}, {}
-        for d, crops in self.crops.items():
+        runs}}}}`` (figures empty unless the config asks for them). ``samples`` is a
+        ``FaceSamples``: it also keeps every lower resolution of the pictured identities'
+        faces from the same forward pass."""
+        results, figures = {}, {}
+        samples = FaceSamples(has_fuser=face_generator.has_fuser)
+        pictured = min(self.config.grid_identities, self.split.num_identities)
 
-            def runs(crops=crops):
+        def keep_resolutions(label, per_resolution):
+            # Every resolution of the pictured identities, for the report (the largest is
+            # the scored array itself).
+            samples.resolutions[label] = {int(x.shape[1]): x[:pictured]
+                                          for x in per_resolution[:-1]}
+            return per_resolution[-1]
+
+        for d, crops in self.crops.items():
+            label = f"{d:g} s"
+
+            def runs(crops=crops, label=label):
                 for r in range(self.config.runs):
-                    yield face_generator.from_crops(crops[:, r])
+                    if r == 0:
+                        yield keep_resolutions(label, face_generator.from_crops(
+                            crops[:, r], all_resolutions=True))
+                    else:
+                        yield face_generator.from_crops(crops[:, r])
                     if progress:
                         progress.update()
 
             protocol = f"crops_{d:g}s"
-            results[protocol], figures[protocol], samples[f"{d:g} s"] = \
+            results[protocol], figures[protocol], samples[label] = \
                 self.score_runs_with_figures(runs())
         if self.config.fuser_protocol:
             segs, masks = [], []
@@ -352,7 +410,8 @@ class Evaluator:
                                                   max_windows=self.config.max_windows)
                 segs.append(s.numpy())
                 masks.append(m.numpy())
-            images = face_generator.from_windows(np.stack(segs), np.stack(masks))
+            images = keep_resolutions("all windows", face_generator.from_windows(
+                np.stack(segs), np.stack(masks), all_resolutions=True))
             samples["all windows"] = images
             results["fuser_all_windows"], figures["fuser_all_windows"], _ = \
                 self.score_runs_with_figures([images])
@@ -463,29 +522,57 @@ def _wrap(text: str, width: float, draw) -> list:
     return lines or [""]
 
 
-def write_grid(path: str, columns: dict, names: list, n: int) -> None:
-    """Rows = identities; columns = ground truth then each model/duration."""
+def _save_png(path: str, picture) -> None:
+    with files.atomic_write(path, "wb") as f:
+        picture.save(f, format="PNG")
+
+
+#: Report grids show every face at least this large (nearest-neighbour upscaling).
+MIN_CELL = 128
+
+
+def grid_cell(size: int, cell: int = MIN_CELL) -> int:
+    """The side a ``size`` px face is shown at in the report's grids: at least ``cell``."""
+    return max(int(size), int(cell))
+
+
+def upscale_caption(size: int, cell: int | None = None) -> str:
+    """Words for a caption: how ``size`` px faces are shown (empty when at their own size)."""
+    cell = grid_cell(size) if cell is None else cell
+    if cell == size:
+        return ""
+    return (f"The models draw {size} px faces; they are shown at {cell} px with "
+            f"nearest-neighbour upscaling (each pixel a {cell // size}x{cell // size} block, "
+            f"nothing smoothed).")
+
+
+def write_grid(path: str, columns: dict, names: list, n: int, cell: int = MIN_CELL) -> None:
+    """Rows = identities; columns = ground truth then each model/duration. Faces are shown at
+    ``grid_cell(size, cell)`` px, nearest-neighbour (a 64 px face as 2x2 blocks)."""
     titles = list(columns)
     size = next(iter(columns.values())).shape[1]
-    pad, label_w, line_h = 4, 90, 12
+    shown = grid_cell(size, cell)
+    pad, label_w, line_h = 6, 100, 12
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     # Titles wrap at word boundaries to the column width ("voice-attribute oracle drawn").
-    wrapped = [_wrap(t, size + pad - 2, measure) for t in titles]
+    wrapped = [_wrap(t, shown + pad - 2, measure) for t in titles]
     head = 6 + line_h * max(len(lines) for lines in wrapped)
-    w = label_w + len(titles) * (size + pad)
-    h = head + n * (size + pad)
+    w = label_w + len(titles) * (shown + pad)
+    h = head + n * (shown + pad)
     sheet = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(sheet)
     for j, lines in enumerate(wrapped):
         for k, line in enumerate(lines):
-            draw.text((label_w + j * (size + pad), 2 + k * line_h), line, fill=(0, 0, 0))
+            draw.text((label_w + j * (shown + pad), 2 + k * line_h), line, fill=(0, 0, 0))
     for i in range(n):
-        y = head + i * (size + pad)
-        draw.text((2, y + size // 2 - 6), names[i][-14:], fill=(0, 0, 0))
+        y = head + i * (shown + pad)
+        draw.text((2, y + shown // 2 - 6), names[i][-16:], fill=(0, 0, 0))
         for j, t in enumerate(titles):
-            sheet.paste(Image.fromarray(to_uint8(columns[t][i:i + 1])[0]),
-                        (label_w + j * (size + pad), y))
-    sheet.save(path)
+            picture = Image.fromarray(to_uint8(columns[t][i:i + 1])[0])
+            if shown != size:
+                picture = picture.resize((shown, shown), Image.NEAREST)
+            sheet.paste(picture, (label_w + j * (shown + pad), y))
+    _save_png(path, sheet)
 
 
 def protocol_input_label(sample_label: str, max_windows: int = 20) -> str:
@@ -511,9 +598,11 @@ def write_figure1(path: str, ground_truth: np.ndarray, columns: dict, names: lis
     Args:
       ground_truth: uint8 ``[n, S, S, 3]``; columns: {title: uint8 [n, S, S, 3]} in order.
       note: a line under the figure (e.g. why a column is missing).
-      cell: pictures are shown at this side (nearest-neighbour, so pixels stay honest).
+      cell: pictures are shown at least this large (``grid_cell``: nearest-neighbour, so
+        pixels stay honest; a larger face keeps its own size).
     """
     n = len(ground_truth)
+    cell = grid_cell(ground_truth.shape[1], cell)
     titles = ["Ground truth"] + list(columns)
     images = [ground_truth] + [columns[t] for t in columns]
     groups = 2 if n > 4 else 1
@@ -547,7 +636,7 @@ def write_figure1(path: str, ground_truth: np.ndarray, columns: dict, names: lis
                       fill=(60, 60, 60))
     if note:
         draw.text((pad, height - pad - 12), note, fill=(150, 0, 0))
-    sheet.save(path)
+    _save_png(path, sheet)
 
 
 def metric_keys(ks) -> list:
@@ -611,11 +700,16 @@ def write_summaries(summary_dir: str, results_by_model: dict, steps_by_model: di
 def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator,
                  results_by_model: dict, samples_by_model: dict, notes: list,
                  figure_columns: list | None = None, summary_dir: str | None = None,
-                 figures_by_model: dict | None = None) -> str:
-    """Writes report.md, faces.png, figure1_*.png, samples.npz and metrics.json.
+                 figures_by_model: dict | None = None, results_page: bool = True,
+                 checkpoints: dict | None = None) -> str:
+    """Writes report.md, faces.png, figure1_*.png, samples.npz, metrics.json and the results
+    page index.html (``results_page.py``: faces beside the speech they were made from, the
+    metric tables; with its audio/ and images/).
 
     Args:
-      samples_by_model: {model: {protocol label: generated images of every identity}}.
+      samples_by_model: {model: {protocol label: generated images of every identity}}
+        (``Evaluator.evaluate``'s ``FaceSamples``, whose lower resolutions the page and
+        samples.npz also keep; a plain dict gives the largest resolution only).
       figure_columns: the Figure-1 columns after the ground truth, ``[(title, model name or
         None, why it is missing)]``, e.g. ``[("SF2F", "SF2F", None), ("voice2face", None,
         "no --baseline_checkpoint_dir")]``; columns without samples are left out and the
@@ -624,8 +718,12 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
       figures_by_model: {model: {protocol: {figure: {mean, variance, runs}}}}, the face
         figures (``Evaluator.evaluate``'s "figures", ``ground_truth_figures``, the oracle's):
         detection rate, diversity and collapse, attribute reader (``face_report.py``).
+      results_page: write index.html (the ablation runner writes one page for all its
+        variants instead of one per variant).
+      checkpoints: {model: (checkpoint prefix, step)} for the page's header; default: read
+        from the notes (``"`SF2F`: checkpoint `<prefix>` (step N)."``).
     """
-    from keras_sf2f.evaluation import face_report  # noqa: PLC0415
+    from keras_sf2f.evaluation import face_report, results_page as page  # noqa: PLC0415
     figures_by_model = {m: p for m, p in (figures_by_model or {}).items() if p}
     os.makedirs(report_dir, exist_ok=True)
     n = min(config.grid_identities, evaluator.split.num_identities)
@@ -643,7 +741,12 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
     for model, samples in samples_by_model.items():
         for protocol, images in samples.items():
             saved[f"{model}|{protocol}"] = to_uint8(images[:n])
-    np.savez_compressed(os.path.join(report_dir, "samples.npz"), **saved)
+            for size, lower in sample_resolutions(samples, protocol, n).items():
+                if size != images.shape[1]:
+                    saved[page.RESOLUTION_KEY.format(model=model, label=protocol,
+                                                     size=size)] = to_uint8(lower)
+    with files.atomic_write(os.path.join(report_dir, "samples.npz"), "wb") as f:
+        np.savez_compressed(f, **saved)
 
     if figure_columns is None:
         figure_columns = [(model, model, None) for model in samples_by_model]
@@ -673,8 +776,8 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
                           f"; the split has {evaluator.split.num_identities} identities, so "
                           f"only these of the reference's three are complete")
                        + "), averaged over galleries.")
-    parts = [
-        "# Evaluation report", "",
+    # The metric sections, shared by report.md and the results page (one source).
+    metric_lines = [
         f"Split `{config.split}` of `{config.data_dir}`: {evaluator.split.num_identities} "
         f"identities, {evaluator.split.num_faces} face images. "
         f"Crops: {config.runs} runs per duration, one random crop per identity per run "
@@ -686,20 +789,29 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
         + ", ".join(f"R@{k} = {v:.3f}" for k, v in chance.items()) + ".",
         ""]
     for e in evaluator.embedders:
-        parts += [f"## Embedder: {e.name}", "", markdown_table(results_by_model, e.name,
-                                                                evaluator.recall_ks), ""]
+        metric_lines += [f"## Embedder: {e.name}", "", markdown_table(
+            results_by_model, e.name, evaluator.recall_ks), ""]
     identities = evaluator.split.num_identities
-    parts += face_report.sections(figures_by_model, identities, GROUND_TRUTH_MODEL)
+    metric_lines += face_report.sections(figures_by_model, identities, GROUND_TRUTH_MODEL)
+    parts = ["# Evaluation report", ""]
+    if results_page:
+        parts += [f"Results page: [{page.PAGE_FILE}]({page.PAGE_FILE}) (open it in a browser: "
+                  f"each shown identity's photo, the speech the faces were made from as audio, "
+                  f"every model's faces, and these tables).", ""]
+    parts += metric_lines
+    upscaled = upscale_caption(evaluator.image_size)
     if figures:
         titles = " | ".join(["ground truth"] + [t for t, _ in present])
         parts += ["## Figure 1 layout", "",
                   f"Per identity: {titles}, from the same speech (the first crop of each "
                   f"duration, or all windows)." + (f" Not shown: {missing_note}."
-                                                   if missing_note else ""), ""]
+                                                   if missing_note else "")
+                  + (f" {upscaled}" if upscaled else ""), ""]
         for label, name in figures:
             parts += [f"Input speech: {label}", "", f"![Figure 1, {label}]({name})", ""]
     parts += ["## Faces", "", "Ground truth, then each model's face from the first crop of "
-              "each duration and from all windows.", "", "![faces](faces.png)", ""]
+              "each duration and from all windows." + (f" {upscaled}" if upscaled else ""),
+              "", "![faces](faces.png)", ""]
     if summary_dir:
         parts += ["## TensorBoard", "",
                   f"Scalars in `{summary_dir}` under the tags training validates with "
@@ -708,9 +820,8 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
     if notes:
         parts += ["## Notes", ""] + [f"- {x}" for x in notes] + [""]
     path = os.path.join(report_dir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(parts))
-    with open(os.path.join(report_dir, "metrics.json"), "w") as f:
+    files.write_text(path, "\n".join(parts))
+    with files.atomic_write(os.path.join(report_dir, "metrics.json")) as f:
         json.dump({"config": dataclasses.asdict(config), "results": results_by_model,
                    "embedders": [e.name for e in evaluator.embedders],
                    "recall": {"ks": list(evaluator.recall_ks),
@@ -726,4 +837,10 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
                        "diversity": face_report.DIVERSITY_TEXT,
                        "attributes": face_report.ATTRIBUTE_TEXT},
                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f, indent=2)
+    if results_page:
+        links = [("report.md", "report.md"), ("metrics.json", "metrics.json"),
+                 ("faces.png", "faces.png")] + [(name, name) for _, name in figures]
+        page.write_evaluation_page(report_dir, config, evaluator, samples_by_model,
+                                   metric_lines, notes, figure_columns, links=links,
+                                   checkpoints=checkpoints)
     return path
