@@ -9,6 +9,8 @@ URLs and JSON as TF-Serving's REST API so that clients and tests can run without
     POST /v1/models/<name>[/versions/<n>]:predict   {"instances": [...]} or {"inputs": ...}
     GET  /v1/models/<name>[/versions/<n>]            version status
     GET  /v1/models/<name>[/versions/<n>]/metadata   signature defs
+    GET  /                                           "Try your voice": a page that records
+                                                     or takes a file and shows the face
 
 Serves the newest numeric version under --model_base_path and picks up new ones (polled every
 --file_system_poll_wait_seconds); a version that fails to load is retried
@@ -65,6 +67,8 @@ def main(argv):
                     "at %s/v1/models/%s", name, base, server.url, name)
     # Printed (and flushed) for scripts and tests that wait for the port.
     print(f"listening on {server.url}", flush=True)
+    print(f"Try your voice: open {server.url}/ in a browser (microphone or audio file -> the "
+          f"model's face)", flush=True)
 
     def stop(signum, frame):
         threading.Thread(target=server.httpd.shutdown, daemon=True).start()

@@ -23,8 +23,11 @@ What it does, as TF-Serving does:
   ``--max_num_load_retries`` / ``--load_retry_interval_micros``: a version whose files were
   still being copied loads once they are complete), then reported in the status and skipped.
 
-Beyond TF-Serving, for a server that must stay up on one small machine (each limit answers with
-its own status and a message that names the flag):
+Beyond TF-Serving: ``GET /`` is a page to try the model with one's own voice (microphone or
+file; :mod:`keras_sf2f.serving.try_voice`), a client of the REST API above like any other.
+
+Also beyond TF-Serving, for a server that must stay up on one small machine (each limit answers
+with its own status and a message that names the flag):
 
 * request bodies are bounded one by one (413 over ``max_request_bytes``) and together: the
   bodies being read, parsed and run at once hold at most ``max_inflight_request_bytes``
@@ -79,7 +82,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from keras_sf2f.serving import audio_formats
+from keras_sf2f.serving import audio_formats, try_voice
 
 log = logging.getLogger("keras_sf2f.serving.rest_server")
 
@@ -847,10 +850,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = json.dumps(payload, allow_nan=True).encode("utf-8")
         except (TypeError, ValueError) as e:
             status, body = 500, json.dumps({"error": f"cannot encode response: {e}"}).encode()
+        self._send_body(status, body, "application/json", close, headers)
+
+    def _send_body(self, status: int, body: bytes, content_type: str, close: bool = False,
+                   headers: dict | None = None):
         # A client that does not read its answer is dropped after read_timeout.
         self.connection.settimeout(self.read_timeout)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -1025,21 +1032,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server naming
         # A GET with a body is not read: answer, then close (the body is not a next request).
         close = self._has_body()
+        page, headers = None, None
         try:
-            name, version, suffix = self._route()
-            if suffix not in (None, "/metadata"):
-                raise RequestError(405, f"{suffix} needs POST", {"Allow": "POST"})
-            if suffix == "/metadata":
-                payload = self.manager.resolve(name, version).metadata(name)
-            else:
-                payload = self.manager.status(name, version)
+            # The "Try your voice" page (try_voice.py): its files, and its config as JSON.
+            page = try_voice.static_file(self.path, self.manager.model_name)
+            if page is None and try_voice.is_config_path(self.path):
+                payload = try_voice.config(self.manager, self.max_request_bytes)
+                headers = try_voice.HEADERS
+            elif page is None:
+                name, version, suffix = self._route()
+                if suffix not in (None, "/metadata"):
+                    raise RequestError(405, f"{suffix} needs POST", {"Allow": "POST"})
+                if suffix == "/metadata":
+                    payload = self.manager.resolve(name, version).metadata(name)
+                else:
+                    payload = self.manager.status(name, version)
             status = 200
         except RequestError as e:
             status, payload = e.status, {"error": e.message}
         except Exception as e:  # noqa: BLE001 - never leave a request unanswered
             log.exception("GET %s failed", self.path)
             status, payload = 500, {"error": f"internal error: {type(e).__name__}: {e}"}
-        self._send_json(status, payload, close=close)
+        if page is not None:
+            content_type, body = page
+            self._send_body(status, body, content_type, close=close, headers=try_voice.HEADERS)
+        else:
+            self._send_json(status, payload, close=close, headers=headers)
         if close:
             self._drain_unread_body()
 
