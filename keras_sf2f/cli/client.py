@@ -11,6 +11,13 @@ any other file the project's audio loader reads (FLAC, Ogg, MP3, M4A with ffmpeg
 unusual sample rates ...) is converted to WAV first. A server error is printed verbatim (e.g.
 "audio[0]: too short: ...") and the exit status is 1 when any file failed.
 
+Each file's line shows the model's voice typicality (how typical the voice is of the voices the
+model was trained on, 0..1), and a "warning:" line follows on stderr when it is below
+--typicality_warning_below. That threshold is recorded in the export's metadata
+(assets.extra/sf2f_export.json, typicality_warning_below), which TF-Serving's API does not
+serve, so the client uses the export's default, 0.05, unless the option gives the exported
+value. A model exported without the prepared data has no typicality: the client says so once.
+
 The REST path runs without TensorFlow (standard library, numpy and the audio loader), so this
 tool parses its own options with argparse instead of the project's absl flags, whose
 validators import Keras.
@@ -36,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="directory to write <audio stem>.png files to")
     parser.add_argument("--request_timeout", type=float, default=300.0,
                         help="seconds to wait for each answer (default 300)")
+    parser.add_argument("--typicality_warning_below", type=float, default=None,
+                        help="warn when the voice typicality is below this (default 0.05, the "
+                             "export's default; give the value of the export's "
+                             "sf2f_export.json when it was exported with another)")
     parser.add_argument("files", nargs="*", help="more audio files")
     return parser
 
@@ -56,8 +67,14 @@ def main(argv=None) -> int:
         parser.error("--model_version must be at least 1")
     if not args.request_timeout > 0:
         parser.error("--request_timeout must be positive")
+    if args.typicality_warning_below is not None and \
+            not 0.0 <= args.typicality_warning_below <= 1.0:
+        parser.error("--typicality_warning_below must be in [0, 1]")
 
     from keras_sf2f.serving import audio_formats, client  # noqa: PLC0415 - keep --help fast
+    warning_below = client.DEFAULT_TYPICALITY_WARNING_BELOW \
+        if args.typicality_warning_below is None else args.typicality_warning_below
+    told_no_typicality = False
 
     os.makedirs(args.out, exist_ok=True)
     failures = 0
@@ -76,11 +93,11 @@ def main(argv=None) -> int:
             sys.stderr.write(f"{path}: {note}\n")
         try:
             if args.grpc:
-                png = client.grpc_predict_png(args.grpc, args.model, data, args.model_version,
-                                              args.request_timeout)
+                prediction = client.grpc_predict(args.grpc, args.model, data,
+                                                 args.model_version, args.request_timeout)
             else:
-                png = client.rest_predict_png(args.server, args.model, data, args.model_version,
-                                              args.request_timeout)
+                prediction = client.rest_predict(args.server, args.model, data,
+                                                 args.model_version, args.request_timeout)
         except client.PredictError as e:
             status = f" ({'HTTP ' if isinstance(e.status, int) else ''}{e.status})" \
                 if e.status else ""
@@ -88,8 +105,21 @@ def main(argv=None) -> int:
             failures += 1
             continue
         with open(png_path, "wb") as f:
-            f.write(png)
-        print(f"{path} -> {png_path}", flush=True)
+            f.write(prediction.png)
+        typicality = prediction.voice_typicality
+        if typicality is None:
+            print(f"{path} -> {png_path}", flush=True)
+            if not told_no_typicality:
+                sys.stderr.write("note: the model reports no voice typicality (it was exported "
+                                 "without the prepared data), so unfamiliar voices are not "
+                                 "flagged\n")
+                told_no_typicality = True
+            continue
+        print(f"{path} -> {png_path} (voice typicality {typicality:.3f})", flush=True)
+        warning = client.typicality_warning(typicality, warning_below)
+        if warning:
+            sys.stderr.write(f"warning: {path}: {warning}\n")
+            sys.stderr.flush()
     return 1 if failures else 0
 
 

@@ -1,7 +1,8 @@
 r"""Exports a checkpoint as a TF-Serving model version (SavedModel + warm-up requests).
 
     python export/export_savedmodel.py --checkpoint_dir=runs/sf2f_64 \
-        --export_dir=/models/sf2f_64 [--version=N] [--max_audio_seconds=60]
+        --export_dir=/models/sf2f_64 [--version=N] [--max_audio_seconds=60] \
+        [--data_dir=data/procedural] [--typicality_warning_below=0.05]
 
 writes /models/sf2f_64/<N>/ (default N: the highest existing version + 1; an existing version is
 never overwritten: the export is written to a hidden temporary directory, checked by replaying
@@ -14,6 +15,13 @@ sample rate -> image + embedding), predict_mel (normalised log-mel windows -> im
 embedding). The graph removes silence with an energy gate (not webrtcvad), resamples
 8/22.05/44.1/48 kHz to 16 kHz and fuses 1.25 s windows as the evaluation does. See
 docs/serving.md and keras_sf2f/serving/.
+
+Every signature also returns voice_typicality (float32 [batch] in [0, 1]: the share of the
+known training and validation voices that are at least as far from the training identities as
+this voice; clients warn below --typicality_warning_below, default 0.05). It is calibrated at
+export from the prepared data: --data_dir, by default the --data_dir of the run's flags.cfg.
+Without prepared data the export goes ahead WITHOUT that output (a warning says so, and the
+metadata's voice_typicality.reason); --data_dir= (empty) asks for that explicitly.
 """
 
 import sys
@@ -46,14 +54,20 @@ def main(argv):
     try:
         serving_config = ServingConfig(max_audio_seconds=FLAGS.max_audio_seconds,
                                        max_windows=FLAGS.serving_max_windows).validate()
-        path = savedmodel.export_checkpoint(
+        exported = savedmodel.export_checkpoint(
             FLAGS.checkpoint_dir, FLAGS.export_dir, FLAGS.version, serving_config,
-            fallback_config=fallback, verify=FLAGS.verify_export).path
+            fallback_config=fallback, verify=FLAGS.verify_export, data_dir=FLAGS.data_dir,
+            typicality_warning_below=FLAGS.typicality_warning_below)
     except (savedmodel.ExportError, ValueError, FileNotFoundError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
-    logging.info("exported %s", path)
-    print(path)
+    module = exported.module
+    if not module.has_typicality:
+        # Loud on purpose: a served model without it cannot warn about unfamiliar voices.
+        sys.stderr.write(f"WARNING: exported WITHOUT voice_typicality: "
+                         f"{module.typicality_reason}\n")
+    logging.info("exported %s", exported.path)
+    print(exported.path)
     return 0
 
 

@@ -10,6 +10,14 @@ One request per audio file, so that one bad file does not fail the others. A ser
 message is returned verbatim (``PredictError.message``): TF-Serving's ``{"error": ...}`` body
 or the gRPC status details.
 
+``rest_predict`` / ``grpc_predict`` also return the model's ``voice_typicality`` (None for an
+export without that output): how typical the voice is of the voices the model was trained on,
+in [0, 1]. Below the export's ``typicality_warning_below`` (its metadata,
+``assets.extra/sf2f_export.json``; TF-Serving's metadata API serves only signature
+definitions, so a client cannot ask for it and uses :data:`DEFAULT_TYPICALITY_WARNING_BELOW`,
+the export's default, unless told otherwise) the face says little about the voice:
+:func:`typicality_warning` words the warning.
+
 The served graph decodes WAV only; :func:`audio_for_request` sends a WAV that it decodes as it
 is and converts any other file the project's audio loader reads (FLAC, Ogg, MP3, M4A with
 ffmpeg, u-law WAV, unusual sample rates ...) to a WAV first.
@@ -22,14 +30,22 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import urllib.error
 import urllib.request
+from typing import NamedTuple
 
 from keras_sf2f.serving import audio_formats
 
-__all__ = ["PredictError", "rest_predict_png", "grpc_predict_png", "output_paths",
-           "audio_for_request"]
+__all__ = ["PredictError", "Prediction", "rest_predict", "grpc_predict", "rest_predict_png",
+           "grpc_predict_png", "typicality_warning", "DEFAULT_TYPICALITY_WARNING_BELOW",
+           "output_paths", "audio_for_request"]
+
+# The export's default threshold (keras_sf2f.serving.inference; repeated here because the REST
+# client must not import TensorFlow).
+DEFAULT_TYPICALITY_WARNING_BELOW = 0.05
+TYPICALITY_OUTPUT = "voice_typicality"
 
 # 60 s of 48 kHz stereo float audio is ~23 MB; gRPC's default limit is 4 MB.
 GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -69,6 +85,33 @@ def audio_for_request(path: str) -> tuple[bytes, str]:
     return converted, f"converted to WAV from {what or 'a non-WAV file'}"
 
 
+class Prediction(NamedTuple):
+    """What the model answers for one audio file."""
+    png: bytes
+    voice_typicality: float | None   # None: the export has no voice_typicality output
+
+
+def typicality_warning(typicality: float | None,
+                       warning_below: float = DEFAULT_TYPICALITY_WARNING_BELOW) -> str:
+    """The warning for a voice below the threshold ("" when there is nothing to warn about)."""
+    if typicality is None or not typicality < warning_below:
+        return ""
+    return (f"voice typicality {typicality:.3f} is below {warning_below:g}: this voice is "
+            f"unlike the voices the model was trained on (farther from them than "
+            f"{100 * (1 - warning_below):g} % of the known voices are), so the face says "
+            f"little about it")
+
+
+def _typicality_value(value) -> float | None:
+    """A ``voice_typicality`` from an answer: a number in [0, 1], else PredictError."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise PredictError(f"unexpected {TYPICALITY_OUTPUT} in the answer: {value!r}")
+    return float(value)
+
+
 def _model_path(model: str, version: int | None) -> str:
     return f"/v1/models/{model}" + (f"/versions/{int(version)}" if version else "")
 
@@ -76,6 +119,12 @@ def _model_path(model: str, version: int | None) -> str:
 def rest_predict_png(server: str, model: str, wav_bytes: bytes, version: int | None = None,
                      timeout: float = 300.0) -> bytes:
     """The PNG the model makes from one WAV file, over TF-Serving's REST API."""
+    return rest_predict(server, model, wav_bytes, version, timeout).png
+
+
+def rest_predict(server: str, model: str, wav_bytes: bytes, version: int | None = None,
+                 timeout: float = 300.0) -> Prediction:
+    """The PNG and the voice typicality for one WAV file, over TF-Serving's REST API."""
     url = server.rstrip("/") + _model_path(model, version) + ":predict"
     body = json.dumps({"signature_name": "serving_default",
                        "instances": [{"audio": {"b64": base64.b64encode(wav_bytes).decode(
@@ -98,15 +147,25 @@ def rest_predict_png(server: str, model: str, wav_bytes: bytes, version: int | N
         raise PredictError(f"cannot reach {url}: {e}") from None
     try:
         prediction = json.loads(payload)["predictions"][0]
-        return base64.b64decode(prediction["image_png_bytes"]["b64"])
+        png = base64.b64decode(prediction["image_png_bytes"]["b64"])
     except (ValueError, KeyError, IndexError, TypeError) as e:
         raise PredictError(f"unexpected answer from {url} ({type(e).__name__}: {e}): "
                            f"{payload[:300]!r}") from None
+    typicality = prediction.get(TYPICALITY_OUTPUT)
+    return Prediction(png, None if typicality is None else _typicality_value(typicality))
 
 
 def grpc_predict_png(target: str, model: str, wav_bytes: bytes, version: int | None = None,
                      timeout: float = 300.0, channel=None) -> bytes:
     """The same over gRPC (``target`` = ``host:8500``)."""
+    return grpc_predict(target, model, wav_bytes, version, timeout, channel).png
+
+
+def grpc_predict(target: str, model: str, wav_bytes: bytes, version: int | None = None,
+                 timeout: float = 300.0, channel=None) -> Prediction:
+    """The PNG and the voice typicality over gRPC (``target`` = ``host:8500``). An export
+    without ``voice_typicality`` refuses an output filter that names it (INVALID_ARGUMENT,
+    naming the alias): the request is then repeated for the PNG alone."""
     import grpc  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
     from tensorflow_serving.apis import (model_pb2, predict_pb2,  # noqa: PLC0415
@@ -122,16 +181,31 @@ def grpc_predict_png(target: str, model: str, wav_bytes: bytes, version: int | N
         spec = model_pb2.ModelSpec(name=model, signature_name="serving_default")
         if version:
             spec.version.value = int(version)
-        # Only the PNG comes back (the float image would be 4x larger).
-        request = predict_pb2.PredictRequest(model_spec=spec, output_filter=["image_png_bytes"])
-        request.inputs["audio"].CopyFrom(tf.make_tensor_proto([wav_bytes], dtype=tf.string))
+        audio = tf.make_tensor_proto([wav_bytes], dtype=tf.string)
+
+        def predict(outputs):
+            # Only these come back (the float image would be 4x larger than the PNG).
+            request = predict_pb2.PredictRequest(model_spec=spec, output_filter=outputs)
+            request.inputs["audio"].CopyFrom(audio)
+            return stub.Predict(request, timeout=timeout)
+
         try:
-            response = stub.Predict(request, timeout=timeout)
+            try:
+                response = predict(["image_png_bytes", TYPICALITY_OUTPUT])
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.INVALID_ARGUMENT or \
+                        TYPICALITY_OUTPUT not in (e.details() or ""):
+                    raise
+                response = predict(["image_png_bytes"])   # an export without the output
         except grpc.RpcError as e:
             raise PredictError(e.details() or str(e), e.code().name) from None
         if "image_png_bytes" not in response.outputs:
             raise PredictError(f"unexpected answer: outputs {sorted(response.outputs)}")
-        return response.outputs["image_png_bytes"].string_val[0]
+        typicality = None
+        if TYPICALITY_OUTPUT in response.outputs:
+            typicality = _typicality_value(
+                [float(v) for v in tf.make_ndarray(response.outputs[TYPICALITY_OUTPUT]).flat])
+        return Prediction(response.outputs["image_png_bytes"].string_val[0], typicality)
     finally:
         if own_channel:
             channel.close()

@@ -43,6 +43,29 @@ Audio inputs go through the evaluation's fuser protocol:
    added when serving: outputs are deterministic;
 7. decode the face at the largest resolution; ImageNet de-normalisation, clipped to [0, 1].
 
+Voice typicality (every signature, when the export was given the prepared data): a third
+output ``voice_typicality``, float32 ``[batch]`` in [0, 1], says how typical the voice is of
+the voices the model was trained on:
+
+* distance: for the fused unit-norm embedding ``e`` (step 6),
+  ``d(e) = 1 - max_i cos(e, b_i)`` over the **reference bank** ``b``, one unit-norm vector per
+  training identity (the re-normalised mean of the fused embeddings of its speech, computed
+  at export from the prepared data by ``keras_sf2f.serving.savedmodel.typicality_reference``);
+* calibration: the sorted distances of the calibration identities -- every training identity
+  (leave-one-out: its own bank vector is excluded, so it is measured like a voice the model
+  has never heard) and every validation identity -- each from its speech exactly as serving
+  embeds it (its first ``max_windows`` windows, fused);
+* ``voice_typicality = #{calibration distances >= d(e)} / #calibration``: the share of known
+  voices that are at least as far from the bank as this one. 1.0: as typical as the most
+  typical known voice; below ``typicality_warning_below`` (recorded in the metadata, default
+  0.05): farther from every training identity than 95 % of the known voices are, so the face
+  says little about this voice.
+
+The bank and the calibration are non-trainable variables of the SavedModel (restored by the
+C++ loader like the generator's), and the computation is a matmul, a max and a comparison:
+stock ops. An export without prepared data has no ``voice_typicality`` output at all (the
+metadata's ``voice_typicality.reason`` says why), never a made-up value.
+
 Every check is a ``tf.debugging.Assert`` whose message names the input item
 (``audio[2]: ...``); TF-Serving returns it as an HTTP 400 / gRPC INVALID_ARGUMENT.
 """
@@ -53,6 +76,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from keras_sf2f.audio import features
@@ -62,10 +86,27 @@ from keras_sf2f.models.layers import l2_normalize
 from keras_sf2f.serving import resample, wav
 from keras_sf2f.serving.wav import assert_that
 
-__all__ = ["ServingConfig", "FaceFromVoice", "SIGNATURES"]
+__all__ = ["ServingConfig", "TypicalityReference", "FaceFromVoice", "SIGNATURES",
+           "TYPICALITY_OUTPUT", "TYPICALITY_THRESHOLD_KEY", "DEFAULT_TYPICALITY_WARNING_BELOW",
+           "TYPICALITY_DEFINITION"]
 
 SIGNATURES = ("serving_default", "predict_waveform", "predict_mel")
 _RATE = resample.TARGET_RATE
+
+# Names other code relies on (the try-your-voice page, the client): the output and the key of
+# the warning threshold in the export's metadata.
+TYPICALITY_OUTPUT = "voice_typicality"
+TYPICALITY_THRESHOLD_KEY = "typicality_warning_below"
+# Warn when the voice is farther from every training identity than 95 % of the known voices.
+DEFAULT_TYPICALITY_WARNING_BELOW = 0.05
+TYPICALITY_DEFINITION = (
+    "voice_typicality = share of the calibration identities whose own distance is >= this "
+    "voice's distance d(e) = 1 - max cosine similarity of the fused unit-norm voice embedding e "
+    "to the reference bank (one re-normalised mean fused embedding per training identity). "
+    "Calibration distances: every training identity (leave-one-out: its own bank vector "
+    "excluded) and every validation identity, each embedded from its first max_windows "
+    "125-frame windows exactly as serving embeds audio. 1 = as typical as the most typical "
+    "known voice; small = unlike the voices the model was trained on.")
 
 
 @dataclasses.dataclass
@@ -112,6 +153,43 @@ class ServingConfig:
         return values
 
 
+@dataclasses.dataclass
+class TypicalityReference:
+    """What ``voice_typicality`` is computed from (see "Voice typicality" above).
+
+    ``bank``: float32 ``[identities, embedding_dim]``, one unit-norm vector per training
+    identity; ``calibration``: the calibration identities' own distances (any order; stored
+    sorted); ``warning_below``: the threshold recorded in the metadata; ``info``: where it all
+    came from (data directory, splits, counts), merged into the metadata."""
+    bank: np.ndarray
+    calibration: np.ndarray
+    warning_below: float = DEFAULT_TYPICALITY_WARNING_BELOW
+    info: dict = dataclasses.field(default_factory=dict)
+    # For the export's voice_typicality.json (too long for the metadata): the bank's identity
+    # names in bank order, and one {"split", "name", "distance", "windows"} per calibration
+    # identity.
+    bank_names: list = dataclasses.field(default_factory=list)
+    calibration_identities: list = dataclasses.field(default_factory=list)
+
+    def validate(self, embedding_dim: int) -> "TypicalityReference":
+        self.bank = np.asarray(self.bank, np.float32)
+        self.calibration = np.sort(np.asarray(self.calibration, np.float32).reshape(-1))
+        if self.bank.ndim != 2 or self.bank.shape[0] < 1 or self.bank.shape[1] != embedding_dim:
+            raise ValueError(f"the typicality bank must be [identities >= 1, {embedding_dim}], "
+                             f"got {list(self.bank.shape)}")
+        if self.calibration.size < 1:
+            raise ValueError("the typicality calibration needs at least one distance")
+        if not (np.isfinite(self.bank).all() and np.isfinite(self.calibration).all()):
+            raise ValueError("the typicality bank or calibration is not finite")
+        norms = np.linalg.norm(self.bank, axis=1)
+        if np.abs(norms - 1.0).max() > 1e-3:
+            raise ValueError("the typicality bank's vectors must have unit norm")
+        if not 0.0 <= self.warning_below <= 1.0:
+            raise ValueError(f"typicality_warning_below must be in [0, 1], got "
+                             f"{self.warning_below}")
+        return self
+
+
 def _join(*parts):
     return tf.strings.join([p if isinstance(p, tf.Tensor) else tf.constant(p) for p in parts])
 
@@ -142,7 +220,11 @@ class FaceFromVoice:
     functions as ``tf.function``s, for use in Python.
     """
 
-    def __init__(self, generator, config: ServingConfig | None = None):
+    def __init__(self, generator, config: ServingConfig | None = None,
+                 typicality: TypicalityReference | None = None, typicality_reason: str = ""):
+        """``typicality``: the bank and calibration of the ``voice_typicality`` output; without
+        it the signatures have no such output and ``typicality_reason`` (recorded in the
+        metadata) says why."""
         self.config = (config or ServingConfig()).validate()
         self.generator = generator
         self.encoder = generator.encoder
@@ -151,6 +233,24 @@ class FaceFromVoice:
         self.embedding_dim = int(self.encoder.embedding_dim)
         self.has_fuser = self.encoder.fuser is not None
         self._functions = {}
+        self.typicality = typicality.validate(self.embedding_dim) if typicality else None
+        self.typicality_reason = "" if typicality else (
+            typicality_reason or "no typicality reference was given to the export")
+        # Variables, not constants: the three signatures share one copy, and the SavedModel
+        # stores them with the generator's (the export tracks ``typicality_variables``).
+        self.typicality_variables = []
+        if self.typicality is not None:
+            with tf.init_scope():
+                self._typicality_bank = tf.Variable(
+                    self.typicality.bank, trainable=False, name="voice_typicality_bank")
+                self._typicality_calibration = tf.Variable(
+                    self.typicality.calibration, trainable=False,
+                    name="voice_typicality_calibration")
+            self.typicality_variables = [self._typicality_bank, self._typicality_calibration]
+
+    @property
+    def has_typicality(self) -> bool:
+        return self.typicality is not None
 
     def signature_functions(self) -> dict:
         """name -> (python function, input signature), in SIGNATURES order."""
@@ -334,6 +434,19 @@ class FaceFromVoice:
                 tf.reduce_sum(weights, 1), 1.0)
         return tf.cast(l2_normalize(fused), tf.float32)
 
+    def voice_typicality(self, embedding):
+        """Unit-norm fused embeddings ``[B, D]`` -> float32 ``[B]`` in [0, 1] (module doc)."""
+        similarity = tf.matmul(embedding, self._typicality_bank, transpose_b=True)   # [B, N]
+        distance = 1.0 - tf.reduce_max(similarity, axis=1)                            # [B]
+        calibration = self._typicality_calibration                                    # [M]
+        as_far = tf.reduce_sum(tf.cast(calibration[None, :] >= distance[:, None], tf.int32), 1)
+        return tf.cast(as_far, tf.float32) / float(self.typicality.calibration.size)
+
+    def _with_typicality(self, outputs: dict, embedding) -> dict:
+        if self.has_typicality:
+            outputs[TYPICALITY_OUTPUT] = self.voice_typicality(embedding)
+        return outputs
+
     def faces(self, embedding):
         """Unit-norm embedding -> the largest image, in [0, 1] (float32 ``[B, H, W, 3]``)."""
         images = self.generator.decoder(embedding, training=False)
@@ -353,10 +466,11 @@ class FaceFromVoice:
         with tf.control_dependencies([self._non_empty(batch, "audio item")]):
             index = tf.range(batch)
         windows, mask = self._map_items(self._audio_item, (audio, index))
-        image = self.faces(self.embed(windows, mask))
+        embedding = self.embed(windows, mask)
+        image = self.faces(embedding)
         pixels = tf.cast(tf.round(image * 255.0), tf.uint8)
         png = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.string)
-        return {"image_png_bytes": png, "image": image}
+        return self._with_typicality({"image_png_bytes": png, "image": image}, embedding)
 
     def _predict_waveform(self, waveform, sample_rate):
         batch = tf.shape(waveform)[0]
@@ -370,7 +484,8 @@ class FaceFromVoice:
             index = tf.range(batch)
         windows, mask = self._map_items(self._waveform_item, (waveform, rate, index))
         embedding = self.embed(windows, mask)
-        return {"image": self.faces(embedding), "embedding": embedding}
+        return self._with_typicality({"image": self.faces(embedding), "embedding": embedding},
+                                     embedding)
 
     def _predict_mel(self, log_mel):
         shape = tf.shape(log_mel)
@@ -398,32 +513,65 @@ class FaceFromVoice:
         with tf.control_dependencies(checks):
             log_mel = tf.identity(log_mel)
         embedding = self.embed(log_mel, mask)
-        return {"image": self.faces(embedding), "embedding": embedding}
+        return self._with_typicality({"image": self.faces(embedding), "embedding": embedding},
+                                     embedding)
 
     # ----------------------------------------------------------------------------------------
+
+    def typicality_metadata(self) -> dict:
+        """The ``voice_typicality`` section of the metadata: the definition, the threshold and
+        the calibration's summary when the output exists, else why it does not."""
+        if not self.has_typicality:
+            return {"available": False, "reason": self.typicality_reason}
+        ref = self.typicality
+        calibration = ref.calibration.astype(np.float64)
+        return {
+            "available": True,
+            "output": TYPICALITY_OUTPUT,
+            "definition": TYPICALITY_DEFINITION,
+            TYPICALITY_THRESHOLD_KEY: ref.warning_below,
+            "warning": f"{TYPICALITY_OUTPUT} < {ref.warning_below:g}: the voice is farther from "
+                       f"every training identity than {100 * (1 - ref.warning_below):g} % of "
+                       f"the known voices are; the face says little about it",
+            "bank_identities": int(ref.bank.shape[0]),
+            "calibration_identities": int(calibration.size),
+            # Typicality at a distance d is the share of these that are >= d: the distance at
+            # which a voice crosses the threshold is the (1 - threshold) quantile.
+            "calibration_distance_quantiles": {
+                f"{q:g}": float(np.quantile(calibration, q))
+                for q in (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)},
+            **ref.info,
+        }
 
     def metadata(self) -> dict:
         """What the export records in assets.extra/sf2f_export.json."""
         cfg = self.config
+        typicality_output = {TYPICALITY_OUTPUT: "float32 [batch] in [0, 1]: how typical the "
+                                                "voice is of the training voices (see "
+                                                "voice_typicality)"} \
+            if self.has_typicality else {}
         return {
             "signatures": {
                 "serving_default": {"inputs": {"audio": "string [batch]: WAV file bytes"},
                                     "outputs": {"image_png_bytes": "string [batch]: PNG",
                                                 "image": f"float32 [batch, {self.image_size}, "
-                                                         f"{self.image_size}, 3] in [0, 1]"}},
+                                                         f"{self.image_size}, 3] in [0, 1]",
+                                                **typicality_output}},
                 "predict_waveform": {
                     "inputs": {"waveform": "float32 [batch, samples], int16 scale; a "
                                            "trailing run equal to the first sample is "
                                            "padding",
                                "sample_rate": "int32 scalar or [batch]"},
                     "outputs": {"image": "float32 [batch, H, W, 3] in [0, 1]",
-                                "embedding": f"float32 [batch, {self.embedding_dim}]"}},
+                                "embedding": f"float32 [batch, {self.embedding_dim}]",
+                                **typicality_output}},
                 "predict_mel": {
                     "inputs": {"log_mel": f"float32 [batch, segments, frames, "
                                           f"{self.num_mel_bins}], normalised; constant "
                                           "segments are padding"},
                     "outputs": {"image": "float32 [batch, H, W, 3] in [0, 1]",
-                                "embedding": f"float32 [batch, {self.embedding_dim}]"}},
+                                "embedding": f"float32 [batch, {self.embedding_dim}]",
+                                **typicality_output}},
             },
             "audio_pipeline": {
                 "wav_encodings": list(wav.ENCODINGS) + ["WAVE_FORMAT_EXTENSIBLE of those",
@@ -451,6 +599,11 @@ class FaceFromVoice:
             "image_size": self.image_size,
             "embedding_dim": self.embedding_dim,
             "deterministic": True,
+            "voice_typicality": self.typicality_metadata(),
+            # Also at the top level, where the try-your-voice page and other readers look
+            # first; null when the export has no typicality output.
+            TYPICALITY_THRESHOLD_KEY: (self.typicality.warning_below if self.has_typicality
+                                       else None),
         }
 
     def metadata_json(self) -> str:

@@ -8,6 +8,8 @@ Layout written by :func:`export_checkpoint` (``export_dir`` = ``<base>/<name>``)
                                                        at load time (one per signature)
         assets.extra/sf2f_export.json                  what was exported and how the graph
                                                        treats audio (energy gate, windows, ...)
+        assets.extra/voice_typicality.json             the voice-typicality calibration (only
+                                                       when the export had the prepared data)
 
 The version directory appears atomically: everything is written to a hidden temporary
 directory next to it (``.tmp-export-*``, ignored by TF-Serving, which only loads numeric
@@ -22,6 +24,13 @@ Signatures (``tensorflow/serving/predict``): ``serving_default`` (WAV bytes -> P
 
 Model configuration: ``flags.cfg`` in the checkpoint directory (written by training and by the
 reference importer; for a ``best_*`` sub-directory, the parent's), else what the caller passes (the entry point's ``--flagfile``).
+
+Voice typicality (the ``voice_typicality`` output, see keras_sf2f/serving/inference.py): the
+export embeds the prepared data's training and validation identities with the very serving
+functions it exports (:func:`typicality_reference`) and stores the reference bank and the
+calibration in the SavedModel. The data directory is ``data_dir`` (the export tool's
+``--data_dir``), by default the one the run's ``flags.cfg`` names; when there is none, or it is
+gone, the export goes ahead WITHOUT the output and says so in the log and in the metadata.
 """
 
 from __future__ import annotations
@@ -36,18 +45,27 @@ import tempfile
 from typing import Mapping, NamedTuple
 
 import numpy as np
+from absl import logging
 
 from keras_sf2f.models import builder
-from keras_sf2f.serving.inference import SIGNATURES, FaceFromVoice, ServingConfig
+from keras_sf2f.serving.inference import (DEFAULT_TYPICALITY_WARNING_BELOW, SIGNATURES,
+                                          TYPICALITY_DEFINITION, TYPICALITY_OUTPUT,
+                                          TYPICALITY_THRESHOLD_KEY, FaceFromVoice,
+                                          ServingConfig, TypicalityReference)
 
 __all__ = ["ExportError", "Exported", "find_flags_file", "model_config_from_flagfile",
-           "find_checkpoint", "restore_generator", "existing_versions", "next_version", "export_generator",
-           "export_checkpoint", "warmup_requests", "write_warmup_file", "read_warmup_file",
-           "warmup_wav", "speech_like"]
+           "flag_value_from_flagfile", "find_checkpoint", "restore_generator",
+           "existing_versions", "next_version", "export_generator", "export_checkpoint",
+           "typicality_reference", "voice_distances", "warmup_requests", "write_warmup_file",
+           "read_warmup_file", "warmup_wav", "speech_like"]
 
 FLAGS_FILE = "flags.cfg"
 WARMUP_FILE = "tf_serving_warmup_requests"
 METADATA_FILE = "sf2f_export.json"
+TYPICALITY_FILE = "voice_typicality.json"
+# The bank vector of a training identity averages at most this many of its windows (in fused
+# chunks of the serving window capacity): bounds the export's time on large corpora.
+BANK_MAX_WINDOWS = 200
 _TMP_PREFIX = ".tmp-export-"
 
 
@@ -135,6 +153,17 @@ def model_config_from_flagfile(path: str) -> builder.ModelConfig:
         raise ExportError(f"{path}: {e}") from None
 
 
+def flag_value_from_flagfile(path: str, name: str) -> str | None:
+    """The value of ``--name=value`` in an absl flagfile (nested ``--flagfile=`` followed; the
+    last line wins), None when the file does not set it."""
+    value = None
+    for line in _read_flag_lines(path, set()):
+        key, has_value, text = line.lstrip("-").partition("=")
+        if has_value and key == name:
+            value = text
+    return value
+
+
 def find_checkpoint(checkpoint_dir: str) -> str:
     """The latest checkpoint prefix of a directory, or ``checkpoint_dir`` itself when it is a
     prefix (``.../ckpt-1200``). Raises ExportError when there is none."""
@@ -190,6 +219,181 @@ def restore_generator(config: builder.ModelConfig, checkpoint_prefix: str):
         raise ExportError(f"{checkpoint_prefix} does not match the model configuration: "
                           f"{str(e).splitlines()[0][:400]}") from None
     return generator
+
+
+# --------------------------------------------------------------------------------------------
+# Voice typicality: reference bank and calibration from the prepared data
+# --------------------------------------------------------------------------------------------
+
+def voice_distances(queries: np.ndarray, bank: np.ndarray,
+                    exclude: np.ndarray | None = None) -> np.ndarray:
+    """``d(e) = 1 - max_i cos(e, bank_i)`` for unit-norm ``queries`` ``[Q, D]`` and ``bank``
+    ``[N, D]`` (float32, as the graph computes it). ``exclude[q]`` (>= 0) is a bank row left
+    out of query ``q``'s search: leave-one-out for the bank's own identities."""
+    similarity = np.asarray(queries, np.float32) @ np.asarray(bank, np.float32).T
+    if exclude is not None:
+        rows = np.flatnonzero(np.asarray(exclude) >= 0)
+        similarity[rows, np.asarray(exclude)[rows]] = -np.inf
+    return (np.float32(1.0) - similarity.max(axis=1)).astype(np.float32)
+
+
+def _window_counts(table) -> np.ndarray:
+    """Each identity's 125-frame windows as ``pipelines.identity_windows`` cuts them without
+    a seed (``length // 125`` from frame 0 of each utterance)."""
+    from keras_sf2f.data.pipelines import WINDOW_FRAMES  # noqa: PLC0415
+    lengths = np.asarray(table.utt_length)
+    first, count = np.asarray(table.id_utt_first), np.asarray(table.id_utt_count)
+    return np.asarray([int((lengths[a:a + n] // WINDOW_FRAMES).sum())
+                       for a, n in zip(first, count)], np.int64)
+
+
+def _chunk_embeddings(module: FaceFromVoice, table, max_windows: int, batch: int = 16):
+    """Every identity's first ``max_windows`` windows (``pipelines.identity_windows``, no
+    seed: the evaluation's fuser protocol), in chunks of the serving window capacity, each
+    chunk fused by ``module.embed`` exactly as serving fuses a request's windows.
+
+    Returns ``(windows per identity [I], {identity: ([chunks, D] embeddings, [chunks] window
+    counts)})``; identities without a whole window are absent. Chunk 0 of an identity is
+    what serving embeds from its speech (the first ``max_windows`` of the serving config)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from keras_sf2f.audio.features import MEL_PAD_VALUE  # noqa: PLC0415
+    from keras_sf2f.data.pipelines import WINDOW_FRAMES, identity_windows  # noqa: PLC0415
+    cfg = module.config
+    if cfg.window_frames != WINDOW_FRAMES:
+        raise ExportError(f"voice typicality: the serving windows have {cfg.window_frames} "
+                          f"frames, the prepared data's fuser windows {WINDOW_FRAMES}")
+    capacity = cfg.window_capacity
+    embed = tf.function(module.embed, autograph=False, input_signature=[
+        tf.TensorSpec([None, capacity, cfg.window_frames, module.num_mel_bins], tf.float32),
+        tf.TensorSpec([None, capacity], tf.bool)])
+    counts = np.minimum(_window_counts(table), max_windows)
+    chunks = []                    # (identity, windows [k, 125, mels]) with k <= capacity
+    for identity in np.flatnonzero(counts > 0):
+        segments, valid = identity_windows(table, tf.constant(identity, tf.int64),
+                                           max_windows=int(counts[identity]))
+        segments = segments.numpy()[valid.numpy()]
+        for start in range(0, len(segments), capacity):
+            chunks.append((int(identity), segments[start:start + capacity]))
+    embedded = {}
+    for start in range(0, len(chunks), batch):
+        part = chunks[start:start + batch]
+        windows = np.full([len(part), capacity, cfg.window_frames, module.num_mel_bins],
+                          MEL_PAD_VALUE, np.float32)
+        mask = np.zeros([len(part), capacity], bool)
+        for row, (_, segments) in enumerate(part):
+            windows[row, :len(segments)] = segments
+            mask[row, :len(segments)] = True
+        vectors = embed(tf.constant(windows), tf.constant(mask)).numpy()
+        for row, (identity, segments) in enumerate(part):
+            embedded.setdefault(identity, ([], []))
+            embedded[identity][0].append(vectors[row])
+            embedded[identity][1].append(len(segments))
+    return counts, {i: (np.stack(v), np.asarray(n, np.float32)) for i, (v, n) in
+                    embedded.items()}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(
+        np.float32)
+
+
+def typicality_reference(generator, data_dir: str,
+                         serving_config: ServingConfig | None = None,
+                         val_split: str = "val",
+                         warning_below: float = DEFAULT_TYPICALITY_WARNING_BELOW,
+                         bank_max_windows: int = BANK_MAX_WINDOWS) -> TypicalityReference:
+    """The bank and the calibration of ``voice_typicality`` (inference.py) from the prepared
+    data in ``data_dir``, embedded by the serving functions of ``generator`` and
+    ``serving_config`` (so calibration and serving agree to the last op):
+
+    * bank: per training identity, the fused embeddings of its windows (at most
+      ``bank_max_windows``, in chunks of the serving capacity) averaged, weighted by their
+      window counts, and re-normalised;
+    * calibration: each training identity's serving embedding (its first ``max_windows``
+      windows, fused) against the bank without its own vector (leave-one-out: measured like a
+      voice the model never heard, so the calibration is not optimistic), and each identity of
+      ``val_split`` against the whole bank.
+
+    Raises ExportError when the data cannot be read or gives no calibration.
+    """
+    from keras_sf2f.data.table import DataError, load_split  # noqa: PLC0415
+    module = FaceFromVoice(generator, serving_config)
+    capacity = module.config.window_capacity
+    try:
+        train = load_split(data_dir, "train", require_utterances=False, require_faces=False)
+    except (DataError, OSError, ValueError) as e:
+        raise ExportError(f"voice typicality: cannot read the training split of {data_dir}: "
+                          f"{e}") from None
+    counts, chunks = _chunk_embeddings(module, train, max(bank_max_windows, capacity))
+    bank_ids = sorted(chunks)
+    if not bank_ids:
+        raise ExportError(f"voice typicality: no training identity of {data_dir} has a whole "
+                          f"125-frame window of speech")
+    bank = _unit(np.stack([(chunks[i][0] * chunks[i][1][:, None]).sum(0) for i in bank_ids]))
+    identities, distances = [], []
+    if len(bank_ids) >= 2:
+        train_queries = np.stack([chunks[i][0][0] for i in bank_ids])
+        own = voice_distances(train_queries, bank, exclude=np.arange(len(bank_ids)))
+        for row, i in enumerate(bank_ids):
+            identities.append({"split": "train", "name": train.names[i],
+                               "distance": float(own[row]),
+                               "windows": int(min(counts[i], capacity))})
+        distances.append(own)
+    val_note = ""
+    try:
+        val = load_split(data_dir, val_split, require_utterances=False, require_faces=False)
+    except DataError as e:
+        val = None
+        val_note = str(e)
+        logging.warning("voice typicality: calibrating without validation identities: %s", e)
+    val_used = 0
+    if val is not None:
+        val_counts, val_chunks = _chunk_embeddings(module, val, capacity)
+        val_ids = sorted(val_chunks)
+        if val_ids:
+            queries = np.stack([val_chunks[i][0][0] for i in val_ids])
+            theirs = voice_distances(queries, bank)
+            for row, i in enumerate(val_ids):
+                identities.append({"split": val_split, "name": val.names[i],
+                                   "distance": float(theirs[row]),
+                                   "windows": int(val_counts[i])})
+            distances.append(theirs)
+            val_used = len(val_ids)
+    if not distances:
+        raise ExportError(f"voice typicality: {data_dir} gives no calibration identity (one "
+                          f"training identity and no validation identity with speech)")
+    calibration = np.sort(np.concatenate(distances))
+    skipped = int((counts == 0).sum())
+    info = {
+        "data_dir": os.path.abspath(data_dir),
+        "bank": {"split": "train", "identities": len(bank_ids),
+                 "max_windows_per_identity": int(max(bank_max_windows, capacity)),
+                 "identities_without_a_window": skipped},
+        "calibration": {"train_leave_one_out": len(bank_ids) if len(bank_ids) >= 2 else 0,
+                        val_split: val_used, "windows_per_identity": capacity},
+        "file": f"assets.extra/{TYPICALITY_FILE}",
+    }
+    if val_note:
+        info["calibration"]["validation_note"] = val_note
+    return TypicalityReference(bank=bank, calibration=calibration, warning_below=warning_below,
+                               info=info, bank_names=[train.names[i] for i in bank_ids],
+                               calibration_identities=identities)
+
+
+def _typicality_file(module: FaceFromVoice) -> dict:
+    """assets.extra/voice_typicality.json: the calibration in full (the bank itself is in the
+    SavedModel's variables)."""
+    ref = module.typicality
+    return {
+        "output": TYPICALITY_OUTPUT,
+        "definition": TYPICALITY_DEFINITION,
+        TYPICALITY_THRESHOLD_KEY: ref.warning_below,
+        "calibration_distances_sorted": [float(x) for x in ref.calibration],
+        "calibration_identities": ref.calibration_identities,
+        "bank_identities": ref.bank_names,
+        **ref.info,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,6 +517,11 @@ def _replay_warmup(version_dir: str):
             if value.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(value))):
                 raise ExportError(f"export check: {request.model_spec.signature_name} output "
                                   f"{key} is not finite")
+        typicality = outputs.get(TYPICALITY_OUTPUT)
+        if typicality is not None and not bool(tf.reduce_all((typicality >= 0.0)
+                                                             & (typicality <= 1.0))):
+            raise ExportError(f"export check: {request.model_spec.signature_name} output "
+                              f"{TYPICALITY_OUTPUT} is outside [0, 1]")
         shapes[request.model_spec.signature_name] = {k: list(v.shape)
                                                      for k, v in outputs.items()}
     return loaded, shapes
@@ -350,19 +559,25 @@ def _write_savedmodel(module: FaceFromVoice, path: str) -> None:
     signatures = {name: module.function(name).get_concrete_function() for name in SIGNATURES}
     root = tf.Module()
     root.model_variables = [_raw_variable(v) for v in module.generator.variables]
+    # The typicality bank and calibration (none without them): restored like the weights.
+    root.typicality_variables = list(module.typicality_variables)
     tf.saved_model.save(root, path, signatures=signatures)
 
 
 def export_generator(generator, export_dir: str, version: int | None = None,
                      serving_config: ServingConfig | None = None,
                      model_config: builder.ModelConfig | None = None,
-                     extra_metadata: Mapping | None = None, verify: bool = True) -> Exported:
+                     extra_metadata: Mapping | None = None, verify: bool = True,
+                     typicality: TypicalityReference | None = None,
+                     typicality_reason: str = "") -> Exported:
     """Exports a restored generator as ``<export_dir>/<version>/``.
 
     ``verify`` reloads the SavedModel and replays the warm-up requests before the version
     becomes visible (a model TF-Serving would fail to warm up is never published).
+    ``typicality`` (:func:`typicality_reference`) adds the ``voice_typicality`` output; without
+    it, ``typicality_reason`` is recorded in the metadata as the reason there is none.
     """
-    module = FaceFromVoice(generator, serving_config)
+    module = FaceFromVoice(generator, serving_config, typicality, typicality_reason)
     export_dir = os.path.abspath(export_dir)
     model_name = os.path.basename(export_dir.rstrip(os.sep))
     if not model_name:
@@ -396,6 +611,9 @@ def export_generator(generator, export_dir: str, version: int | None = None,
         metadata["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__}
         with open(os.path.join(tmp, "assets.extra", METADATA_FILE), "w") as f:
             json.dump(metadata, f, indent=2, sort_keys=True)
+        if module.has_typicality:
+            with open(os.path.join(tmp, "assets.extra", TYPICALITY_FILE), "w") as f:
+                json.dump(_typicality_file(module), f, indent=1, sort_keys=True)
         os.chmod(tmp, 0o755)
         path = _publish(tmp, export_dir, version)
         return Exported(path, module, loaded)
@@ -423,15 +641,46 @@ def _publish(tmp: str, export_dir: str, version: int | None) -> str:
     raise ExportError(f"could not find a free version under {export_dir}")
 
 
+def _typicality_data(data_dir: str | None, flags_path: str | None):
+    """``(data directory, val split, why there is none)`` for the typicality calibration:
+    ``data_dir`` when given ("" switches it off), else the one ``flags_path`` names. An
+    explicit directory that does not exist is an error; a default one is merely absent."""
+    val_split = (flag_value_from_flagfile(flags_path, "val_split") if flags_path else None) \
+        or "val"
+    if data_dir == "":
+        return None, val_split, "switched off (--data_dir given empty)"
+    if data_dir is not None:
+        if not os.path.isdir(data_dir):
+            raise ExportError(f"--data_dir={data_dir} is not a directory (the prepared data "
+                              f"that calibrates voice_typicality; --data_dir= exports without "
+                              f"it)")
+        return data_dir, val_split, ""
+    named = flag_value_from_flagfile(flags_path, "data_dir") if flags_path else None
+    if not named:
+        where = flags_path or "the checkpoint directory (no flags.cfg)"
+        return None, val_split, (f"no prepared data: no --data_dir was given and {where} "
+                                 f"names none")
+    if not os.path.isfile(os.path.join(named, "splits.json")):
+        return None, val_split, (f"no prepared data: {named} (the --data_dir of {flags_path}) "
+                                 f"is not a prepared data directory any more (no splits.json); "
+                                 f"pass --data_dir")
+    return named, val_split, ""
+
+
 def export_checkpoint(checkpoint_dir: str, export_dir: str, version: int | None = None,
                       serving_config: ServingConfig | None = None,
                       fallback_flagfile: str | None = None,
                       fallback_config: builder.ModelConfig | None = None,
-                      verify: bool = True) -> Exported:
-    """The whole export command: configuration, restore, export.
+                      verify: bool = True, data_dir: str | None = None,
+                      typicality_warning_below: float = DEFAULT_TYPICALITY_WARNING_BELOW
+                      ) -> Exported:
+    """The whole export command: configuration, restore, typicality calibration, export.
 
     The model configuration comes from the checkpoint directory's flags file; without one,
     from ``fallback_flagfile`` or ``fallback_config`` (the entry point's ``--flagfile``).
+    ``data_dir``: the prepared data that calibrates ``voice_typicality`` (default: the
+    ``--data_dir`` of the flags file; "" switches it off). Without data the export has no
+    typicality output, and a warning in the log and the metadata says why.
     """
     prefix = find_checkpoint(checkpoint_dir)
     flags_path = find_flags_file(checkpoint_dir)
@@ -448,11 +697,27 @@ def export_checkpoint(checkpoint_dir: str, export_dir: str, version: int | None 
         raise ExportError(
             f"{checkpoint_dir} has no flags.cfg describing the model; pass the flagfile it "
             f"was trained with, e.g. --flagfile=configs/sf2f_64.cfg")
+    if not 0.0 <= typicality_warning_below <= 1.0:
+        raise ExportError(f"--typicality_warning_below must be in [0, 1], got "
+                          f"{typicality_warning_below}")
     generator = restore_generator(config, prefix)
     extra = {"checkpoint": os.path.abspath(prefix), "model_config_source": os.path.abspath(
         source) if os.path.exists(source) else source}
+    typicality_flags = flags_path or fallback_flagfile
+    data, val_split, reason = _typicality_data(data_dir, typicality_flags)
+    typicality = None
+    if data is not None:
+        logging.info("voice typicality: embedding the training and %s identities of %s",
+                     val_split, data)
+        typicality = typicality_reference(generator, data, serving_config, val_split,
+                                          typicality_warning_below)
+        logging.info("voice typicality: bank of %d training identities, %d calibration "
+                     "distances", typicality.bank.shape[0], typicality.calibration.size)
+    else:
+        logging.warning("exporting WITHOUT voice typicality (no %s output): %s",
+                        TYPICALITY_OUTPUT, reason)
     return export_generator(generator, export_dir, version, serving_config, config, extra,
-                            verify=verify)
+                            verify=verify, typicality=typicality, typicality_reason=reason)
 
 
 # --------------------------------------------------------------------------------------------
