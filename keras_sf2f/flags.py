@@ -496,6 +496,13 @@ flags.DEFINE_bool(
     "verify_export", True,
     "Export: reload the SavedModel and replay its warm-up requests before publishing the "
     "version.")
+flags.DEFINE_float(
+    "typicality_warning_below", 0.05,
+    "Export: the voice_typicality below which clients warn that a voice is unlike the "
+    "training voices (0.05: farther from every training identity than 95 % of the known "
+    "voices); recorded in the export's metadata. The calibration needs the prepared data: "
+    "--data_dir, by default the one the run's flags.cfg names (--data_dir= exports without "
+    "voice_typicality).", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_string(
     "model_base_path", None,
     "Development server: the model directory <base>/<name> holding numeric versions.")
@@ -706,7 +713,7 @@ flags.DEFINE_string("baseline_name", "voice2face",
 flags.DEFINE_string(
     "summary_dir", None,
     "TensorBoard directory for the evaluation metrics (default <report_dir>/tensorboard). "
-    "Tags are training's validation tags (val/recall_at_10, ...), so with --summary_dir="
+    "Tags are training's validation tags (Validation/recall_at_10, ...), so with --summary_dir="
     "<model_dir>/eval the points sit on the training run's validation charts.")
 
 # --- ablations --- (trainers/ablations.py; --output_dir, --data_dir, --face_network,

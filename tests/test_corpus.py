@@ -20,7 +20,7 @@ from keras_sf2f.data.corpus import (EYE_LEFT_128, EYE_RIGHT_128, CorpusSpec,
                                     pupil_positions, rng_for, synthesize_utterance,
                                     write_contact_sheet, write_spectrogram_png)
 from keras_sf2f.audio.features import mel_band_centres_hz  # noqa: E402
-from keras_sf2f.data.corpus.sheets import COLOUR_BAR_HEIGHT  # noqa: E402
+from keras_sf2f.data.corpus.sheets import COLOUR_BAR_WIDTH  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SR = 16000
@@ -340,6 +340,26 @@ def test_contact_sheet(tmp_path):
         write_contact_sheet(str(path), images, ["a"], columns=3)
 
 
+def _colour_bar_columns(img: np.ndarray) -> np.ndarray:
+    """Columns of a spectrogram sheet holding the colour bar: the rightmost run of adjacent
+    columns that show most of the colour table, each colour once, from the top (high) to the
+    bottom (low)."""
+    lut_codes = corpus.PERCEPTUAL_LUT.astype(np.int64) @ [65536, 256, 1]
+    index = {code: i for i, code in enumerate(lut_codes)}
+    codes = img.astype(np.int64) @ [65536, 256, 1]
+
+    def is_bar(column):
+        levels = [index[c] for c in column if c in index]
+        return len(set(levels)) > 100 and np.all(np.diff(levels) <= 0)
+
+    columns = np.flatnonzero([is_bar(column) for column in codes.T])
+    assert len(columns), "no colour bar"
+    start = len(columns) - 1
+    while start > 0 and columns[start - 1] == columns[start] - 1:
+        start -= 1
+    return columns[start:]
+
+
 def test_spectrogram_png_orientation_and_colours(tmp_path):
     lut = corpus.PERCEPTUAL_LUT
     assert lut.shape == (256, 3) and lut.dtype == np.uint8
@@ -351,26 +371,49 @@ def test_spectrogram_png_orientation_and_colours(tmp_path):
     img = write_spectrogram_png(str(path), [low, np.zeros((30, 40))], ["low band", "silence"],
                                 bin_height=2, vmin=0.0, vmax=1.0)
     assert np.asarray(Image.open(path)).shape == img.shape
-    bright = np.all(img == lut[-1], axis=2).any(axis=1)
-    dark = np.all(img == lut[0], axis=2).any(axis=1)
-    # The colour bar under the panels holds both ends of the scale in every one of its rows,
-    # the lowest (left) and the highest (right).
-    bar = np.flatnonzero(bright & dark)
-    assert len(bar) == COLOUR_BAR_HEIGHT and bar.min() > np.flatnonzero(dark & ~bright).max()
-    # Find the first panel: the rows coloured like the top of the LUT are its bottom rows.
-    rows_bright = np.flatnonzero(bright & ~dark)
-    first_dark = np.flatnonzero(dark)
-    assert len(rows_bright) == 2  # bin_height rows
-    assert rows_bright.min() > first_dark.min()  # below the panel's other (dark) rows
-    # Axes: the panels start right of the frequency labels, and labelled band frequencies
-    # must match the bins.
-    left = np.flatnonzero(np.all(img[rows_bright[0]] == lut[-1], axis=1)).min()
+    # The colour bar: COLOUR_BAR_WIDTH adjacent columns right of the panels, the highest
+    # value at its top, the lowest at its bottom.
+    bar = _colour_bar_columns(img)
+    assert len(bar) == COLOUR_BAR_WIDTH
+    column = img[:, bar[0]]
+    rows = np.flatnonzero(np.all(column == lut[-1], axis=1) | np.all(column == lut[0], axis=1))
+    assert np.all(column[rows.min()] == lut[-1]) and np.all(column[rows.max()] == lut[0])
+    panels = img[:, :bar[0]]
+    bright = np.all(panels == lut[-1], axis=2)
+    dark = np.all(panels == lut[0], axis=2)
+    assert bar[0] > np.flatnonzero(bright.any(axis=0) | dark.any(axis=0)).max()
+    # The first panel: its lowest band (bin_height bright rows) is at its bottom, below its
+    # other (dark) rows; the panel starts right of the band labels.
+    rows_bright = np.flatnonzero(bright.any(axis=1))
+    assert len(rows_bright) == 2
+    assert rows_bright.min() > np.flatnonzero(dark.any(axis=1)).min()
+    left = np.flatnonzero(bright[rows_bright[0]]).min()
     assert left > 20
+    # Labels right of the bar (its values and unit): the right margin is not blank.
+    right = img[:, bar[-1] + 1:]
+    assert right.shape[1] > 30 and (right < 200).any()
     with pytest.raises(ValueError, match="band_hz has 3 frequencies for 40 bins"):
         write_spectrogram_png(str(path), [low], ["x"], band_hz=[1.0, 2.0, 3.0])
     labelled = write_spectrogram_png(str(path), [low], ["x"], vmin=0.0, vmax=1.0,
                                      band_hz=mel_band_centres_hz(16000))
-    assert labelled.shape[1] >= img.shape[1]
+    # The centre frequencies take a second column of tick labels.
+    assert np.flatnonzero(np.all(labelled == lut[-1], axis=2).any(axis=0)).min() > left + 20
+
+
+def test_data_preparation_writes_labelled_spectrograms(tmp_path):
+    from keras_sf2f.data import prepare
+
+    spec = CorpusSpec(seed=SEED, num_identities=12, utterances_per_identity=1,
+                      images_per_identity=1)
+    info = prepare.prepare_procedural(str(tmp_path), spec, num_workers=1)
+    path = os.path.join(str(tmp_path), "spectrograms.png")
+    assert path in info["previews"]
+    img = np.asarray(Image.open(path).convert("RGB"))
+    # Six panels of 40 bands x 3 px with titles and axes, and the colour bar at the right.
+    assert img.shape[0] > 6 * 120 and 300 < img.shape[1] < 1500
+    bar = _colour_bar_columns(img)
+    assert len(bar) == COLOUR_BAR_WIDTH and bar[0] > img.shape[1] * 0.6
+    assert (img[:, bar[-1] + 1:] < 200).any()  # its value labels and unit
 
 
 def test_mel_band_centres_rise_to_below_nyquist():

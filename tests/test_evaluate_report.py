@@ -201,13 +201,13 @@ def test_summaries_sit_under_training_validation_tags(tmp_path):
                       acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}
 
     five = scalars("crops_5s")
-    assert five["val/recall_at_10"] == [(600, pytest.approx(0.4))]
-    assert five["val_std/recall_at_10"] == [(600, pytest.approx(0.1))]
-    assert five["val/cosine_similarity"] == [(600, pytest.approx(0.2))]
-    assert five["val_dlib_resnet/recall_at_10"] == [(600, pytest.approx(0.3))]
-    assert five["val_dlib_resnet_std/recall_at_10"] == [(600, pytest.approx(0.2))]
+    assert five["Validation/recall_at_10"] == [(600, pytest.approx(0.4))]
+    assert five["Validation_std/recall_at_10"] == [(600, pytest.approx(0.1))]
+    assert five["Validation/cosine_similarity"] == [(600, pytest.approx(0.2))]
+    assert five["Validation_dlib_resnet/recall_at_10"] == [(600, pytest.approx(0.3))]
+    assert five["Validation_dlib_resnet_std/recall_at_10"] == [(600, pytest.approx(0.2))]
     windows = scalars("fuser_all_windows")
-    assert set(windows) == {"val/recall_at_10"}  # one run: no standard deviation
+    assert set(windows) == {"Validation/recall_at_10"}  # one run: no standard deviation
 
 
 def test_model_config_and_step_of_a_checkpoint(tmp_path):
@@ -315,8 +315,9 @@ def test_face_figures_in_report_metrics_and_tensorboard(with_figures, tmp_path):
                            size_guidance={"tensors": 0})
     acc.Reload()
     tags = set(acc.Tags()["tensors"])
-    assert {"val/recall_at_5", "val_faces/detection_rate", "val_faces/diversity_ratio_pixels",
-            "val_faces_std/diversity_ratio_pixels"} <= tags
+    assert {"Validation/recall_at_5", "Validation_faces/detection_rate",
+            "Validation_faces/diversity_ratio_pixels",
+            "Validation_faces_std/diversity_ratio_pixels"} <= tags
 
 
 def test_attribute_sentence_in_words():

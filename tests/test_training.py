@@ -130,13 +130,13 @@ def test_summaries_validation_and_best_checkpoints(run_a):
         accumulator.Reload()
         tags[run_name] = set(accumulator.Tags()["tensors"])
         if run_name == "val":
-            steps = [e.step for e in accumulator.Tensors("val/pixel_l1")]
+            steps = [e.step for e in accumulator.Tensors("Validation/pixel_l1")]
     assert {"loss/l1_pixel_loss_64", "loss/total_loss", "d_loss/d_img_gan_loss_64",
             "d_acc/img_fake_64", "lr/generator", "lr/image_discriminator",
-            "lr/identity_classifier", "perf/step_time_s", "perf/examples_per_s",
-            "_hparams_/session_start_info"} <= tags["train"]
-    assert {"val/pixel_l1", "val/pixel_l1_64", "val/cosine_similarity", "val/l1_distance",
-            "val/recall_at_10", "val/faces_64"} <= tags["val"]
+            "lr/identity_classifier", "perf/step_time_s", "perf/examples_per_s"} <= tags["train"]
+    assert {"Validation/pixel_l1", "Validation/pixel_l1_64", "Validation/cosine_similarity",
+            "Validation/l1_distance", "Validation/recall_at_10", "Validation/faces_64",
+            "_hparams_/experiment", "_hparams_/session_start_info"} <= tags["val"]
     assert steps == [2, 4, 5]
     assert set(result.last_validation) >= {"pixel_l1", "cosine_similarity", "recall@10"}
     for name in ("l1", "cosine", "recall_at_10"):
@@ -364,3 +364,159 @@ def test_identity_count_mismatch_is_reported(data_dir, tmp_path):
                          model={"num_train_identities": NUM_TRAIN + 1})
     with pytest.raises(loop.DataError, match=f"--num_train_identities={NUM_TRAIN}"):
         loop.train(config)
+
+
+# -- TensorBoard: HParams, validation tags, face grids ----------------------------------------
+
+def _accumulator(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    accumulator = EventAccumulator(run_dir, size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_hparams_config_declares_the_validation_metrics_written(run_a):
+    from tensorboard.plugins.hparams import api_pb2, metadata
+    from keras_sf2f.evaluation import summaries
+
+    config, result, _ = run_a
+    val = _accumulator(os.path.join(config.model_dir, "val"))
+    experiment = metadata.parse_experiment_plugin_data(
+        val.SummaryMetadata(metadata.EXPERIMENT_TAG).plugin_data.content)
+    declared = {m.name.tag: m for m in experiment.metric_infos}
+    # The three answers to "is it learning?" first, in the session's own run (group "").
+    assert [m.name.tag for m in experiment.metric_infos][:3] == [
+        "Validation/recall_at_10", "Validation/cosine_similarity", "Validation/pixel_l1"]
+    assert all(m.name.group == "" for m in experiment.metric_infos)
+    assert declared["Validation/recall_at_10"].display_name == "val recall@10"
+    # Every metric validation produced is declared (pixel L1 for the largest output only),
+    # and written under the declared tag.
+    scalars = set(val.Tags()["tensors"])
+    assert {"recall@10", "cosine_similarity", "pixel_l1"} <= set(result.last_validation)
+    for key in result.last_validation:
+        assert summaries.validation_tag(key) in scalars, key
+        if not key.startswith("pixel_l1_"):
+            assert summaries.validation_tag(key) in declared, key
+    infos = {h.name: h for h in experiment.hparam_infos}
+    assert infos["train_steps"].type == api_pb2.DATA_TYPE_FLOAT64
+    assert infos["train_fuser_only"].type == api_pb2.DATA_TYPE_BOOL
+    assert infos["model.fuser"].type == api_pb2.DATA_TYPE_STRING
+    assert {h.name for h in experiment.hparam_infos if h.differs} == set(
+        summaries.LEADING_HPARAMS)
+    # The session (hyper-parameter values) sits in the same run as the metrics.
+    start = metadata.parse_session_start_info_plugin_data(
+        val.SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content)
+    assert start.group_name == os.path.basename(config.model_dir)
+    assert start.hparams["train_steps"].number_value == 5
+    train = _accumulator(os.path.join(config.model_dir, "train"))
+    assert not any(t.startswith("_hparams_/") for t in train.Tags()["tensors"])
+
+
+def _hparams_api(logdir, route, request):
+    """A request to TensorBoard's HParams plugin (as the dashboard makes it) over ``logdir``."""
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import hparams_plugin
+    from werkzeug.test import Client
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(logdir)
+    multiplexer.Reload()
+    plugin = hparams_plugin.HParamsPlugin(base_plugin.TBContext(
+        logdir=logdir, multiplexer=multiplexer,
+        data_provider=data_provider.MultiplexerDataProvider(multiplexer, logdir)))
+    response = Client(plugin.get_plugin_apps()[route]).post(
+        "/", data=json.dumps(request), content_type="application/json")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return json.loads(response.get_data(as_text=True))
+
+
+@pytest.mark.filterwarnings(  # TensorBoard's vendored bleach, imported by the plugin
+    "ignore:html5lib's sanitizer is deprecated:DeprecationWarning")
+def test_hparams_dashboard_shows_both_stages_with_validation_metrics(data_dir, tmp_path,
+                                                                      run_a):
+    """The demo's layout (runs/demo/stage1, runs/demo/stage2) as TensorBoard's HParams plugin
+    reads it: one session per stage, each with its hyper-parameters and validation values;
+    stage 2's validation scalars carry stage 1's tags, so they share the charts."""
+    config_a = run_a[0]
+    logdir = tmp_path / "demo"
+    logdir.mkdir()
+    os.symlink(config_a.model_dir, logdir / "stage1")
+    stage2 = make_config(logdir / "stage2", data_dir, model={"fuser": "attention"},
+                         train_fuser_only=True, init_checkpoint=config_a.model_dir,
+                         learning_rate=1e-3, train_steps=2, fuser_windows=3, eval_every_steps=1)
+    result, _ = run(stage2, face_network=tiny_facenet)
+    assert set(_accumulator(str(logdir / "stage2" / "val")).Tags()["tensors"]) >= set(
+        t for t in _accumulator(str(logdir / "stage1" / "val")).Tags()["tensors"]
+        if t.startswith("Validation/"))
+
+    experiment = _hparams_api(str(logdir), "/experiment", {})
+    metrics = [m["name"] for m in experiment["metricInfos"]]
+    assert {"tag": "Validation/recall_at_10", "group": ""} in metrics
+    groups = _hparams_api(str(logdir), "/session_groups", {
+        "colParams": [{"metric": m} for m in metrics],
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+                            "STATUS_RUNNING"],
+        "startIndex": 0, "sliceSize": 10})
+    # One group per run, named by its model_dir (trial id), holding the session of its val/.
+    by_name = {}
+    for group in groups["sessionGroups"]:
+        (session,) = group["sessions"]
+        by_name[session["name"].split("/")[0]] = group
+    assert set(by_name) == {"stage1", "stage2"}
+    assert [by_name[n]["sessions"][0]["name"] for n in ("stage1", "stage2")] == [
+        "stage1/val", "stage2/val"]
+    assert by_name["stage2"]["name"] == "stage2"
+    assert by_name["stage1"]["hparams"]["train_fuser_only"] is False
+    assert by_name["stage2"]["hparams"]["train_fuser_only"] is True
+    for name, group in by_name.items():
+        values = {v["name"]["tag"]: v for v in group["metricValues"]}
+        last = (run_a[1] if name == "stage1" else result).last_validation
+        for key in ("recall@10", "cosine_similarity", "pixel_l1"):
+            value = values[f"Validation/{key.replace('@', '_at_')}"]
+            assert value["value"] == pytest.approx(last[key], rel=1e-5), (name, key)
+            assert value["trainingStep"] == (5 if name == "stage1" else 2)
+
+
+def test_validation_face_grid_is_labelled_with_rows_and_step(run_a):
+    from PIL import Image
+    from keras_sf2f.evaluation import summaries
+
+    config, _, _ = run_a
+    val = _accumulator(os.path.join(config.model_dir, "val"))
+    events = val.Tensors("Validation/faces_64")
+    assert [e.step for e in events] == [2, 4, 5]
+    assert "ground truth" in val.SummaryMetadata("Validation/faces_64").summary_description
+    pictures = [np.asarray(Image.open(io.BytesIO(tf.make_ndarray(e.tensor_proto)[2])))
+                for e in events]
+    k = config.num_image_identities
+    for picture in pictures:
+        # Two rows of k faces, widened by the row labels and heightened by the header.
+        assert picture.shape[0] > 2 * 64 + 10 and picture.shape[1] > k * 64 + 40
+    header = slice(0, 12)
+    assert (pictures[0][header] < 100).any()  # text in the header
+    assert not np.array_equal(pictures[0][header], pictures[1][header])  # another step
+
+    # The faces themselves are unchanged; the labels sit left of them, the header above.
+    real = np.random.default_rng(0).random((k, 64, 64, 3))
+    fake = np.random.default_rng(1).random((k, 64, 64, 3))
+    grid = np.concatenate([np.concatenate(list(real), 1), np.concatenate(list(fake), 1)])[None]
+    labelled = summaries.labelled_face_grid(grid, step=7, resolution=64)[0]
+    expected = (grid[0] * 255 + 0.5).astype(np.uint8)
+
+    def find(block):  # (row, column) of block's top-left pixel in the labelled picture
+        for y in range(labelled.shape[0]):
+            x = labelled[y].tobytes().find(block[0].tobytes())
+            if x >= 0 and x % 3 == 0:
+                return y, x // 3
+        raise AssertionError("faces not found")
+
+    y_real, x_real = find(expected[:64])
+    y_fake, x_fake = find(expected[64:])
+    assert y_real > 10 and x_real > 40 and x_fake == x_real and y_fake >= y_real + 64
+    assert np.array_equal(labelled[y_real:y_real + 64, x_real:x_real + k * 64], expected[:64])
+    assert np.array_equal(labelled[y_fake:y_fake + 64, x_fake:x_fake + k * 64], expected[64:])
+    assert (labelled[y_real:y_real + 64, :x_real] < 100).any()  # "ground truth"
+    assert (labelled[y_fake:y_fake + 64, :x_real] < 100).any()  # "generated"
+    step8 = summaries.labelled_face_grid(grid, step=8, resolution=64)[0]
+    assert not np.array_equal(labelled[:y_real], step8[:y_real])

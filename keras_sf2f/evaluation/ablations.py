@@ -594,8 +594,8 @@ def _child_env() -> dict:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    path = env.get("PYTHONPATH", "")
-    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + path if path else "")
+    # No PYTHONPATH: the children run this interpreter's installed keras_sf2f (pip install
+    # -e ., as scripts/setup_env.sh does), the same code as this process.
     return env
 
 

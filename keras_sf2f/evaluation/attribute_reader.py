@@ -27,7 +27,7 @@ Figures, per run over the N identities of the evaluated split (one face each):
   voice-linked attributes and over the face-only controls.
 
 Every key starts with ``attribute_`` so that the figures are easy to find among the others in
-``metrics.json`` (``face_figures``) and TensorBoard (``val_faces/``).
+``metrics.json`` (``face_figures``) and TensorBoard (``Validation_faces/``).
 
 Read on the ground-truth photos the figures are the reader's ceiling; on the voice-attribute
 oracle they are the most a voice can give; the face-only attributes are the control: no voice

@@ -59,6 +59,7 @@ from PIL import Image, ImageDraw
 from keras_sf2f import files
 from keras_sf2f.data import pipelines, table
 from keras_sf2f.evaluation import metrics, oracle
+from keras_sf2f.evaluation import summaries as summary_tags
 
 FRAMES_PER_SECOND = 100
 CLASSIFIER_LOGIT_SCALE = 16.0
@@ -661,25 +662,26 @@ def write_summaries(summary_dir: str, results_by_model: dict, steps_by_model: di
     """Metrics as TensorBoard scalars beside training's validation curves.
 
     One run per model and protocol (``<summary_dir>/<model>/<protocol>``), at the step of the
-    evaluated checkpoint. The embedder training validates with gets training's own tags
-    (``val/cosine_similarity``, ``val/recall_at_10``, ...), so a TensorBoard pointed at a
-    directory holding both the model_dir and the summary_dir draws the evaluation points on
-    the validation charts; other embedders get ``val_<embedder>/...``, standard deviations over
-    runs ``val_std/...`` (``val_<embedder>_std/...``). The face figures (``figures_by_model``:
-    detection rate, diversity, attribute reader) go under ``val_faces/...``. Returns the run
-    directories written.
+    evaluated checkpoint. Tag names come from ``keras_sf2f.evaluation.summaries``, shared with
+    training: the embedder training validates with gets training's own tags
+    (``Validation/cosine_similarity``, ``Validation/recall_at_10``, ...), so a TensorBoard
+    pointed at a directory holding both the model_dir and the summary_dir draws the evaluation
+    points on the validation charts; other embedders get ``Validation_<embedder>/...``,
+    standard deviations over runs ``Validation_std/...`` (``Validation_<embedder>_std/...``).
+    The face figures (``figures_by_model``: detection rate, diversity, attribute reader) go
+    under ``Validation_faces/...``. Returns the run directories written.
     """
     written = []
     rows = {}
     for model, res in results_by_model.items():
         for protocol, per_embedder in res.items():
             rows.setdefault((model, protocol), {}).update(
-                {("val" if e == training_embedder else f"val_{e}"): v
+                {summary_tags.embedder_group(e, training_embedder): v
                  for e, v in per_embedder.items()})
     for model, protocols in (figures_by_model or {}).items():
         for protocol, values in protocols.items():
             if values:
-                rows.setdefault((model, protocol), {})["val_faces"] = values
+                rows.setdefault((model, protocol), {})[summary_tags.FACE_FIGURES_GROUP] = values
     for (model, protocol), groups in rows.items():
         step = int(steps_by_model.get(model, 0))
         run_dir = os.path.join(summary_dir, re.sub(r"[^0-9A-Za-z._-]+", "_", model), protocol)
@@ -687,10 +689,11 @@ def write_summaries(summary_dir: str, results_by_model: dict, steps_by_model: di
         with writer.as_default(step=step):
             for group, values in groups.items():
                 for name, cell in values.items():
-                    tag = name.replace("@", "_at_")
-                    tf.summary.scalar(f"{group}/{tag}", cell["mean"])
+                    tf.summary.scalar(summary_tags.validation_tag(name, group), cell["mean"])
                     if cell["runs"] > 1:
-                        tf.summary.scalar(f"{group}_std/{tag}", math.sqrt(cell["variance"]))
+                        std = summary_tags.std_group(group)
+                        tf.summary.scalar(summary_tags.validation_tag(name, std),
+                                          math.sqrt(cell["variance"]))
         writer.flush()
         writer.close()
         written.append(run_dir)
@@ -815,8 +818,8 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
     if summary_dir:
         parts += ["## TensorBoard", "",
                   f"Scalars in `{summary_dir}` under the tags training validates with "
-                  f"(`val/...`): `tensorboard --logdir <a directory holding it and the "
-                  f"model_dir>`.", ""]
+                  f"(`{summary_tags.VALIDATION_GROUP}/...`): `tensorboard --logdir <a directory "
+                  f"holding it and the model_dir>`.", ""]
     if notes:
         parts += ["## Notes", ""] + [f"- {x}" for x in notes] + [""]
     path = os.path.join(report_dir, "report.md")

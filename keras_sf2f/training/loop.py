@@ -9,7 +9,11 @@ Model directory layout (``config.model_dir``)::
     best_l1/ best_cosine/ best_recall_at_10/  each a CheckpointManager (max_to_keep=1) of the
                                             models + step at the best validation value so far,
                                             and best.json (step, value, every metric)
-    train/ val/                             TensorBoard event files (scalars, images, HParams)
+    train/ val/                             TensorBoard runs: train/ the training scalars
+                                            (loss/, d_loss/, d_acc/, lr/, perf/), val/ the
+                                            validation scalars and face grids (Validation/)
+                                            and the HParams session; tag names in
+                                            keras_sf2f.evaluation.summaries
     train_config.json                       the TrainConfig; the entry point adds flags.cfg
                                             (a flagfile) and flags.json
 
@@ -51,6 +55,7 @@ from absl import logging
 from keras_sf2f import files
 from keras_sf2f.data import pipelines
 from keras_sf2f.data.table import DataError, load_split
+from keras_sf2f.evaluation import summaries
 from keras_sf2f.models import builder
 from keras_sf2f.progress import Progress
 from keras_sf2f.training import losses
@@ -484,16 +489,9 @@ def _hparams(config: TrainConfig) -> dict:
 
 
 def _write_hparams(config: TrainConfig, writer):
-    try:
-        from tensorboard.plugins.hparams import api as hp  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - tensorboard is pinned in requirements.txt
-        logging.warning("tensorboard's HParams plugin is not installed: hyperparameters "
-                        "are not written")
-        return
-    with writer.as_default():
-        hp.hparams(_hparams(config), trial_id=os.path.basename(
-            os.path.abspath(config.model_dir)))
-    writer.flush()
+    """The HParams session of this run, in the validation run (``summaries`` says why)."""
+    summaries.write_hparams(writer, _hparams(config),
+                            trial_id=os.path.basename(os.path.abspath(config.model_dir)))
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -610,7 +608,7 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
     if is_chief:
         train_writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
         val_writer = tf.summary.create_file_writer(os.path.join(model_dir, "val"))
-        _write_hparams(config, train_writer)
+        _write_hparams(config, val_writer)
     else:
         train_writer = val_writer = tf.summary.create_noop_writer()
 
@@ -627,9 +625,11 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
         metrics, grids = validator.evaluate()
         with val_writer.as_default(step=at_step):
             for name, value in metrics.items():
-                tf.summary.scalar(f"val/{name.replace('@', '_at_')}", value)
+                tf.summary.scalar(summaries.validation_tag(name), value)
             for res, grid in grids.items():
-                tf.summary.image(f"val/faces_{res}", grid, max_outputs=1)
+                tf.summary.image(summaries.faces_image_tag(res), summaries.labelled_face_grid(
+                    grid, step=at_step, resolution=res, split=config.val_split),
+                    max_outputs=1, description=summaries.FACE_GRID_DESCRIPTION)
         val_writer.flush()
         values = dict(metrics)
         values["l1"] = metrics["pixel_l1"] if config.best_l1_metric == "pixel" else \
