@@ -55,7 +55,9 @@ fi
 stamp "done"
 cat <<DONE
 TensorBoard:   .venv/bin/tensorboard --logdir $RUN --host 127.0.0.1
+Results page:  $RUN/report/index.html  (open in a browser: photos, the speech as audio, the faces)
 Face grid:     $RUN/report/faces.png
 Metrics:       $RUN/report/report.md  ($RUN/report/metrics.json)
 SavedModel:    $RUN/export/sf2f_demo/  (serve: .venv/bin/python export/serve.py --model_base_path=$RUN/export/sf2f_demo --model_name=sf2f_demo)
+Try your voice: serve as above, then open http://127.0.0.1:8501/ (microphone or audio file)
 DONE
