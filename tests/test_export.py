@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
+from keras_sf2f import runs
 from keras_sf2f.audio import features
 from keras_sf2f.audio.vad import energy_gate
 from keras_sf2f.data.pipelines import imagenet_denormalize
@@ -617,38 +618,40 @@ def test_model_config_from_flagfile(tmp_path):
     assert config.decoder == "deconv_64" and config.encoder_add_noise is False
     assert config.image_discriminator_arch_64 == ""
     (tmp_path / "bad.cfg").write_text("--decoder=upconv_multires\n--image_size=64\n")
-    with pytest.raises(savedmodel.ExportError, match="image_size=64 does not match"):
+    with pytest.raises(runs.RunError, match="image_size=64 does not match"):
         savedmodel.model_config_from_flagfile(str(tmp_path / "bad.cfg"))
 
 
 def test_flags_file_lookup(tmp_path):
     (tmp_path / "best_l1").mkdir()
-    assert savedmodel.find_flags_file(str(tmp_path)) is None
+    assert runs.find_flags_file(str(tmp_path)) is None
     (tmp_path / "flags.cfg").write_text("")
-    assert savedmodel.find_flags_file(str(tmp_path / "best_l1")) == str(tmp_path / "flags.cfg")
-    assert savedmodel.find_flags_file(str(tmp_path)) == str(tmp_path / "flags.cfg")
+    assert runs.find_flags_file(str(tmp_path / "best_l1")) == str(tmp_path / "flags.cfg")
+    assert runs.find_flags_file(str(tmp_path)) == str(tmp_path / "flags.cfg")
     (tmp_path / "best_l1" / "flags.cfg").write_text("")
-    assert savedmodel.find_flags_file(str(tmp_path / "best_l1")) == str(
+    assert runs.find_flags_file(str(tmp_path / "best_l1")) == str(
         tmp_path / "best_l1" / "flags.cfg")
 
 
 def test_missing_checkpoint_and_mismatched_config_are_clear_errors(tiny, tmp_path):
-    with pytest.raises(savedmodel.ExportError, match="no checkpoint in"):
+    with pytest.raises(runs.RunError, match="no checkpoint in"):
         savedmodel.export_checkpoint(str(tmp_path), str(tmp_path / "m"))
-    with pytest.raises(savedmodel.ExportError, match="neither a directory nor a checkpoint"):
-        savedmodel.find_checkpoint(str(tmp_path / "nothing"))
-    prefix = savedmodel.find_checkpoint(tiny.checkpoint_dir)
+    with pytest.raises(runs.RunError, match="neither a directory nor a checkpoint"):
+        runs.find_checkpoint(str(tmp_path / "nothing"))
+    prefix = runs.find_checkpoint(tiny.checkpoint_dir)
     other = builder.ModelConfig(**dict(TINY_CONFIG, encoder_channels=(4, 4, 4, 4)))
-    with pytest.raises(savedmodel.ExportError, match="does not match the model configuration"):
-        savedmodel.restore_generator(other, prefix)
+    with pytest.raises(runs.RunError, match="does not match the model configuration"):
+        runs.restore_generator(other, prefix)
+    # The checkpoint's fuser is not silently dropped: a model without one does not match it.
     no_fuser = builder.ModelConfig(**dict(TINY_CONFIG, fuser="none"))
-    savedmodel.restore_generator(no_fuser, prefix)  # extra fuser weights are simply unused
+    with pytest.raises(runs.RunError, match="generator/encoder/fuser/"):
+        runs.restore_generator(no_fuser, prefix)
     with_noise_less_dir = tmp_path / "run"
     with_noise_less_dir.mkdir()
     for name in os.listdir(tiny.checkpoint_dir):
         if name != "flags.cfg":
             os.symlink(os.path.join(tiny.checkpoint_dir, name), with_noise_less_dir / name)
-    with pytest.raises(savedmodel.ExportError, match="has no flags.cfg"):
+    with pytest.raises(runs.RunError, match="has no flags.cfg"):
         savedmodel.export_checkpoint(str(with_noise_less_dir), str(tmp_path / "m"))
 
 

@@ -186,8 +186,8 @@ def test_stripped_checkpoint_imports_for_evaluation_and_export(reference, tmp_pa
     np.testing.assert_allclose(np.asarray(images[0]),
                                np.transpose(expected_image.numpy(), (0, 2, 3, 1)), atol=1e-4)
     # Export's restore path (every generator variable must be in the checkpoint).
-    from keras_sf2f.serving import savedmodel
-    exported = savedmodel.restore_generator(config, prefix)
+    from keras_sf2f import runs
+    exported = runs.restore_generator(config, prefix)
     for a, b in zip(exported.weights, generator.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

@@ -105,8 +105,8 @@ def test_checkpoint_consumers_use_the_average(data_dir, tmp_path):  # noqa: F811
     for a, w in zip(average, generator.weights):
         np.testing.assert_array_equal(a, w.numpy())
     # ... and so does export's restore.
-    from keras_sf2f.serving import savedmodel
-    exported = savedmodel.restore_generator(config.model, tf.train.latest_checkpoint(
+    from keras_sf2f import runs
+    exported = runs.restore_generator(config.model, tf.train.latest_checkpoint(
         config.model_dir))
     for a, w in zip(average, exported.weights):
         np.testing.assert_array_equal(a, w.numpy())

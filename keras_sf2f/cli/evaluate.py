@@ -1,9 +1,14 @@
 """Evaluates a generator checkpoint on held-out identities and writes a report.
 
-    python trainers/evaluate.py --flagfile=configs/demo.cfg --data_dir=runs/demo/data \
+    python trainers/evaluate.py --data_dir=runs/demo/data \
         --checkpoint_dir=runs/demo/stage1 --face_network=runs/demo/face_net \
         --report_dir=runs/demo/report [--baseline_checkpoint_dir=runs/v2f/model] \
         [--reference_galleries] [--summary_dir=runs/demo/stage1/eval]
+
+The model configuration is the run's own (flags.cfg of --checkpoint_dir, or of its run for a
+best_<metric>/ sub-directory; else its train_config.json). Model flags given as well (e.g.
+--flagfile=configs/demo.cfg) must agree with it: a contradiction is an error. Only a checkpoint
+without a configuration of its own takes the model flags given (--flagfile=...).
 
 Writes REPORT_DIR/report.md (tables per embedder, mean ± std over runs; the face detection
 rate, diversity and collapse, and the attribute reader's table, see --eval_detection,
@@ -22,7 +27,12 @@ import sys
 from absl import app, logging
 
 from keras_sf2f import flags as sf2f_flags
+from keras_sf2f import runs
 from keras_sf2f.cli import run_absl_tool
+from keras_sf2f.evaluation import face_report
+from keras_sf2f.evaluation.detection import detector_available
+from keras_sf2f.models.builder import build_generator
+from keras_sf2f.progress import Progress
 
 FLAGS = sf2f_flags.FLAGS
 
@@ -36,13 +46,36 @@ def main(argv):
     if FLAGS.eval_model_name == FLAGS.baseline_name:
         raise app.UsageError("--eval_model_name and --baseline_name must differ")
     logging.set_verbosity(logging.INFO)
-    from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415 - keep --help fast
-    from keras_sf2f.evaluation import face_report  # noqa: PLC0415
-    from keras_sf2f.models.builder import ModelConfig, build_generator  # noqa: PLC0415
-    from keras_sf2f.progress import Progress  # noqa: PLC0415
-
-    model_config = ModelConfig.from_flags(FLAGS).validate()
+    # The runs first: a contradiction or a missing configuration is reported before any
+    # model, data or embedder is loaded.
+    try:
+        trained = runs.load_run_for_tool(FLAGS.checkpoint_dir, FLAGS, sys.argv)
+        baseline = None
+        if FLAGS.baseline_checkpoint_dir:
+            baseline = runs.load_run(
+                FLAGS.baseline_checkpoint_dir, fallback_source=FLAGS.baseline_flagfile or "",
+                fallback=(lambda: runs.model_config_from_flagfile(FLAGS.baseline_flagfile))
+                if FLAGS.baseline_flagfile else None,
+                missing_hint="pass --baseline_flagfile (e.g. configs/voice2face_64.cfg)")
+    except runs.RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    model_config = trained.model_config
     image_size = max(model_config.output_resolutions)
+    if baseline is not None and max(baseline.model_config.output_resolutions) != image_size:
+        raise app.UsageError(
+            f"the baseline generates {max(baseline.model_config.output_resolutions)} px faces, "
+            f"the evaluated model {image_size} px: compare models of one resolution")
+    try:
+        generators = {FLAGS.eval_model_name: trained.restore_generator()}
+        if baseline is not None:
+            generators[FLAGS.baseline_name] = baseline.restore_generator()
+    except runs.RunError as e:  # e.g. a configuration its checkpoint does not match
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    # Lazy: importing the evaluation starts TensorFlow; --help and usage errors stay fast.
+    from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
+
     config = ev.EvaluationConfig(
         data_dir=FLAGS.data_dir, split=FLAGS.eval_split,
         durations=tuple(float(d) for d in FLAGS.eval_durations), runs=FLAGS.eval_runs,
@@ -53,27 +86,9 @@ def main(argv):
 
     notes = []
     if FLAGS.eval_detection:
-        from keras_sf2f.evaluation.detection import detector_available  # noqa: PLC0415
         config.detection = detector_available()
         if not config.detection:
             notes.append("No face detection rate: dlib is not installed (pip install dlib-bin).")
-
-    baseline_config = None
-    if FLAGS.baseline_checkpoint_dir:
-        baseline_config, source = ev.model_config_for_checkpoint(FLAGS.baseline_checkpoint_dir)
-        if baseline_config is None:
-            if not FLAGS.baseline_flagfile:
-                raise app.UsageError(
-                    f"{FLAGS.baseline_checkpoint_dir} has no train_config.json or flags.cfg "
-                    f"describing its model: pass --baseline_flagfile (e.g. "
-                    f"configs/voice2face_64.cfg)")
-            from keras_sf2f.serving.savedmodel import model_config_from_flagfile  # noqa: PLC0415
-            baseline_config = model_config_from_flagfile(FLAGS.baseline_flagfile).validate()
-            source = FLAGS.baseline_flagfile
-        if max(baseline_config.output_resolutions) != image_size:
-            raise app.UsageError(
-                f"the baseline generates {max(baseline_config.output_resolutions)} px faces, "
-                f"the evaluated model {image_size} px: compare models of one resolution")
 
     embedders, embedder_notes = ev.make_embedders(FLAGS.face_network, FLAGS.eval_dlib)
     notes = embedder_notes + notes
@@ -87,14 +102,15 @@ def main(argv):
         return 1
 
     name, baseline_name = FLAGS.eval_model_name, FLAGS.baseline_name
-    models, steps = {}, {}
-    models[name], prefix, steps[name] = ev.load_generator(FLAGS.checkpoint_dir, model_config)
-    notes.append(f"`{name}`: checkpoint `{prefix}` (step {steps[name]}).")
-    if baseline_config is not None:
-        models[baseline_name], prefix, steps[baseline_name] = ev.load_generator(
-            FLAGS.baseline_checkpoint_dir, baseline_config)
-        notes.append(f"`{baseline_name}`: checkpoint `{prefix}` (step {steps[baseline_name]}), "
-                     f"model configuration from `{source}`.")
+    models = dict(generators)
+    steps = {name: trained.step}
+    if baseline is not None:
+        steps[baseline_name] = baseline.step
+    notes.append(f"`{name}`: checkpoint `{trained.checkpoint}` (step {steps[name]}).")
+    if baseline is not None:
+        notes.append(f"`{baseline_name}`: checkpoint `{baseline.checkpoint}` (step "
+                     f"{steps[baseline_name]}), model configuration from "
+                     f"`{baseline.config_source}`.")
     if FLAGS.eval_untrained_baseline:
         models["untrained"] = build_generator(model_config)
         steps["untrained"] = 0
@@ -134,7 +150,7 @@ def main(argv):
     ev.write_summaries(summary_dir, results, steps, training_embedder=embedders[0].name,
                        figures_by_model=model_figures)
     figure_columns = [(name, name, None), (
-        baseline_name, baseline_name if baseline_config is not None else None,
+        baseline_name, baseline_name if baseline is not None else None,
         "no --baseline_checkpoint_dir given")]
     path = ev.write_report(FLAGS.report_dir, config, evaluator, results,
                            {k: v for k, v in samples.items() if k != "untrained"}, notes,

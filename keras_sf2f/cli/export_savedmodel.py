@@ -6,9 +6,11 @@ r"""Exports a checkpoint as a TF-Serving model version (SavedModel + warm-up req
 
 writes /models/sf2f_64/<N>/ (default N: the highest existing version + 1; an existing version is
 never overwritten: the export is written to a hidden temporary directory, checked by replaying
-its warm-up requests, then renamed into place). The model flags come from flags.cfg in
---checkpoint_dir (written by training and by export/import_reference_checkpoint.py); for a
-directory without one, pass the training flagfile: --flagfile=configs/sf2f_64.cfg.
+its warm-up requests, then renamed into place). The model configuration is the run's own:
+flags.cfg of --checkpoint_dir, or of its run for a best_<metric>/ sub-directory (written by
+training and by export/import_reference_checkpoint.py), else its train_config.json. Model flags
+given as well must agree with it (a contradiction is an error); for a checkpoint without a
+configuration of its own, pass the training flagfile: --flagfile=configs/sf2f_64.cfg.
 
 Signatures: serving_default (WAV bytes -> PNG + image), predict_waveform (int16-scale samples +
 sample rate -> image + embedding), predict_mel (normalised log-mel windows -> image +
@@ -29,6 +31,7 @@ import sys
 from absl import app, logging
 
 from keras_sf2f import flags as sf2f_flags
+from keras_sf2f import runs
 from keras_sf2f.cli import run_absl_tool
 
 FLAGS = sf2f_flags.FLAGS
@@ -41,23 +44,19 @@ def main(argv):
         raise app.UsageError("--checkpoint_dir is required")
     if not FLAGS.export_dir:
         raise app.UsageError("--export_dir is required (<base>/<model name>)")
-    from keras_sf2f.models import builder  # noqa: PLC0415
-    from keras_sf2f.serving import savedmodel  # noqa: PLC0415
-    from keras_sf2f.serving.inference import ServingConfig  # noqa: PLC0415
+    # Lazy: TensorFlow and the serving graph load only for a command that runs (fast --help).
+    from keras_sf2f.serving import inference, savedmodel  # noqa: PLC0415
 
-    model_flags_given = any(FLAGS[name].present for name in sf2f_flags.MODEL_FLAG_NAMES)
-    fallback = builder.ModelConfig.from_flags(FLAGS) if model_flags_given else None
-    flags_file = savedmodel.find_flags_file(FLAGS.checkpoint_dir)
-    if flags_file and model_flags_given:
-        logging.warning("using the model flags of %s; the model flags given on the command "
-                        "line are ignored", flags_file)
     try:
-        serving_config = ServingConfig(max_audio_seconds=FLAGS.max_audio_seconds,
-                                       max_windows=FLAGS.serving_max_windows).validate()
-        exported = savedmodel.export_checkpoint(
-            FLAGS.checkpoint_dir, FLAGS.export_dir, FLAGS.version, serving_config,
-            fallback_config=fallback, verify=FLAGS.verify_export, data_dir=FLAGS.data_dir,
-            typicality_warning_below=FLAGS.typicality_warning_below)
+        # The run's own configuration; the model flags given must agree with it, and describe
+        # only a checkpoint without one.
+        trained = runs.load_run_for_tool(FLAGS.checkpoint_dir, FLAGS, sys.argv)
+        serving_config = inference.ServingConfig(
+            max_audio_seconds=FLAGS.max_audio_seconds,
+            max_windows=FLAGS.serving_max_windows).validate()
+        exported = savedmodel.export_run(
+            trained, FLAGS.export_dir, FLAGS.version, serving_config, verify=FLAGS.verify_export,
+            data_dir=FLAGS.data_dir, typicality_warning_below=FLAGS.typicality_warning_below)
     except (savedmodel.ExportError, ValueError, FileNotFoundError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1

@@ -8,7 +8,9 @@
         --model_dir=runs/demo/sf2f_64 --face_network=runs/demo/face_identity
 
 Flags after --flagfile override it. Re-running the same command resumes from the latest
-checkpoint in --model_dir; SIGTERM or Ctrl-C saves a checkpoint and exits 0. The effective
+checkpoint in --model_dir; the model flags must then be the run's own (its flags.cfg), and
+ones that contradict them stop the command with the differences named (resume with
+--flagfile=DIR/flags.cfg). SIGTERM or Ctrl-C saves a checkpoint and exits 0. The effective
 flags are written to --model_dir as flags.cfg (usable with --flagfile) and flags.json.
 TensorBoard: ``tensorboard --logdir DIR``. Multi-worker: --strategy=multi_worker with TF_CONFIG
 set in every worker's environment. Exit status 1 with a message on a non-finite loss (the last
@@ -24,6 +26,7 @@ import sys
 from absl import app, logging
 
 from keras_sf2f import flags as sf2f_flags
+from keras_sf2f import runs
 from keras_sf2f.cli import run_absl_tool
 from keras_sf2f.training.config import TrainConfig
 
@@ -51,9 +54,10 @@ def _has_checkpoint(model_dir: str) -> bool:
 
 
 def input_problems(config: TrainConfig) -> list:
-    """What the run would read that does not exist, one line each. Plain file-system checks,
-    so that a mistyped path is reported before TensorFlow is imported (no start-up noise) and
-    before anything is written into the model directory."""
+    """What the run would read that does not exist, and a run to resume whose own model flags
+    differ from these (``runs.resume_problem``), one line each. Plain file reads, so that a
+    mistyped path or a wrong flagfile is reported before TensorFlow is imported (no start-up
+    noise) and before anything is written into the model directory."""
     problems = []
     data_dir = config.data_dir
     if _local(data_dir):
@@ -69,11 +73,19 @@ def input_problems(config: TrainConfig) -> list:
         problems.append(f"--face_network={face_network} does not exist (a directory written by "
                         f"trainers/train_face_identity.py, or a .keras FaceNet file)")
     init = config.init_checkpoint
+    resuming = _local(config.model_dir) and _has_checkpoint(config.model_dir)
     # Only read when the model directory has no checkpoint to resume from.
-    if init and _local(init) and not _has_checkpoint(config.model_dir) and not (
+    if init and _local(init) and not resuming and not (
             os.path.isdir(init) or os.path.isfile(init + ".index")):
         problems.append(f"--init_checkpoint={init} does not exist (a training or import "
                         f"directory, or a checkpoint prefix such as DIR/ckpt-1000)")
+    if resuming:
+        try:
+            problem = runs.resume_problem(config.model_dir, config.model)
+        except runs.RunError as e:  # the run's flags.cfg / train_config.json is unreadable
+            problem = str(e)
+        if problem:
+            problems.append(problem)
     return problems
 
 

@@ -45,7 +45,7 @@ import subprocess
 import sys
 import time
 
-from keras_sf2f import files
+from keras_sf2f import files, runs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -140,32 +140,14 @@ def select(all_variants: list, names) -> list:
     return [v for v in all_variants if v.name in chosen]
 
 
-def read_flagfile(path: str, _seen=None) -> dict:
-    """``{flag: value}`` of an absl flagfile (nested --flagfile followed, later lines win,
-    ``--name`` / ``--noname`` as "true" / "false")."""
-    seen = _seen if _seen is not None else set()
-    real = os.path.realpath(path)
-    if real in seen:
-        raise AblationError(f"{path}: flagfile includes itself")
-    seen.add(real)
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line.startswith("--"):
-                continue
-            name, has_value, value = line[2:].partition("=")
-            if name == "flagfile":
-                nested = value if os.path.isabs(value) or os.path.exists(value) else \
-                    os.path.join(os.path.dirname(path), value)
-                values.update(read_flagfile(nested, seen))
-            elif has_value:
-                values[name] = value
-            elif name.startswith("no"):
-                values[name[2:]] = "false"
-            else:
-                values[name] = "true"
-    return values
+def read_flagfile(path: str) -> dict:
+    """``{flag: value as text}`` of an absl flagfile, read as absl reads it
+    (``keras_sf2f.runs.read_flagfile``: nested --flagfile followed, later lines win, ``--name``
+    / ``--noname`` as "true" / "false")."""
+    try:
+        return runs.read_flagfile(path)
+    except runs.RunError as e:
+        raise AblationError(str(e)) from None
 
 
 def wild_prepare_args(dataset_info: dict, config: str, wild_dir: str) -> list:

@@ -5,10 +5,10 @@ An embedder turns ImageNet-normalised NHWC images (the generator's output space,
 as NumPy ``[B, D]`` float32, in batches. Two kinds:
 
 * ``FaceNetEmbedder`` wraps any Keras ``FaceNet``: the project's own face-identity network
-  (``keras_sf2f.training.face_identity``) or one imported from facenet-pytorch's VGGFace2 state
-  dict. Images go through the reference's chain (``face_preprocessing
-  .facenet_inputs_from_generator_images``: denormalise, standardise, VGG-box crop, 140x140
-  align-corners resize).
+  (trained by ``keras_sf2f.training.face_identity``, read by ``keras_sf2f.models.face_network``)
+  or one imported from facenet-pytorch's VGGFace2 state dict. Images go through the
+  reference's chain (``face_preprocessing.facenet_inputs_from_generator_images``: denormalise,
+  standardise, VGG-box crop, 140x140 align-corners resize).
 * ``DlibEmbedder``: dlib's pretrained 128-d ResNet face recogniser (``dlib-bin`` +
   ``face_recognition_models``), an independent network no part of training has seen.
   It takes uint8 RGB 150x150 face chips; the corpus faces are already
@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sf2f.models import face_preprocessing
+from keras_sf2f.models.face_network import load_face_network
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -82,7 +83,6 @@ class FaceNetEmbedder(FaceEmbedder):
     @classmethod
     def from_path(cls, path: str, name: str | None = None, **kwargs) -> "FaceNetEmbedder":
         """The project's face-identity network written by trainers/train_face_identity.py."""
-        from keras_sf2f.training.face_identity import load_face_network  # noqa: PLC0415
         model, info = load_face_network(path)
         kwargs.setdefault("normalize_method", info.get("input", {}).get("normalize_method",
                                                                         "imagenet"))
@@ -159,7 +159,7 @@ class DlibEmbedder(FaceEmbedder):
                  normalize_method: str = "imagenet", num_jitters: int = 0,
                  batch_size: int = 64):
         try:
-            import dlib  # noqa: PLC0415
+            import dlib  # noqa: PLC0415 - optional dependency (dlib-bin)
         except ImportError as e:
             raise ImportError("DlibEmbedder needs the dlib-bin and face_recognition_models "
                               "packages (pip install dlib-bin face_recognition_models)") from e

@@ -57,9 +57,14 @@ from absl import logging
 from PIL import Image, ImageDraw
 
 from keras_sf2f import files
+from keras_sf2f import runs as run_files  # "runs" names the crop runs in this module
 from keras_sf2f.data import pipelines, table
-from keras_sf2f.evaluation import metrics, oracle
+from keras_sf2f.evaluation import attribute_reader, diversity, face_report, metrics, oracle
+from keras_sf2f.evaluation import results_page as page
 from keras_sf2f.evaluation import summaries as summary_tags
+from keras_sf2f.evaluation.detection import FaceDetector
+from keras_sf2f.evaluation.embedders import DlibEmbedder, FaceNetEmbedder, dlib_available
+from keras_sf2f.runs import checkpoint_step
 
 FRAMES_PER_SECOND = 100
 CLASSIFIER_LOGIT_SCALE = 16.0
@@ -238,7 +243,6 @@ class Evaluator:
             for e in embedders}
         self.detector = None
         if config.detection:
-            from keras_sf2f.evaluation.detection import FaceDetector  # noqa: PLC0415 - dlib
             self.detector = FaceDetector()
         self.attribute_reader = None  # trained on first use (attribute_reader.py)
         self._attribute_targets = None
@@ -289,7 +293,6 @@ class Evaluator:
         if self.detector is not None:
             out["detection_rate"] = self.detector.rate(pixels)
         if self.config.diversity:
-            from keras_sf2f.evaluation import diversity  # noqa: PLC0415
             if embeddings is None:
                 embeddings = {e.name: e.embed(images) for e in self.embedders}
             first = self.first_faces
@@ -307,7 +310,6 @@ class Evaluator:
         face-only identities; ``attribute_reader.py``) and the split's known attributes, or
         ``(None, None)`` when the data has none (a note says why)."""
         if self._attribute_targets is None:
-            from keras_sf2f.evaluation import attribute_reader  # noqa: PLC0415
             self.attribute_reader, self._attribute_targets, note = \
                 attribute_reader.reader_for_split(self.config.data_dir, self.config.split,
                                                   self.split.names, seed=self.config.seed)
@@ -425,15 +427,13 @@ class Evaluator:
 def make_embedders(face_network: str, use_dlib: bool = True) -> tuple:
     """``([embedders], [report notes])``: the project's face-identity network first (the one
     training validates with), then dlib's recogniser when asked for and installed."""
-    from keras_sf2f.evaluation import embedders as emb  # noqa: PLC0415
-
-    face_net = emb.FaceNetEmbedder.from_path(face_network, name="face_identity_net")
+    face_net = FaceNetEmbedder.from_path(face_network, name="face_identity_net")
     embedders = [face_net]
     notes = [f"`face_identity_net`: the project's face-identity network from "
              f"`{face_network}` (trained on identities disjoint from every voice-face "
              f"identity)."]
-    if use_dlib and emb.dlib_available():
-        embedders.append(emb.DlibEmbedder())
+    if use_dlib and dlib_available():
+        embedders.append(DlibEmbedder())
         notes.append("`dlib_resnet`: dlib's pretrained 128-D ResNet face recogniser "
                      "(face_recognition_models, CC0); no part of training has seen it.")
     return embedders, notes
@@ -456,52 +456,18 @@ def classifier_centroids(data_dir: str, embedder, image_size: int) -> tuple:
         f"5 splits.")
 
 
-def model_config_for_checkpoint(checkpoint_dir: str):
-    """``(ModelConfig, source path)`` a checkpoint was trained with, or ``(None, None)``.
-
-    Looks in the directory and its parent (training's ``best_<metric>/`` sub-directories) for
-    ``train_config.json`` (written by every training run) and then ``flags.cfg`` (training's
-    flagfile, or the reference importer's)."""
-    from keras_sf2f.models.builder import ModelConfig  # noqa: PLC0415
-
-    directory = checkpoint_dir if os.path.isdir(checkpoint_dir) else os.path.dirname(
-        checkpoint_dir)
-    candidates = [directory, os.path.dirname(os.path.abspath(directory))]
-    for d in candidates:
-        path = os.path.join(d, "train_config.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                return ModelConfig.from_mapping(json.load(f)["model"]).validate(), path
-    for d in candidates:
-        path = os.path.join(d, "flags.cfg")
-        if os.path.isfile(path):
-            from keras_sf2f.serving.savedmodel import model_config_from_flagfile  # noqa: PLC0415
-            return model_config_from_flagfile(path).validate(), path
-    return None, None
-
-
-def checkpoint_step(prefix: str) -> int:
-    """The training step a checkpoint was saved at: its ``step`` variable, else the number in
-    its name, else 0 (e.g. an imported reference checkpoint)."""
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        key = "step/.ATTRIBUTES/VARIABLE_VALUE"
-        if reader.has_tensor(key):
-            return int(reader.get_tensor(key))
-    except (tf.errors.OpError, ValueError):
-        pass
-    match = re.search(r"-(\d+)$", prefix)
-    return int(match.group(1)) if match else 0
+def model_config_for_checkpoint(checkpoint_dir: str) -> tuple:
+    """``(ModelConfig, source path)`` a checkpoint was trained with, or ``(None, None)``: its
+    run's ``flags.cfg``, else its ``train_config.json`` (``keras_sf2f.runs``;
+    the directory or the one above it, for training's ``best_<metric>/``)."""
+    return run_files.model_config_for_checkpoint(checkpoint_dir)
 
 
 def load_generator(checkpoint_dir: str, model_config) -> tuple:
     """``(generator, checkpoint prefix, step)`` restored from a checkpoint directory or
-    prefix."""
-    from keras_sf2f.models.builder import build_generator  # noqa: PLC0415
-    from keras_sf2f.training.loop import restore_models  # noqa: PLC0415
-
-    generator = build_generator(model_config)
-    prefix = restore_models(checkpoint_dir, {"generator": generator})
+    prefix (``keras_sf2f.runs.restore_generator``: every variable matched both ways)."""
+    prefix = run_files.find_checkpoint(checkpoint_dir)
+    generator = run_files.restore_generator(model_config, prefix)
     return generator, prefix, checkpoint_step(prefix)
 
 
@@ -726,7 +692,6 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
       checkpoints: {model: (checkpoint prefix, step)} for the page's header; default: read
         from the notes (``"`SF2F`: checkpoint `<prefix>` (step N)."``).
     """
-    from keras_sf2f.evaluation import face_report, results_page as page  # noqa: PLC0415
     figures_by_model = {m: p for m, p in (figures_by_model or {}).items() if p}
     os.makedirs(report_dir, exist_ok=True)
     n = min(config.grid_identities, evaluator.split.num_identities)

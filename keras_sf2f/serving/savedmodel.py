@@ -22,8 +22,10 @@ TF-Serving and in ``saved_model_cli run``, not only after ``tf.saved_model.load`
 Signatures (``tensorflow/serving/predict``): ``serving_default`` (WAV bytes -> PNG + image),
 ``predict_waveform`` and ``predict_mel`` (see keras_sf2f/serving/inference.py).
 
-Model configuration: ``flags.cfg`` in the checkpoint directory (written by training and by the
-reference importer; for a ``best_*`` sub-directory, the parent's), else what the caller passes (the entry point's ``--flagfile``).
+Model configuration and checkpoint: the run's own, as every tool reads them
+(``keras_sf2f.runs.load_run``: ``flags.cfg`` of the checkpoint directory, or of its run for a
+``best_*`` sub-directory, else its ``train_config.json``); only a checkpoint without either takes
+what the caller passes (the entry point's ``--flagfile``).
 
 Voice typicality (the ``voice_typicality`` output, see keras_sf2f/serving/inference.py): the
 export embeds the prepared data's training and validation identities with the very serving
@@ -35,6 +37,7 @@ gone, the export goes ahead WITHOUT the output and says so in the log and in the
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import json
@@ -44,22 +47,33 @@ import shutil
 import tempfile
 from typing import Mapping, NamedTuple
 
+import keras
 import numpy as np
+import soundfile as sf
+import tensorflow as tf
 from absl import logging
+from tensorflow.python.framework import op_def_registry
+from tensorflow.python.saved_model import loader_impl
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
+from keras_sf2f import runs
+from keras_sf2f.audio.features import MEL_PAD_VALUE
+from keras_sf2f.data.pipelines import WINDOW_FRAMES, identity_windows
+from keras_sf2f.data.table import DataError, load_split
 from keras_sf2f.models import builder
+from keras_sf2f.runs import model_config_from_flagfile
 from keras_sf2f.serving.inference import (DEFAULT_TYPICALITY_WARNING_BELOW, SIGNATURES,
                                           TYPICALITY_DEFINITION, TYPICALITY_OUTPUT,
                                           TYPICALITY_THRESHOLD_KEY, FaceFromVoice,
                                           ServingConfig, TypicalityReference)
 
-__all__ = ["ExportError", "Exported", "find_flags_file", "model_config_from_flagfile",
-           "flag_value_from_flagfile", "find_checkpoint", "restore_generator",
-           "existing_versions", "next_version", "export_generator", "export_checkpoint",
-           "typicality_reference", "voice_distances", "warmup_requests", "write_warmup_file",
-           "read_warmup_file", "warmup_wav", "speech_like"]
+__all__ = ["ExportError", "Exported", "existing_versions", "next_version", "export_generator",
+           "export_run", "export_checkpoint", "typicality_reference", "voice_distances",
+           "warmup_requests", "write_warmup_file", "read_warmup_file", "warmup_wav",
+           "speech_like",
+           # keras_sf2f.runs' reader, also reachable here for the benchmarks that use it
+           "model_config_from_flagfile"]
 
-FLAGS_FILE = "flags.cfg"
 WARMUP_FILE = "tf_serving_warmup_requests"
 METADATA_FILE = "sf2f_export.json"
 TYPICALITY_FILE = "voice_typicality.json"
@@ -71,154 +85,6 @@ _TMP_PREFIX = ".tmp-export-"
 
 class ExportError(ValueError):
     """A problem with the export's inputs (message meant for the user)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration and checkpoint
-# --------------------------------------------------------------------------------------------
-
-def find_flags_file(checkpoint_dir: str) -> str | None:
-    """``flags.cfg`` of a checkpoint directory or of its parent (for the
-    training loop's ``best_<metric>/`` sub-directories); None when there is none."""
-    directory = checkpoint_dir if os.path.isdir(checkpoint_dir) else os.path.dirname(
-        checkpoint_dir)
-    for candidate in (directory, os.path.dirname(os.path.abspath(directory))):
-        path = os.path.join(candidate, FLAGS_FILE)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-_TRUE = {"true", "t", "1", "yes", "y"}
-_FALSE = {"false", "f", "0", "no", "n"}
-
-
-def _read_flag_lines(path: str, seen: set) -> list[str]:
-    real = os.path.realpath(path)
-    if real in seen:
-        raise ExportError(f"{path}: flagfile includes itself")
-    seen.add(real)
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise ExportError(f"cannot read flagfile {path}: {e.strerror}") from None
-    result = []
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith(("#", "//")):
-            continue
-        if line.startswith("--flagfile="):
-            nested = line.split("=", 1)[1]
-            if not os.path.isabs(nested) and not os.path.exists(nested):
-                nested = os.path.join(os.path.dirname(path), nested)
-            result.extend(_read_flag_lines(nested, seen))
-        else:
-            result.append(line)
-    return result
-
-
-def model_config_from_flagfile(path: str) -> builder.ModelConfig:
-    """The model configuration recorded in an absl flagfile (``--name=value`` lines,
-    ``--noname`` / ``--name`` for booleans, nested ``--flagfile=``; later lines win).
-    Flags other than the model's are ignored."""
-    fields = set(builder.ModelConfig.field_names())
-    values = {}
-    for line in _read_flag_lines(path, set()):
-        if not line.startswith("-"):
-            continue
-        text = line.lstrip("-")
-        name, has_value, value = text.partition("=")
-        if not has_value:
-            if name in fields:
-                values[name] = "true"
-            elif name.startswith("no") and name[2:] in fields:
-                values[name[2:]] = "false"
-            continue
-        if name in fields:
-            values[name] = value
-    defaults = builder.ModelConfig()
-    converted = {}
-    for name, value in values.items():
-        if isinstance(getattr(defaults, name), bool):
-            low = value.strip().lower()
-            if low not in _TRUE | _FALSE:
-                raise ExportError(f"{path}: --{name}={value} is not a boolean")
-            converted[name] = low in _TRUE
-        else:
-            converted[name] = value
-    try:
-        return builder.ModelConfig.from_mapping(converted).validate()
-    except ValueError as e:
-        raise ExportError(f"{path}: {e}") from None
-
-
-def flag_value_from_flagfile(path: str, name: str) -> str | None:
-    """The value of ``--name=value`` in an absl flagfile (nested ``--flagfile=`` followed; the
-    last line wins), None when the file does not set it."""
-    value = None
-    for line in _read_flag_lines(path, set()):
-        key, has_value, text = line.lstrip("-").partition("=")
-        if has_value and key == name:
-            value = text
-    return value
-
-
-def find_checkpoint(checkpoint_dir: str) -> str:
-    """The latest checkpoint prefix of a directory, or ``checkpoint_dir`` itself when it is a
-    prefix (``.../ckpt-1200``). Raises ExportError when there is none."""
-    import tensorflow as tf  # noqa: PLC0415
-    if os.path.isdir(checkpoint_dir):
-        latest = tf.train.latest_checkpoint(checkpoint_dir)
-        if latest:
-            return latest
-        raise ExportError(
-            f"no checkpoint in {checkpoint_dir}: expected ckpt-<step>.index/.data files and a "
-            f"'checkpoint' state file, as written by trainers/train.py (its --model_dir, or a "
-            f"best_<metric>/ sub-directory) or export/import_reference_checkpoint.py")
-    if os.path.isfile(checkpoint_dir + ".index"):
-        return checkpoint_dir
-    raise ExportError(f"--checkpoint_dir={checkpoint_dir} is neither a directory nor a "
-                      f"checkpoint prefix (no {checkpoint_dir}.index)")
-
-
-def restore_generator(config: builder.ModelConfig, checkpoint_prefix: str):
-    """Builds the generator of ``config`` and restores it from ``checkpoint_prefix`` (only the
-    generator: discriminators and optimizers in the checkpoint are ignored). Every generator
-    variable must be in the checkpoint."""
-    import tensorflow as tf  # noqa: PLC0415
-    config.validate()
-    generator = builder.build_generator(config)
-    try:
-        keys = {name for name, _ in tf.train.list_variables(checkpoint_prefix)}
-    except (tf.errors.OpError, ValueError) as e:
-        raise ExportError(f"cannot read checkpoint {checkpoint_prefix}: {e}") from None
-    if not any(key.startswith("generator/") for key in keys):
-        top = sorted({key.split("/")[0] for key in keys})
-        raise ExportError(f"{checkpoint_prefix} holds no generator (objects: {top})")
-    # A run trained with --generator_ema_decay: its moving average is the generator that
-    # draws the pictures (validation and evaluation use it too).
-    name = builder.EMA_GENERATOR_NAME if any(
-        key.startswith(builder.EMA_GENERATOR_NAME + "/") for key in keys) else "generator"
-    try:
-        status = tf.train.Checkpoint(**{name: generator}).restore(checkpoint_prefix)
-    except (ValueError, tf.errors.OpError) as e:
-        raise ExportError(f"{checkpoint_prefix} does not match the model configuration: "
-                          f"{str(e).splitlines()[0][:400]}") from None
-    status.expect_partial()
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        detail = str(e).splitlines()[0][:400]
-        raise ExportError(
-            f"{checkpoint_prefix} does not match the model configuration (encoder "
-            f"{config.encoder} {list(config.encoder_channels)}, fuser {config.fuser}, decoder "
-            f"{config.decoder}, embedding_dim {config.embedding_dim}): some generator "
-            f"variables are not in the checkpoint ({detail})") from None
-    except (ValueError, tf.errors.OpError) as e:
-        raise ExportError(f"{checkpoint_prefix} does not match the model configuration: "
-                          f"{str(e).splitlines()[0][:400]}") from None
-    return generator
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +106,6 @@ def voice_distances(queries: np.ndarray, bank: np.ndarray,
 def _window_counts(table) -> np.ndarray:
     """Each identity's 125-frame windows as ``pipelines.identity_windows`` cuts them without
     a seed (``length // 125`` from frame 0 of each utterance)."""
-    from keras_sf2f.data.pipelines import WINDOW_FRAMES  # noqa: PLC0415
     lengths = np.asarray(table.utt_length)
     first, count = np.asarray(table.id_utt_first), np.asarray(table.id_utt_count)
     return np.asarray([int((lengths[a:a + n] // WINDOW_FRAMES).sum())
@@ -255,10 +120,6 @@ def _chunk_embeddings(module: FaceFromVoice, table, max_windows: int, batch: int
     Returns ``(windows per identity [I], {identity: ([chunks, D] embeddings, [chunks] window
     counts)})``; identities without a whole window are absent. Chunk 0 of an identity is
     what serving embeds from its speech (the first ``max_windows`` of the serving config)."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    from keras_sf2f.audio.features import MEL_PAD_VALUE  # noqa: PLC0415
-    from keras_sf2f.data.pipelines import WINDOW_FRAMES, identity_windows  # noqa: PLC0415
     cfg = module.config
     if cfg.window_frames != WINDOW_FRAMES:
         raise ExportError(f"voice typicality: the serving windows have {cfg.window_frames} "
@@ -317,7 +178,6 @@ def typicality_reference(generator, data_dir: str,
 
     Raises ExportError when the data cannot be read or gives no calibration.
     """
-    from keras_sf2f.data.table import DataError, load_split  # noqa: PLC0415
     module = FaceFromVoice(generator, serving_config)
     capacity = module.config.window_capacity
     try:
@@ -442,7 +302,6 @@ def speech_like(seconds: float, sample_rate: int = 16000, seed: int = 0,
 
 def warmup_wav(seconds: float = 2.6, sample_rate: int = 16000) -> bytes:
     """A 16-bit PCM mono WAV of :func:`speech_like` (2.6 s: two 1.25 s windows)."""
-    import soundfile as sf  # noqa: PLC0415
     buffer = io.BytesIO()
     samples = np.clip(np.rint(speech_like(seconds, sample_rate)), -32768, 32767)
     sf.write(buffer, samples.astype(np.int16), sample_rate, subtype="PCM_16", format="WAV")
@@ -451,9 +310,6 @@ def warmup_wav(seconds: float = 2.6, sample_rate: int = 16000) -> bytes:
 
 def warmup_requests(model_name: str, num_mel_bins: int = 40) -> list:
     """One PredictionLog per signature, with inputs that pass every check."""
-    import tensorflow as tf  # noqa: PLC0415
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2  # noqa
-
     waveform = speech_like(2.6, 22050, seed=1)[None, :]
     log_mel = np.random.default_rng(2).normal(size=(1, 2, 125, num_mel_bins)).astype(np.float32)
     inputs = {
@@ -474,7 +330,6 @@ def warmup_requests(model_name: str, num_mel_bins: int = 40) -> list:
 
 
 def write_warmup_file(version_dir: str, logs: list) -> str:
-    import tensorflow as tf  # noqa: PLC0415
     directory = os.path.join(version_dir, "assets.extra")
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, WARMUP_FILE)
@@ -485,8 +340,6 @@ def write_warmup_file(version_dir: str, logs: list) -> str:
 
 
 def read_warmup_file(version_dir: str) -> list:
-    import tensorflow as tf  # noqa: PLC0415
-    from tensorflow_serving.apis import prediction_log_pb2  # noqa: PLC0415
     path = os.path.join(version_dir, "assets.extra", WARMUP_FILE)
     logs = []
     for record in tf.data.TFRecordDataset(path):
@@ -498,7 +351,6 @@ def _replay_warmup(version_dir: str):
     """Loads the SavedModel and runs every warm-up request, as TF-Serving does when it loads
     the version; returns (the loaded SavedModel, {signature: {output: shape}}). Raises
     ExportError on any failure."""
-    import tensorflow as tf  # noqa: PLC0415
     loaded = tf.saved_model.load(version_dir)
     missing = [name for name in SIGNATURES if name not in loaded.signatures]
     if missing:
@@ -541,7 +393,6 @@ class Exported(NamedTuple):
 
 def _raw_variable(variable):
     """The ``tf.Variable`` behind a Keras 3 variable (TF backend)."""
-    import tensorflow as tf  # noqa: PLC0415
     raw = getattr(variable, "value", variable)
     if not isinstance(raw, tf.Variable):
         raise ExportError(f"cannot export variable {getattr(variable, 'path', variable)}: not "
@@ -555,7 +406,6 @@ def _write_savedmodel(module: FaceFromVoice, path: str) -> None:
     them (TF-Serving, ``saved_model_cli run``); no Keras object is saved. (Going through
     ``keras.export.ExportArchive`` works too, but makes ``tf.saved_model.save`` trace every
     endpoint a second time: about twice the export time for the same graph.)"""
-    import tensorflow as tf  # noqa: PLC0415
     signatures = {name: module.function(name).get_concrete_function() for name in SIGNATURES}
     root = tf.Module()
     root.model_variables = [_raw_variable(v) for v in module.generator.variables]
@@ -606,8 +456,6 @@ def export_generator(generator, export_dir: str, version: int | None = None,
         loaded = None
         if verify:
             loaded, metadata["verified_warmup_outputs"] = _replay_warmup(tmp)
-        import keras  # noqa: PLC0415
-        import tensorflow as tf  # noqa: PLC0415
         metadata["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__}
         with open(os.path.join(tmp, "assets.extra", METADATA_FILE), "w") as f:
             json.dump(metadata, f, indent=2, sort_keys=True)
@@ -641,12 +489,13 @@ def _publish(tmp: str, export_dir: str, version: int | None) -> str:
     raise ExportError(f"could not find a free version under {export_dir}")
 
 
-def _typicality_data(data_dir: str | None, flags_path: str | None):
+def _typicality_data(data_dir: str | None, run_flags: Mapping[str, str],
+                     flags_path: str | None):
     """``(data directory, val split, why there is none)`` for the typicality calibration:
-    ``data_dir`` when given ("" switches it off), else the one ``flags_path`` names. An
-    explicit directory that does not exist is an error; a default one is merely absent."""
-    val_split = (flag_value_from_flagfile(flags_path, "val_split") if flags_path else None) \
-        or "val"
+    ``data_dir`` when given ("" switches it off), else the one the run's flags
+    (``run_flags``, read from ``flags_path``) name. An explicit directory that does not exist
+    is an error; a default one is merely absent."""
+    val_split = run_flags.get("val_split") or "val"
     if data_dir == "":
         return None, val_split, "switched off (--data_dir given empty)"
     if data_dir is not None:
@@ -655,7 +504,7 @@ def _typicality_data(data_dir: str | None, flags_path: str | None):
                               f"that calibrates voice_typicality; --data_dir= exports without "
                               f"it)")
         return data_dir, val_split, ""
-    named = flag_value_from_flagfile(flags_path, "data_dir") if flags_path else None
+    named = run_flags.get("data_dir")
     if not named:
         where = flags_path or "the checkpoint directory (no flags.cfg)"
         return None, val_split, (f"no prepared data: no --data_dir was given and {where} "
@@ -667,44 +516,25 @@ def _typicality_data(data_dir: str | None, flags_path: str | None):
     return named, val_split, ""
 
 
-def export_checkpoint(checkpoint_dir: str, export_dir: str, version: int | None = None,
-                      serving_config: ServingConfig | None = None,
-                      fallback_flagfile: str | None = None,
-                      fallback_config: builder.ModelConfig | None = None,
-                      verify: bool = True, data_dir: str | None = None,
-                      typicality_warning_below: float = DEFAULT_TYPICALITY_WARNING_BELOW
-                      ) -> Exported:
-    """The whole export command: configuration, restore, typicality calibration, export.
+def export_run(run: runs.Run, export_dir: str, version: int | None = None,
+               serving_config: ServingConfig | None = None, verify: bool = True,
+               data_dir: str | None = None,
+               typicality_warning_below: float = DEFAULT_TYPICALITY_WARNING_BELOW) -> Exported:
+    """The whole export of a loaded run (``keras_sf2f.runs.load_run``): restore, typicality
+    calibration, export.
 
-    The model configuration comes from the checkpoint directory's flags file; without one,
-    from ``fallback_flagfile`` or ``fallback_config`` (the entry point's ``--flagfile``).
     ``data_dir``: the prepared data that calibrates ``voice_typicality`` (default: the
-    ``--data_dir`` of the flags file; "" switches it off). Without data the export has no
+    ``--data_dir`` of the run's flags; "" switches it off). Without data the export has no
     typicality output, and a warning in the log and the metadata says why.
     """
-    prefix = find_checkpoint(checkpoint_dir)
-    flags_path = find_flags_file(checkpoint_dir)
-    if flags_path is not None:
-        config = model_config_from_flagfile(flags_path)
-        source = flags_path
-    elif fallback_flagfile:
-        config = model_config_from_flagfile(fallback_flagfile)
-        source = fallback_flagfile
-    elif fallback_config is not None:
-        config = fallback_config.validate()
-        source = "command-line model flags"
-    else:
-        raise ExportError(
-            f"{checkpoint_dir} has no flags.cfg describing the model; pass the flagfile it "
-            f"was trained with, e.g. --flagfile=configs/sf2f_64.cfg")
     if not 0.0 <= typicality_warning_below <= 1.0:
         raise ExportError(f"--typicality_warning_below must be in [0, 1], got "
                           f"{typicality_warning_below}")
-    generator = restore_generator(config, prefix)
-    extra = {"checkpoint": os.path.abspath(prefix), "model_config_source": os.path.abspath(
-        source) if os.path.exists(source) else source}
-    typicality_flags = flags_path or fallback_flagfile
-    data, val_split, reason = _typicality_data(data_dir, typicality_flags)
+    generator = run.restore_generator()
+    source = run.config_source
+    extra = {"checkpoint": os.path.abspath(run.checkpoint), "model_config_source":
+             os.path.abspath(source) if os.path.exists(source) else source}
+    data, val_split, reason = _typicality_data(data_dir, run.flags, run.flags_file)
     typicality = None
     if data is not None:
         logging.info("voice typicality: embedding the training and %s identities of %s",
@@ -716,8 +546,33 @@ def export_checkpoint(checkpoint_dir: str, export_dir: str, version: int | None 
     else:
         logging.warning("exporting WITHOUT voice typicality (no %s output): %s",
                         TYPICALITY_OUTPUT, reason)
-    return export_generator(generator, export_dir, version, serving_config, config, extra,
-                            verify=verify, typicality=typicality, typicality_reason=reason)
+    return export_generator(generator, export_dir, version, serving_config, run.model_config,
+                            extra, verify=verify, typicality=typicality,
+                            typicality_reason=reason)
+
+
+def export_checkpoint(checkpoint_dir: str, export_dir: str, version: int | None = None,
+                      serving_config: ServingConfig | None = None,
+                      fallback_flagfile: str | None = None,
+                      fallback_config: builder.ModelConfig | None = None,
+                      verify: bool = True, data_dir: str | None = None,
+                      typicality_warning_below: float = DEFAULT_TYPICALITY_WARNING_BELOW
+                      ) -> Exported:
+    """:func:`export_run` of the run at ``checkpoint_dir`` (a directory or a checkpoint
+    prefix). Its model configuration is its own; only a checkpoint without one takes
+    ``fallback_flagfile`` (whose flags also name the typicality data) or ``fallback_config``.
+    Problems with the run raise ``runs.RunError``."""
+    if fallback_flagfile:
+        run = runs.load_run(checkpoint_dir, fallback_source=fallback_flagfile,
+                            fallback=lambda: model_config_from_flagfile(fallback_flagfile))
+        if run.flags_file is None:
+            run = dataclasses.replace(run, flags=runs.read_flagfile(fallback_flagfile),
+                                      flags_file=fallback_flagfile)
+    else:
+        run = runs.load_run(checkpoint_dir, fallback=fallback_config,
+                            fallback_source="command-line model flags")
+    return export_run(run, export_dir, version, serving_config, verify, data_dir,
+                      typicality_warning_below)
 
 
 # --------------------------------------------------------------------------------------------
@@ -727,7 +582,6 @@ def export_checkpoint(checkpoint_dir: str, export_dir: str, version: int | None 
 def op_types(saved_model_dir: str) -> set:
     """Every op type used by the SavedModel: the meta graph's nodes and every function in its
     function library (where the signatures' bodies live)."""
-    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
     proto = loader_impl.parse_saved_model(saved_model_dir)
     types = set()
     for meta_graph in proto.meta_graphs:
@@ -741,8 +595,6 @@ def op_types(saved_model_dir: str) -> set:
 def unregistered_ops(saved_model_dir: str) -> list:
     """Op types of the SavedModel that this process's TensorFlow does not register (names of
     the library's functions, called as ops, are not op types and are skipped)."""
-    from tensorflow.python.framework import op_def_registry  # noqa: PLC0415
-    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
     proto = loader_impl.parse_saved_model(saved_model_dir)
     functions = {f.signature.name for mg in proto.meta_graphs
                  for f in mg.graph_def.library.function}

@@ -28,14 +28,14 @@ voice-face ``val``/``test`` splits, identities the network never saw: that is wh
 relies on.
 
 Files: ``face_identity.weights.h5`` (Keras weights of the FaceNet) and ``face_identity.json``
-(architecture arguments, input size and pre-processing, training settings, held-out results).
-``load_face_network`` reads exactly these; nothing is unpickled.
+(architecture arguments, input size and pre-processing, training settings, held-out results),
+written and read by ``keras_sf2f.models.face_network`` (``load_face_network``, which training's
+perceptual loss and the evaluation's embedder share).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -46,16 +46,25 @@ import tensorflow as tf
 
 import keras
 
-from keras_sf2f import files
 from keras_sf2f.data import table as table_lib
 from keras_sf2f.evaluation import metrics
+from keras_sf2f.evaluation.embedders import FaceNetEmbedder
 from keras_sf2f.models import face_preprocessing
+from keras_sf2f.models.face_network import (FORMAT, INFO_FILE, WEIGHTS_FILE, build_face_network,
+                                            load_face_network, save_face_network)
 from keras_sf2f.models.facenet import FaceNet, trainable_parameter_count
 from keras_sf2f.progress import Progress, format_duration
 
-WEIGHTS_FILE = "face_identity.weights.h5"
-INFO_FILE = "face_identity.json"
-FORMAT = "keras_sf2f.face_identity/1"
+__all__ = [
+    "TRAIN_SPLIT", "CHECK_SPLITS", "FaceIdentityConfig", "FaceSet", "load_faces",
+    "last_face_mask", "heldout_identification", "generator_space", "augment_pixels",
+    "CosineSoftmaxHead", "evaluate_network", "train_face_identity",
+    # The network's files, from keras_sf2f.models.face_network (also reachable here, where
+    # the network is trained).
+    "FORMAT", "INFO_FILE", "WEIGHTS_FILE", "build_face_network", "load_face_network",
+    "save_face_network",
+]
+
 TRAIN_SPLIT = "faceid"
 CHECK_SPLITS = ("val", "test")
 
@@ -269,91 +278,12 @@ class _WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 # ------------------------------------------------------------------------------------------
-# Network files
-
-def build_face_network(architecture: dict) -> FaceNet:
-    """A built FaceNet (no logits head) from the JSON's ``architecture`` arguments."""
-    model = FaceNet(num_classes=None, **architecture)
-    model.build((None, face_preprocessing.FACENET_INPUT_SIZE,
-                 face_preprocessing.FACENET_INPUT_SIZE, 3))
-    return model
-
-
-def save_face_network(model: FaceNet, info: dict, output_dir: str) -> str:
-    """Writes ``face_identity.weights.h5`` and ``face_identity.json``; returns the JSON path."""
-    os.makedirs(output_dir, exist_ok=True)
-    weights = os.path.join(output_dir, WEIGHTS_FILE)
-    tmp = weights + ".partial.weights.h5"
-    model.save_weights(tmp)
-    os.replace(tmp, weights)
-    info = dict(info, format=FORMAT, weights_file=WEIGHTS_FILE)
-    path = os.path.join(output_dir, INFO_FILE)
-    files.write_json(path, info)
-    return path
-
-
-def _resolve(path: str) -> str:
-    """The JSON path from a directory, the JSON or the weights file."""
-    if os.path.isdir(path):
-        json_path = os.path.join(path, INFO_FILE)
-    elif path.endswith(".weights.h5"):
-        json_path = path[:-len(".weights.h5")] + ".json"
-    else:
-        json_path = path
-    if not os.path.isfile(json_path):
-        raise FileNotFoundError(f"no face-identity network description at {json_path} "
-                                f"(expected {INFO_FILE} next to {WEIGHTS_FILE}, written by "
-                                f"trainers/train_face_identity.py)")
-    return json_path
-
-
-def load_face_network(path: str) -> tuple:
-    """Loads a network written by ``save_face_network``: ``(FaceNet, info dict)``.
-
-    ``path`` is the output directory, its ``face_identity.json`` or its
-    ``face_identity.weights.h5``. The model is built for 140x140 inputs in FaceNet's
-    standardised space (``info['input']`` says how to get there from generator images).
-
-    A ``.keras`` file holding a ``FaceNet`` (e.g. VGGFace2 weights converted by
-    export/import_facenet_weights.py) is accepted too: it is loaded with Keras' safe mode
-    (no Python code from the file) and described by a minimal ``info`` with the reference's
-    input chain and ``image_size`` None.
-    """
-    if str(path).endswith(".keras"):
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-        if not isinstance(model, FaceNet):
-            raise ValueError(f"{path} holds a {type(model).__name__}, not a FaceNet")
-        info = {"format": "keras", "path": os.path.abspath(path), "image_size": None,
-                "architecture": {"embedding_dim": model.embedding_dim,
-                                 "width_multiplier": model.width_multiplier,
-                                 "repeats": list(model.repeats),
-                                 "dropout_rate": model.dropout_rate},
-                "input": {"normalize_method": "imagenet", "crop": "vgg_box",
-                          "size": face_preprocessing.FACENET_INPUT_SIZE,
-                          "chain": "face_preprocessing.facenet_inputs_from_generator_images"}}
-        return model, info
-    json_path = _resolve(path)
-    with open(json_path) as f:
-        info = json.load(f)
-    if info.get("format") != FORMAT:
-        raise ValueError(f"{json_path}: not a keras-sf2f face-identity network description "
-                         f"(format {info.get('format')!r}, expected {FORMAT!r})")
-    weights = os.path.join(os.path.dirname(os.path.abspath(json_path)), info["weights_file"])
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"{json_path} names weights {weights}, which do not exist")
-    model = build_face_network(info["architecture"])
-    model.load_weights(weights)
-    return model, info
-
-
-# ------------------------------------------------------------------------------------------
 # Training
 
 def evaluate_network(model_or_embedder, faces: FaceSet,
                      normalize_method: str = "imagenet") -> dict:
     """``heldout_identification`` of ``faces`` with the embeddings of a FaceNet or of any
     ``keras_sf2f.evaluation.embedders.FaceEmbedder`` (e.g. the dlib one)."""
-    from keras_sf2f.evaluation.embedders import FaceNetEmbedder  # noqa: PLC0415
     embedder = (FaceNetEmbedder(model_or_embedder, normalize_method=normalize_method,
                                 batch_size=128)
                 if isinstance(model_or_embedder, FaceNet) else model_or_embedder)
@@ -441,7 +371,6 @@ def train_face_identity(data_dir: str, output_dir: str | None, config: FaceIdent
                                  f"train acc {np.mean(accs[window]):.2f}")
     train_seconds = time.monotonic() - t_train
 
-    from keras_sf2f.evaluation.embedders import FaceNetEmbedder  # noqa: PLC0415
     embedder = FaceNetEmbedder(model, normalize_method=config.normalize_method, batch_size=128)
     results = {TRAIN_SPLIT: evaluate_network(embedder, faces)}
     for split in check_splits:

@@ -48,15 +48,17 @@ import signal
 import threading
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from keras_sf2f import files
+from keras_sf2f import files, runs
 from keras_sf2f.data import pipelines
 from keras_sf2f.data.table import DataError, load_split
-from keras_sf2f.evaluation import summaries
+from keras_sf2f.evaluation import metrics, summaries
 from keras_sf2f.models import builder
+from keras_sf2f.models.face_network import load_face_network
 from keras_sf2f.progress import Progress
 from keras_sf2f.training import losses
 from keras_sf2f.training.config import TrainConfig
@@ -91,126 +93,14 @@ class TrainResult:
     trainer: GanTrainer
 
 
-# -- face network ---------------------------------------------------------------------------
-
-def load_face_network(path: str):
-    """The perceptual loss's face network from ``path`` (anything
-    ``face_identity.load_face_network`` reads: the project's face-identity network or a
-    ``.keras`` FaceNet such as imported VGGFace2 weights), without its description."""
-    from keras_sf2f.training.face_identity import load_face_network as load  # noqa: PLC0415
-    model, _ = load(path)
-    return model
-
-
 # -- checkpoints ----------------------------------------------------------------------------
 
-def _checkpoint_prefix(path: str) -> str:
-    if tf.io.gfile.isdir(path):
-        prefix = tf.train.latest_checkpoint(path)
-        if prefix is None:
-            raise ValueError(f"no checkpoint in directory {path}")
-        return prefix
-    if not tf.io.gfile.exists(path + ".index"):
-        raise ValueError(f"{path} is neither a checkpoint directory nor a checkpoint prefix")
-    return path
-
-
-def _checkpoint_has_object(prefix: str, path: tuple) -> bool:
-    """Whether the checkpoint's object graph has the object at ``path`` (child names from the
-    root, e.g. ("generator", "encoder", "fuser"))."""
-    from tensorflow.core.protobuf import trackable_object_graph_pb2  # noqa: PLC0415
-    graph = trackable_object_graph_pb2.TrackableObjectGraph()
-    graph.ParseFromString(tf.train.load_checkpoint(prefix).get_tensor(
-        "_CHECKPOINTABLE_OBJECT_GRAPH"))
-    node = 0
-    for name in path:
-        children = {c.local_name: c.node_id for c in graph.nodes[node].children}
-        if name not in children:
-            return False
-        node = children[name]
-    return True
-
-
-def _generator_without_fuser(generator):
-    """A stand-in for the generator in the checkpoint object graph, without its fuser."""
-    encoder_children = {name: child for name, child in
-                        generator.encoder._trackable_children().items() if name != "fuser"}
-    children = dict(generator._trackable_children())
-    children["encoder"] = tf.train.Checkpoint(**encoder_children)
-    return tf.train.Checkpoint(**children)
-
-
 def restore_models(path: str, model_objects: dict) -> str:
-    """Restores the models (not optimizers) from a checkpoint directory or prefix written by
-    training or by the reference importer -- e.g. a stage-1 checkpoint into a stage-2 model,
-    whose fresh fuser is absent from it. Every variable of every model found in the checkpoint
-    must be restored (the fuser excepted when the checkpoint has none); models missing from it
-    keep their initialisation, with a warning. Returns the checkpoint prefix."""
-    prefix = _checkpoint_prefix(path)
-    try:
-        # The index and the object graph, read first below: a truncated index fails here
-        # with an OpError, a truncated data file with an IndexError.
-        tf.train.load_checkpoint(prefix).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
-    except (tf.errors.OpError, ValueError, IndexError) as e:
-        raise ValueError(f"checkpoint {prefix} is unreadable ({type(e).__name__}: "
-                         f"{_error_line(e)})") from None
-    restorable = {name: obj for name, obj in model_objects.items()
-                  if _checkpoint_has_object(prefix, (name,))}
-    ema = builder.EMA_GENERATOR_NAME
-    if "generator" in restorable and ema not in model_objects and \
-            _checkpoint_has_object(prefix, (ema,)):
-        # A run trained with --generator_ema_decay: the average is the generator that draws
-        # the pictures, so it is the one a later stage, evaluation or export starts from.
-        logging.info("%s has a moving average of the generator: restoring the generator from "
-                     "it", prefix)
-        restorable[ema] = restorable.pop("generator")
-        model_objects = {ema if k == "generator" else k: v for k, v in model_objects.items()}
-    generator_name = ema if ema in restorable and "generator" not in restorable else "generator"
-    if generator_name not in restorable:
-        raise ValueError(f"{prefix} has no generator: not a keras-sf2f training or import "
-                         f"checkpoint")
-    missing = sorted(set(model_objects) - set(restorable))
-    if missing:
-        logging.warning("%s", _fresh_models_message(prefix, missing))
-    generator = restorable[generator_name]
-    if generator.fuser is not None and not _checkpoint_has_object(
-            prefix, (generator_name, "encoder", "fuser")):
-        logging.info("init checkpoint %s has no fuser (stage 1): the fuser starts fresh", prefix)
-        restorable[generator_name] = _generator_without_fuser(generator)
-    try:
-        status = tf.train.Checkpoint(**restorable).restore(prefix)
-    except (IndexError, tf.errors.OpError) as e:
-        # TensorFlow's reader raises IndexError for a data file shorter than its index says.
-        raise ValueError(f"checkpoint {prefix} is unreadable ({type(e).__name__}: "
-                         f"{_error_line(e)})") from None
-    status.expect_partial()
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        raise ValueError(f"{prefix} does not match the model flags: {e}") from None
-    return prefix
-
-
-REFERENCE_IMPORT_FILE = "reference_import.json"
-
-
-def _fresh_models_message(prefix: str, missing: list) -> str:
-    """One line for the models a checkpoint does not hold (they keep their fresh
-    initialisation), saying why when the checkpoint is a generator-only reference import."""
-    why = ""
-    info_path = os.path.join(os.path.dirname(prefix), REFERENCE_IMPORT_FILE)
-    if tf.io.gfile.exists(info_path):
-        try:
-            with tf.io.gfile.GFile(info_path) as f:
-                info = json.load(f)
-        except (ValueError, tf.errors.OpError):
-            info = {}
-        if info.get("generator_only"):
-            why = (f" (imported from the generator-only reference checkpoint "
-                   f"{info.get('reference_checkpoint', '?')})")
-    return (f"init checkpoint {prefix}{why} has no {', '.join(missing)}: "
-            f"{'it starts' if len(missing) == 1 else 'they start'} from a fresh "
-            f"initialisation")
+    """Training's --init_checkpoint: ``runs.restore_models`` with the fuser allowed to start
+    fresh (stage 2 from a stage-1 checkpoint, whose fuser does not exist yet). Every other
+    variable is matched both ways; models the checkpoint does not hold keep their
+    initialisation, with a warning. Returns the checkpoint prefix."""
+    return runs.restore_models(path, model_objects, fresh_fuser=True)
 
 
 class _CheckpointWriter:
@@ -242,13 +132,6 @@ UNREADABLE_SUFFIX = ".unreadable"
 _REGULAR_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 
 
-def _error_line(error: BaseException) -> str:
-    """An exception as one short line (TF errors carry multi-line op context)."""
-    text = getattr(error, "message", None) or str(error) or type(error).__name__
-    line = " ".join(text.split())
-    return line if len(line) <= 300 else line[:297] + "..."
-
-
 def checkpoint_problem(prefix: str) -> str | None:
     """Why the checkpoint at ``prefix`` cannot be read back, or None when it can.
 
@@ -262,7 +145,7 @@ def checkpoint_problem(prefix: str) -> str | None:
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
     except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError) as e:
-        return f"{type(e).__name__}: {_error_line(e)}"
+        return f"{type(e).__name__}: {runs.one_line(e)}"
     return None
 
 
@@ -394,11 +277,6 @@ class _StopRequest:
 
 # -- validation -----------------------------------------------------------------------------
 
-def _metrics_module():
-    from keras_sf2f.evaluation import metrics  # noqa: PLC0415 - another developer's module
-    return metrics
-
-
 def face_grid(real, fake) -> np.ndarray:
     """[k,S,S,3] real and generated (generator space) -> one [1, 2S, kS, 3] picture in [0,1]:
     real faces on top, generated below."""
@@ -434,7 +312,7 @@ class Validator:
             for images, label in faces:
                 embeddings.append(trainer.embed_faces(images).numpy())
                 labels.append(label.numpy())
-            self.ground_truth = np.asarray(_metrics_module().ground_truth_embeddings(
+            self.ground_truth = np.asarray(metrics.ground_truth_embeddings(
                 np.concatenate(embeddings), np.concatenate(labels), table.num_identities),
                 np.float32)
 
@@ -456,7 +334,6 @@ class Validator:
                    for res in self.resolutions}
         results["pixel_l1"] = results[f"pixel_l1_{self.resolutions[-1]}"]
         if self.ground_truth is not None:
-            metrics = _metrics_module()
             predicted = np.concatenate(predicted).astype(np.float32)
             for name, value in metrics.similarity_metrics(predicted, self.ground_truth).items():
                 results[name] = float(value)
@@ -539,11 +416,10 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
                 f"--num_train_identities={train_table.num_identities}")
     val_table = load_split(config.data_dir, config.val_split) if config.eval_every_steps else None
 
-    import keras  # noqa: PLC0415
     keras.utils.set_random_seed(config.seed)
     if face_network is None and config.face_network:
         path = config.face_network
-        face_network = lambda: load_face_network(path)  # noqa: E731
+        face_network = lambda: load_face_network(path)[0]  # noqa: E731
     trainer = GanTrainer(config, strategy, face_network=face_network)
     logging.info("replicas: %d, global batch %d, generator variables trained: %d",
                  trainer.num_replicas, trainer.global_batch_size,
@@ -571,6 +447,12 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
     if latest:
         try:
             checkpoint.restore(latest).assert_existing_objects_matched()
+            # The other direction too: a value of the run's models that nothing took (e.g. a
+            # fuser, or a moving average, these flags do not have) would be dropped silently.
+            unused = runs.unused_model_values(latest, trainer.model_objects(), every_model=True)
+            if unused:
+                raise ValueError(f"the checkpoint holds values no model takes: "
+                                 f"{', '.join(unused[:5])}")
         except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:
             raise ValueError(f"cannot resume from {latest}: it does not match the current "
                              f"flags (the run's were saved in {model_dir}/flags.cfg): "
@@ -584,7 +466,7 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
         logging.info("initialised the models from %s (optimizers start fresh)", prefix)
         fuser = trainer.models.generator.fuser
         if config.fuser_init == "average" and fuser is not None and not \
-                _checkpoint_has_object(prefix, ("generator", "encoder", "fuser")):
+                runs.checkpoint_has_object(prefix, ("generator", "encoder", "fuser")):
             fuser.initialize_as_average()
             logging.info("the fresh fuser starts as an average of the segment embeddings "
                          "(--fuser_init=average)")
