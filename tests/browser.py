@@ -1,7 +1,8 @@
 """Headless Chromium for the page tests (Debian's chromium + chromium-driver, via Selenium).
 
 scripts/test.sh installs chromium and chromium-driver with apt-get when they are missing;
-tests marked ``requires_chromium`` skip only when they are still not there.
+tests marked ``requires_chromium`` (a test) or ``pytestmark = BROWSER`` (a module) skip only
+when they are still not there, and carry the ``browser`` marker (``pytest -m "not browser"``).
 """
 
 import contextlib
@@ -13,10 +14,16 @@ import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-requires_chromium = pytest.mark.skipif(
+_SKIP_WITHOUT_CHROMIUM = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="chromium / chromedriver not installed (scripts/test.sh installs them: apt-get "
            "install chromium chromium-driver)")
+BROWSER = [pytest.mark.browser, _SKIP_WITHOUT_CHROMIUM]
+
+
+def requires_chromium(test):
+    """A test that drives Chromium: marked ``browser``, skipped without Chromium."""
+    return pytest.mark.browser(_SKIP_WITHOUT_CHROMIUM(test))
 
 
 @contextlib.contextmanager

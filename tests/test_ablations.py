@@ -25,8 +25,8 @@ from keras_sf2f.data.corpus import CorpusSpec
 from keras_sf2f.data.procedural import face_pngs
 from keras_sf2f.evaluation import ablations
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_TRAIN, NUM_VAL, NUM_TEST, NUM_FACEID = 6, 3, 3, 4

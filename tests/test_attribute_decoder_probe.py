@@ -29,6 +29,7 @@ def _corpus(directory, source=True):
     return str(directory)
 
 
+@pytest.mark.slow  # trains the probe
 def test_probe_learns_and_writes_its_figures(tmp_path):
     pytest.importorskip("dlib")
     probe = load_script("benchmarks/attribute_decoder_probe.py")

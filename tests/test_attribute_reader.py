@@ -24,8 +24,6 @@ from keras_sf2f.data.prepare import DatasetWriter  # noqa: E402
 from keras_sf2f.data.procedural import face_pngs, identity_name  # noqa: E402
 from keras_sf2f.evaluation import attribute_reader as ar  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
 TEST = (0, 30)        # evaluated identities (voice-face range)
 FACEID = (1000, 1060)  # face-only identities the reader learns from

@@ -24,8 +24,8 @@ from keras_sf2f.evaluation.embedders import FaceNetEmbedder  # noqa: E402
 from keras_sf2f.models import builder  # noqa: E402
 from keras_sf2f.models.facenet import FaceNet  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 
 NUM_TEST = 5
 TINY = dict(encoder="cnn", encoder_channels=(8, 8, 8, 8), embedding_dim=32,

@@ -27,6 +27,9 @@ from keras_sf2f.models.layers import l2_normalize
 from keras_sf2f.serving import audio_formats, resample, savedmodel, wav
 from keras_sf2f.serving.inference import FaceFromVoice, ServingConfig
 
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 SUBPROCESS_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")

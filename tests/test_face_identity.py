@@ -20,8 +20,8 @@ from keras_sf2f.evaluation import embedders
 from keras_sf2f.models.facenet import FaceNet
 from keras_sf2f.training import face_identity as fi
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FACEID_IDS, FACEID_FACES = 8, 4

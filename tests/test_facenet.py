@@ -21,8 +21,8 @@ from keras_sf2f.models.facenet_import import (expected_keys, import_facenet,  # 
                                               load_facenet_state_dict)
 
 # Keras' own saving code calls np.array() on TF variables (a NumPy 2 deprecation, not ours).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+# Slow, and compares with the PyTorch reference: `pytest -m "not slow"` / `-m "not torch"`.
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
 TOL = 1e-4
 SMALL = dict(width_multiplier=0.25, repeats=(1, 2, 1), embedding_dim=128)

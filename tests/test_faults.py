@@ -32,8 +32,8 @@ from keras_sf2f.training import loop  # noqa: E402
 from keras_sf2f.training.config import TrainConfig  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 NUM_TRAIN = 4
 TINY_MODEL = dict(encoder="cnn", encoder_channels=(8, 8, 8, 8), embedding_dim=32,
                   image_discriminator_arch_64="C4-4-2,C4-8-2",

@@ -34,8 +34,8 @@ from conftest import write_tiny_dataset  # noqa: E402
 from test_training import NUM_TRAIN, TINY_MODEL_FLAGS, make_config, run  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 
 BATCH, FRAMES, STEPS = 4, 120, 3
 # Measured on the tiny model over 3 steps (AMD EPYC, oneDNN): XLA vs graph, loss 3e-7 relative,

@@ -16,8 +16,8 @@ from keras_sf2f.models.face_preprocessing import facenet_inputs_from_generator_i
 from keras_sf2f.models.facenet import FaceNet  # noqa: E402
 from keras_sf2f.training import losses  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 
 
 def softplus(x):

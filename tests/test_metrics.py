@@ -91,6 +91,7 @@ def test_cosine_eps_semantics_per_norm_clamp():
     assert cos([[3.0, 4.0]], [[-4.0, 3.0]])[0] == pytest.approx(0.0, abs=1e-16)
 
 
+@pytest.mark.torch
 def test_similarity_matches_torch_modules():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)
@@ -184,6 +185,7 @@ def _brute_force_recall(pred, gt, k):
     return hits / len(pred)
 
 
+@pytest.mark.torch
 def test_recall_matches_brute_force_and_torch_topk_on_random_data():
     rng = np.random.default_rng(4)
     gt = rng.normal(size=(60, 12))

@@ -21,10 +21,6 @@ from keras_sf2f.models.layers import GLU, Conv1DBlock, Inception1DBlock, ToImage
 from keras_sf2f.models.voice_encoder import VoiceEncoder
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Keras 3.15 converts its variables with np.array(x, copy=False)-style calls that numpy 2
-# flags as deprecated; not ours to fix, and it floods the output.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 FLAGS = sf2f_flags.FLAGS
 ARCH_64 = "C4-64-2,C4-128-2,C4-256-2"
 N_ID = 2890

@@ -16,6 +16,9 @@ import pytest  # noqa: E402
 
 from conftest import write_tiny_dataset  # noqa: E402
 
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 STEPS = 3
 
 WORKER = textwrap.dedent("""

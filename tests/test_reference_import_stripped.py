@@ -20,13 +20,14 @@ torch = pytest.importorskip("torch")
 import tensorflow as tf  # noqa: E402
 
 import torch_reference as ref  # noqa: E402
+
+# Compares with the PyTorch reference: `pytest -m "not torch"` leaves it out.
+pytestmark = pytest.mark.torch
 from keras_sf2f.cli import import_reference_checkpoint as import_command  # noqa: E402
 from keras_sf2f.models import builder, reference_import  # noqa: E402
 from keras_sf2f.models.state_dict import StateDictError  # noqa: E402
 from keras_sf2f.training import loop  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IDS = 5
 ARCH = "C4-4-2,C4-8-2"

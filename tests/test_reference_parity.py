@@ -23,10 +23,8 @@ from keras_sf2f.cli import import_reference_checkpoint as import_command  # noqa
 from keras_sf2f.models import builder, reference_import  # noqa: E402
 from keras_sf2f.models.state_dict import StateDictError  # noqa: E402
 
-# Keras 3.15 converts its variables with np.array(x, copy=False)-style calls that numpy 2
-# flags as deprecated; not ours to fix, and it floods the output.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+# Slow, and compares with the PyTorch reference: `pytest -m "not slow"` / `-m "not torch"`.
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-4
 NUM_IDS = 11

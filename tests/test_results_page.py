@@ -37,8 +37,6 @@ from keras_sf2f.evaluation.speech_audio import Piece, SpeechClip  # noqa: E402
 
 from browser import headless_chromium, requires_chromium  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
 SEED = 0
 TEST = (450, 453)

@@ -15,9 +15,9 @@ from keras_sf2f.curation import review_server
 from keras_sf2f.curation.manifest import Manifest
 from keras_sf2f.data.corpus.face import draw_face
 
-from browser import headless_chromium, requires_chromium
+from browser import BROWSER, headless_chromium
 
-pytestmark = requires_chromium
+pytestmark = BROWSER
 
 IDENTITIES = {"Alice_A": 3, "Bob_B": 9, "Carol_C": 2}
 

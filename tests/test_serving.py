@@ -34,6 +34,9 @@ from keras_sf2f.serving import audio_formats, rest_server
 from keras_sf2f.serving import client as sf2f_client
 from test_export import REPO, SUBPROCESS_ENV, exported_tiny_model, wav_bytes
 
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 MODEL = "sf2f_tiny"
 MAX_REQUEST_BYTES = 4_000_000
 READ_TIMEOUT = 5

@@ -33,8 +33,8 @@ from conftest import write_tiny_dataset  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = sf2f_flags.FLAGS
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 
 NUM_TRAIN, NUM_VAL = 6, 10
 TINY_MODEL_FLAGS = dict(

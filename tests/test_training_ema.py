@@ -20,8 +20,8 @@ from keras_sf2f.training import loop  # noqa: E402
 from keras_sf2f.training.trainer import GanTrainer  # noqa: E402
 from test_training import data_dir, make_config, run  # noqa: E402,F401
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 
 
 def test_adversarial_factor_is_off_then_ramps_linearly(data_dir, tmp_path):  # noqa: F811

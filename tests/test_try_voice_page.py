@@ -24,6 +24,9 @@ from keras_sf2f.serving import try_voice
 from test_export import wav_bytes
 from test_serving import MODEL, b64, post_json
 
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 # test_serving.py's module-scoped fixtures: the exported tiny model and export/serve.py on it.
 tiny = test_serving.tiny
 server = test_serving.server

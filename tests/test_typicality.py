@@ -30,6 +30,9 @@ from keras_sf2f.serving.inference import TYPICALITY_OUTPUT
 from conftest import load_script
 from test_export import REPO, TINY_CONFIG, TINY_FLAGS, exported_tiny_model, randomize, wav_bytes
 
+# Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 CORPUS_SEED = 1
 
 

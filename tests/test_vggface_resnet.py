@@ -21,6 +21,9 @@ from keras_sf2f.models.vggface_resnet import (REFERENCE_MEAN, RESNET50_PARAMS,  
                                               load_numpy_pickle, load_vggface_state_dict,
                                               vggface_inputs)
 
+# Slow, and compares with the PyTorch reference: `pytest -m "not slow"` / `-m "not torch"`.
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
+
 
 class _Py2StylePickler(pickle.Pickler):
     """Writes array buffers as (latin1-decoded) text, as a Python 2 pickle read with
