@@ -222,10 +222,36 @@ flags.DEFINE_integer(
     "min_speech_frames", 100,
     "Utterances with fewer frames of speech after VAD (10 ms each) are skipped and counted; "
     "100 = the shortest stage-1 training crop.", lower_bound=1)
-flags.DEFINE_integer("num_workers", 2, "Processes generating the procedural corpus.",
-                     lower_bound=1)
+flags.DEFINE_integer(
+    "num_workers", 2,
+    "Worker processes of prepare_data.py: they generate the procedural corpus, or read the "
+    "VoxCeleb identities (decode, VAD, features, face PNGs); about one per core. The records "
+    "are the same for any number.", lower_bound=1)
 flags.DEFINE_integer("utterance_shards", 4, "TFRecord shards per split for utterances.",
                      lower_bound=1)
+flags.DEFINE_integer(
+    "shard_index", None,
+    "prepare_data.py, VoxCeleb: prepare only shard i (0..num_shards-1) of the identities, "
+    "into <data_dir>/shards/<i>-of-<n>/, for a cluster's job array (one task per shard, all "
+    "with the same flags and --data_dir on a shared disk, or copied together afterwards). "
+    "Every shard decides the same split assignment from the meta CSVs / split.json and takes "
+    "every n-th identity; a re-run of a shard starts it again from nothing. Then "
+    "--merge_shards. Needs --num_shards.", lower_bound=0)
+flags.DEFINE_integer(
+    "num_shards", None,
+    "prepare_data.py, VoxCeleb: how many shards --shard_index counts (see there); with "
+    "--merge_shards only needed when shards of several counts are present.", lower_bound=1)
+flags.DEFINE_bool(
+    "merge_shards", False,
+    "prepare_data.py: prepare nothing; merge the complete shards under <data_dir>/shards/ "
+    "into the prepared layout of --data_dir (the same records, labels and dataset.json as "
+    "one unsharded run with those options; needs no --voxceleb_root). Refuses, naming the "
+    "shards, when one is missing, incomplete or made with other options or from another "
+    "state of the tree. Removes the shard directories when done unless --keep_shards.")
+flags.DEFINE_bool(
+    "keep_shards", False,
+    "prepare_data.py --merge_shards: keep <data_dir>/shards/ after a successful merge (by "
+    "default it is removed: it holds a second copy of every record).")
 flags.DEFINE_bool(
     "verify", False,
     "prepare_data.py: prepare nothing; re-check the prepared --data_dir against the sha256 "

@@ -6,11 +6,23 @@
 
     python trainers/prepare_data.py --verify --data_dir=runs/vox/data
 
+VoxCeleb on several machines (a job array: task i of n runs the first command, all with the
+same flags and --data_dir on a shared disk; then one merge):
+
+    python trainers/prepare_data.py --data_source=voxceleb --voxceleb_root=data/VoxCeleb \
+        --data_dir=runs/vox/data --num_workers=16 --shard_index=$i --num_shards=$n
+    python trainers/prepare_data.py --merge_shards --data_dir=runs/vox/data
+
 Prints what it made; writes splits.json, dataset.json (with a sha256 per shard), the TFRecord
 shards and (for the corpus) a contact sheet of faces and a spectrogram picture into --data_dir.
 --verify prepares nothing: it re-checks --data_dir against those checksums, prints one line per
 bad shard (missing, truncated, changed, or left over from another preparation) and exits 1 if
 there is any.
+
+A shard writes only <data_dir>/shards/<i>-of-<n>/ and marks itself complete last;
+--merge_shards checks that all n are complete and were made with the same options from the same
+tree, writes the same records and dataset.json an unsharded run writes, and removes the shards
+(BUILD_NOTES.md, "Preparing VoxCeleb at scale").
 """
 
 import os
@@ -31,10 +43,33 @@ def main(argv):
         raise app.UsageError("--data_dir is required: where to write the prepared records")
     if FLAGS.verify:
         return verify(FLAGS.data_dir)
+    sharded = FLAGS.shard_index is not None or (FLAGS.num_shards is not None
+                                                and not FLAGS.merge_shards)
+    if sharded or FLAGS.merge_shards:
+        if FLAGS.data_source != "voxceleb" and not FLAGS.merge_shards:
+            raise app.UsageError("--shard_index/--num_shards shard a VoxCeleb preparation: "
+                                 "they need --data_source=voxceleb")
+        if FLAGS.merge_shards and FLAGS.shard_index is not None:
+            raise app.UsageError("--merge_shards merges all shards: drop --shard_index")
+        if sharded and (FLAGS.shard_index is None or FLAGS.num_shards is None):
+            raise app.UsageError("--shard_index and --num_shards go together: give both")
+        if sharded and FLAGS.shard_index >= FLAGS.num_shards:
+            raise app.UsageError(f"--shard_index must be in 0..{FLAGS.num_shards - 1} "
+                                 f"(--num_shards={FLAGS.num_shards}), got {FLAGS.shard_index}")
     logging.set_verbosity(logging.INFO)
     # Imported here, not at the top: corpus workers are spawned processes that re-import
     # this script, and they should not pay for importing TensorFlow.
     from keras_sf2f.data import prepare  # noqa: PLC0415
+    if FLAGS.merge_shards:
+        try:
+            info = prepare.merge_voxceleb_shards(FLAGS.data_dir, num_shards=FLAGS.num_shards,
+                                                 keep_shards=FLAGS.keep_shards)
+        except prepare.ShardError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"Merged {info['merged_shards']} shards into {os.path.abspath(FLAGS.data_dir)}:")
+        print(prepare.describe(info))
+        return 0
     if FLAGS.data_source == "procedural":
         spec = sf2f_flags.corpus_spec_from_flags()
         info = prepare.prepare_procedural(
@@ -46,7 +81,17 @@ def main(argv):
         info = prepare.prepare_voxceleb(
             FLAGS.voxceleb_root, FLAGS.data_dir, audio_source=FLAGS.audio_source,
             face_type=FLAGS.face_type, min_frames=FLAGS.min_speech_frames,
-            utterance_shards=FLAGS.utterance_shards)
+            utterance_shards=FLAGS.utterance_shards, num_workers=FLAGS.num_workers,
+            shard_index=FLAGS.shard_index, num_shards=FLAGS.num_shards)
+    shard = info.get("shard")
+    if shard:
+        done = shard["complete"] == shard["num_shards"]
+        print(f"Prepared shard {shard['index']} of {shard['num_shards']} in "
+              f"{os.path.abspath(shard['directory'])} ({shard['complete']} of "
+              f"{shard['num_shards']} shards complete; {'now' if done else 'when all are,'} "
+              f"run prepare_data.py --merge_shards --data_dir={FLAGS.data_dir}):")
+        print(prepare.describe(info))
+        return 0
     print(f"Prepared {FLAGS.data_source} data in {os.path.abspath(FLAGS.data_dir)}:")
     print(prepare.describe(info))
     for path in info.get("previews", []):

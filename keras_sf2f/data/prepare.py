@@ -1,6 +1,6 @@
 """Preparation: turn a data source into the TFRecord layout of ``records.py``.
 
-Three sources:
+Two sources:
 
 * ``prepare_procedural``: the embedded procedural voice-face corpus (no download).
 * ``prepare_voxceleb``: a VoxCeleb1/2 + HQ-VoxCeleb tree in its published layout, read
@@ -10,18 +10,33 @@ Speech goes through the reference's offline path (webrtcvad, log mel filterbank,
 normalisation); faces are resized once to every stored resolution. Files that cannot be
 read are skipped and counted; the counts and the first reasons are logged and written
 into ``dataset.json``, so nothing disappears silently.
+
+Both sources do their per-item work in spawned worker processes (``parallel_map``, one
+pool for both): the corpus generates identities there, VoxCeleb reads them (decode, VAD,
+features, face PNGs; its workers import TensorFlow for the features, which otherwise
+bound the main process to one core). Results come back in order, so the records do not
+depend on the number of workers. VoxCeleb can also be prepared in shards on several
+machines and merged (``prepare_voxceleb(shard_index=, num_shards=)``,
+``merge_voxceleb_shards``; "Preparing VoxCeleb at scale" in BUILD_NOTES.md).
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
+import contextlib
 import csv
+import dataclasses
+import hashlib
+import heapq
 import io
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import time
+from typing import NamedTuple
+
 import numpy as np
 from absl import logging
 from PIL import Image
@@ -39,10 +54,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
 
 
+#: How many skip reasons dataset.json keeps (the counts are complete).
+SKIP_EXAMPLES = 10
+
+
 class SkipLog:
     """Counts skipped inputs by kind and keeps the first few reasons for the log."""
 
-    def __init__(self, keep: int = 10):
+    def __init__(self, keep: int = SKIP_EXAMPLES):
         self.counts = collections.Counter()
         self.examples = []
         self._keep = keep
@@ -149,6 +168,34 @@ def describe(info: dict) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Worker processes: the one pool both sources use.
+
+@contextlib.contextmanager
+def parallel_map(fn, jobs, num_workers: int, *, initializer=None, chunksize: int = 1):
+    """``with parallel_map(fn, jobs, n) as results:`` iterates ``fn(job)`` in job order.
+
+    ``num_workers > 1`` runs ``fn`` in that many *spawned* processes (not forked: the parent
+    may hold a TensorFlow runtime, whose threads do not survive a fork); ``fn``, the jobs and
+    the results travel by pickle. Results come back in job order whatever the order the
+    workers finish in, so the records written from them are the same for any number of
+    workers. ``num_workers == 1`` calls ``fn`` in this process (no start-up cost, and
+    tracebacks point at the failing line). ``initializer`` runs once in each worker. Leaving
+    the block, normally or by an exception, terminates the workers.
+    """
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+    if num_workers == 1:
+        yield map(fn, jobs)
+        return
+    pool = multiprocessing.get_context("spawn").Pool(num_workers, initializer=initializer)
+    try:
+        yield pool.imap(fn, jobs, chunksize=chunksize)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+# --------------------------------------------------------------------------------------------
 # The embedded procedural corpus.
 
 def prepare_procedural(output_dir: str, spec, *, num_workers: int = 2, min_frames: int = 100,
@@ -165,35 +212,32 @@ def prepare_procedural(output_dir: str, spec, *, num_workers: int = 2, min_frame
     progress = Progress(len(jobs), "generating identities", unit="identities",
                         write=logging.info)
     previews = {"faces": [], "face_labels": [], "mels": [], "mel_titles": []}
-    pool = (multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1 else None)
     try:
-        results = (pool.imap(procedural.generate_identity_records, jobs, chunksize=4) if pool
-                   else map(procedural.generate_identity_records, jobs))
-        for identity, speech, faces in results:
-            name = identity_name(identity)
-            for item, samples in speech:
-                source = f"{name}/utterance{item}"
-                try:
-                    mel = _speech_to_normalised_mel(samples, source, min_frames)
-                except audio_io.AudioError as e:
-                    writer.skips.skip("utterance", str(e))
-                    continue
-                writer.add_utterance(name, procedural.utterance_id(name, item), mel)
-                if preview and len(previews["mels"]) < 6 and item == 0:
-                    previews["mels"].append(mel)
-                    previews["mel_titles"].append(f"{name} utterance 0 ({mel.shape[0]} frames)")
-            for item, pngs in faces:
-                writer.add_face(name, f"{name}_f{item:02d}", pngs)
-                if preview and len(previews["faces"]) < 48 and item == 0:
-                    previews["faces"].append(np.array(Image.open(io.BytesIO(pngs[128]))))
-                    previews["face_labels"].append(name)
-            progress.update()
+        with parallel_map(procedural.generate_identity_records, jobs, num_workers,
+                          chunksize=4) as results:
+            for identity, speech, faces in results:
+                name = identity_name(identity)
+                for item, samples in speech:
+                    source = f"{name}/utterance{item}"
+                    try:
+                        mel = _speech_to_normalised_mel(samples, source, min_frames)
+                    except audio_io.AudioError as e:
+                        writer.skips.skip("utterance", str(e))
+                        continue
+                    writer.add_utterance(name, procedural.utterance_id(name, item), mel)
+                    if preview and len(previews["mels"]) < 6 and item == 0:
+                        previews["mels"].append(mel)
+                        previews["mel_titles"].append(
+                            f"{name} utterance 0 ({mel.shape[0]} frames)")
+                for item, pngs in faces:
+                    writer.add_face(name, f"{name}_f{item:02d}", pngs)
+                    if preview and len(previews["faces"]) < 48 and item == 0:
+                        previews["faces"].append(np.array(Image.open(io.BytesIO(pngs[128]))))
+                        previews["face_labels"].append(name)
+                progress.update()
     except BaseException:
         writer.abort()
         raise
-    finally:
-        if pool:
-            pool.terminate()
     info = writer.close()
     if preview:
         from keras_sf2f.data.corpus import sheets  # noqa: PLC0415
@@ -303,21 +347,47 @@ def _files(folder: str, extensions: tuple) -> list:
     return sorted(found)
 
 
-def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
-                     face_type: str = "masked", min_frames: int = 100,
-                     utterance_shards: int = 16, face_shards: int = 4,
-                     max_utterances_per_identity: int | None = None) -> dict:
-    """Prepares a VoxCeleb + HQ-VoxCeleb tree laid out as the reference code reads it.
+@dataclasses.dataclass
+class _VoxCelebPlan:
+    """What a preparation decides from the tree before reading any audio, identically in
+    every shard (it depends on the meta CSVs, ``split.json`` and which folders exist, never
+    on the shard): the identities per split, in the split file's order, that have speech
+    folders and a face folder; where their speech is; the meta CSVs' genders."""
+    root: str
+    audio_source: str
+    face_type: str
+    splits: dict         # split -> identity names, in the order they are read and written
+    speakers: dict       # identity -> speech folders (raw_wav/<subset>/<part>/<id>, pickles)
+    genders: dict
+    without_data: int    # identities of the split file with no speech folder or no faces
 
-    ``root`` holds the meta CSVs ``vox1/vox1_meta.csv`` and ``vox2/full_vox2_meta.csv`` and
-    optionally ``split.json`` (``{"vox1": {"train": [names], "val": [...], "test": [...]},
-    "vox2": {...}}``; without it the reference's rule on CSV rows applies, see
-    ``reference_split``).
-    ``audio_source='wav'`` reads ``raw_wav/<subset>/{dev,test}/<id>/<clip>/*.wav|m4a`` through
-    VAD and features; ``'mel_pickles'`` reads the reference's ``<subset>/mel_spectrograms``
-    pickles (safely, see safe_pickle.py). Identities need faces in
-    ``<subset>/<face_type>_faces/<Name>/`` and at least one usable utterance.
-    """
+    @property
+    def order(self) -> list:
+        """Every identity in the order they are read: split by split, in split order."""
+        return [n for names in self.splits.values() for n in names]
+
+    def face_folder(self, identity: str) -> str:
+        subset, name = identity.split("/", 1)
+        return os.path.join(self.root, subset, f"{self.face_type}_faces", name)
+
+    def source(self) -> dict:
+        """``dataset.json``'s ``source``."""
+        return {"kind": "voxceleb", "root": os.path.abspath(self.root),
+                "audio_source": self.audio_source, "face_type": self.face_type,
+                "identities_without_data": self.without_data}
+
+    def fingerprint(self) -> str:
+        """sha256 of the split assignment and each identity's speech folders (relative to the
+        root): shards that disagree on it saw different trees (a meta CSV, split.json or a
+        folder changed between them) and must not be merged."""
+        folders = {n: [os.path.relpath(f, self.root).replace(os.sep, "/")
+                       for f in self.speakers[n]] for n in self.order}
+        blob = json.dumps({"splits": [[k, v] for k, v in self.splits.items()],
+                           "speech_folders": folders}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _voxceleb_plan(root: str, audio_source: str, face_type: str) -> _VoxCelebPlan:
     if audio_source not in ("wav", "mel_pickles"):
         raise ValueError(f"audio_source must be 'wav' or 'mel_pickles', got {audio_source!r}")
     genders = {}
@@ -336,92 +406,477 @@ def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
             folder = os.path.join(root, subset, "mel_spectrograms", name)
             if os.path.isdir(folder):
                 speakers[identity].append(folder)
-
-    def face_folder(identity):
-        subset, name = identity.split("/", 1)
-        return os.path.join(root, subset, f"{face_type}_faces", name)
-
-    available = {k: [n for n in v if speakers.get(n) and os.path.isdir(face_folder(n))]
-                 for k, v in splits.items()}
-    dropped = sum(len(v) for v in splits.values()) - sum(len(v) for v in available.values())
-    if not any(available.values()):
+    plan = _VoxCelebPlan(root, audio_source, face_type, {}, dict(speakers), genders, 0)
+    plan.splits = {k: [n for n in v if speakers.get(n) and os.path.isdir(plan.face_folder(n))]
+                   for k, v in splits.items()}
+    plan.without_data = sum(len(v) for v in splits.values()) - len(plan.order)
+    if not plan.order:
         raise FileNotFoundError(f"{root}: no identity has both speech and "
                                 f"{face_type}_faces images")
+    return plan
 
-    # First pass: read everything into memory per identity, so identities that end up with
-    # no usable utterance or face can be dropped before labels are assigned.
-    skips = SkipLog()
-    kept = collections.defaultdict(lambda: {"utterances": [], "faces": []})
-    identities = [n for v in available.values() for n in v]
-    progress = Progress(len(identities), "reading identities", unit="identities",
-                        write=logging.info)
-    for identity in identities:
-        for folder in speakers[identity]:
-            exts = AUDIO_EXTENSIONS if audio_source == "wav" else (".pickle", ".pkl")
-            for path in _files(folder, exts):
-                if (max_utterances_per_identity
-                        and len(kept[identity]["utterances"]) >= max_utterances_per_identity):
-                    break
-                utt_id = os.path.relpath(path, folder).replace(os.sep, "_")
-                try:
-                    if audio_source == "wav":
-                        mel = audio_io.speech_log_mel(path, min_frames=min_frames)
-                    else:
-                        mel = normalize_log_mel(load_reference_mel(path)).astype(np.float32)
-                        if mel.shape[0] < min_frames:
-                            raise audio_io.AudioError(
-                                path, f"only {mel.shape[0] / 100:.2f} s of speech; at least "
-                                      f"{min_frames / 100:.2f} s ({min_frames} frames) is needed")
-                except (audio_io.AudioError, UnsafePickleError) as e:
-                    skips.skip("utterance", str(e))
-                    continue
-                # The audio file relative to root, so that a report can play this speech
-                # (keras_sf2f/evaluation/speech_audio.py); pickles have no audio.
-                source_path = (os.path.relpath(path, root).replace(os.sep, "/")
-                               if audio_source == "wav" else "")
-                kept[identity]["utterances"].append((utt_id, np.asarray(mel), source_path))
-        for path in _files(face_folder(identity), IMAGE_EXTENSIONS):
+
+class _IdentityJob(NamedTuple):
+    """What a worker needs to read one identity (plain values: it travels by pickle)."""
+    identity: str
+    speech_folders: tuple
+    face_folder: str
+    root: str
+    audio_source: str
+    min_frames: int
+    max_utterances: int | None
+
+
+def _init_feature_worker() -> None:
+    """Pool initializer: one TensorFlow thread per worker process. The workers already use
+    every core between them; TensorFlow's own thread pools (one thread per core each) would
+    only make them compete."""
+    import tensorflow as tf  # noqa: PLC0415 - the workers compute features with it
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def _read_voxceleb_identity(job: _IdentityJob):
+    """One identity's usable speech and faces: decode (ffmpeg for M4A), VAD, features and
+    the face PNGs, all per-item work of the preparation, run in a worker process.
+
+    Returns ``(identity, utterances, faces, skips)``: ``utterances = [(utterance id, log mel
+    float16 [frames, 40], source path)]``, ``faces = [(image id, {size: png})]``, ``skips =
+    [(kind, reason)]`` in the order met. The log mel is returned as float16, the precision
+    the records store (``records.Utterance`` converts to float16 the same way), which halves
+    what travels back and what the main process holds until it writes."""
+    utterances, faces, skips = [], [], []
+    exts = AUDIO_EXTENSIONS if job.audio_source == "wav" else (".pickle", ".pkl")
+    for folder in job.speech_folders:
+        for path in _files(folder, exts):
+            if job.max_utterances and len(utterances) >= job.max_utterances:
+                break
+            utt_id = os.path.relpath(path, folder).replace(os.sep, "_")
             try:
-                with Image.open(path) as im:
-                    image = np.asarray(im.convert("RGB"))
-                pngs = procedural.face_pngs(image, records.IMAGE_SIZES)
-            except Exception as e:  # PIL raises many types for corrupt images
-                skips.skip("face", f"{path}: unreadable image ({type(e).__name__}: {e})")
+                if job.audio_source == "wav":
+                    mel = audio_io.speech_log_mel(path, min_frames=job.min_frames)
+                else:
+                    mel = normalize_log_mel(load_reference_mel(path)).astype(np.float32)
+                    if mel.shape[0] < job.min_frames:
+                        raise audio_io.AudioError(
+                            path, f"only {mel.shape[0] / 100:.2f} s of speech; at least "
+                                  f"{job.min_frames / 100:.2f} s ({job.min_frames} frames) "
+                                  f"is needed")
+            except (audio_io.AudioError, UnsafePickleError) as e:
+                skips.append(("utterance", str(e)))
                 continue
-            kept[identity]["faces"].append((os.path.basename(path), pngs))
-        progress.update()
+            # The audio file relative to root, so that a report can play this speech
+            # (keras_sf2f/evaluation/speech_audio.py); pickles have no audio.
+            source_path = (os.path.relpath(path, job.root).replace(os.sep, "/")
+                           if job.audio_source == "wav" else "")
+            utterances.append((utt_id, np.asarray(mel, np.float32).astype(np.float16),
+                               source_path))
+    for path in _files(job.face_folder, IMAGE_EXTENSIONS):
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"))
+            pngs = procedural.face_pngs(image, records.IMAGE_SIZES)
+        except Exception as e:  # PIL raises many types for corrupt images
+            skips.append(("face", f"{path}: unreadable image ({type(e).__name__}: {e})"))
+            continue
+        faces.append((os.path.basename(path), pngs))
+    return job.identity, utterances, faces, skips
 
-    final = {}
-    for split, names in available.items():
+
+def _read_identities(plan: _VoxCelebPlan, identities: list, *, min_frames: int,
+                     max_utterances: int | None, num_workers: int) -> dict:
+    """identity -> (utterances, faces, skips) of ``_read_voxceleb_identity``, every identity
+    read in ``num_workers`` processes. Everything is held in memory until the records are
+    written, so that identities left without a usable utterance or face can be dropped
+    before labels are assigned: about 60 KB per 8 s utterance (float16 log mel)."""
+    jobs = [_IdentityJob(n, tuple(plan.speakers[n]), plan.face_folder(n), plan.root,
+                         plan.audio_source, min_frames, max_utterances) for n in identities]
+    progress = Progress(len(jobs), "reading identities", unit="identities",
+                        write=logging.info)
+    read, utterances = {}, 0
+    with parallel_map(_read_voxceleb_identity, jobs, num_workers,
+                      initializer=_init_feature_worker) as results:
+        for identity, utts, faces, skips in results:
+            read[identity] = (utts, faces, skips)
+            utterances += len(utts)
+            progress.update(extra=f"{utterances} utterances")
+    return read
+
+
+def _usable(splits: dict, read: dict) -> tuple:
+    """``(splits with only the identities that have an utterance and a face, [(identity,
+    reason) for each dropped one])``, both in ``splits``' order."""
+    final, drops = {}, []
+    for split, names in splits.items():
         final[split] = []
         for n in names:
-            if kept[n]["utterances"] and kept[n]["faces"]:
+            utterances, faces, _ = read[n]
+            if utterances and faces:
                 final[split].append(n)
             else:
-                what = "usable utterance" if not kept[n]["utterances"] else "readable face"
-                skips.skip("identity", f"{n}: dropped, no {what}")
+                what = "usable utterance" if not utterances else "readable face"
+                drops.append((n, f"{n}: dropped, no {what}"))
+    return final, drops
+
+
+def _write_identity_attributes(output_dir: str, names, genders: dict) -> None:
+    """The meta CSVs' Gender column, kept for the evaluation's attribute reader
+    (keras_sf2f/evaluation/attribute_reader.py); a separate file so dataset.json and the
+    records stay as they were."""
+    with files.atomic_write(os.path.join(output_dir, "identity_attributes.json")) as f:
+        json.dump({"gender": {n: genders[n] for n in names if n in genders},
+                   "source": "VoxCeleb meta CSV Gender column: m -> +1, f -> -1"}, f, indent=1)
+
+
+def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
+                     face_type: str = "masked", min_frames: int = 100,
+                     utterance_shards: int = 16, face_shards: int = 4,
+                     max_utterances_per_identity: int | None = None, num_workers: int = 1,
+                     shard_index: int | None = None, num_shards: int | None = None) -> dict:
+    """Prepares a VoxCeleb + HQ-VoxCeleb tree laid out as the reference code reads it.
+
+    ``root`` holds the meta CSVs ``vox1/vox1_meta.csv`` and ``vox2/full_vox2_meta.csv`` and
+    optionally ``split.json`` (``{"vox1": {"train": [names], "val": [...], "test": [...]},
+    "vox2": {...}}``; without it the reference's rule on CSV rows applies, see
+    ``reference_split``).
+    ``audio_source='wav'`` reads ``raw_wav/<subset>/{dev,test}/<id>/<clip>/*.wav|m4a`` through
+    VAD and features; ``'mel_pickles'`` reads the reference's ``<subset>/mel_spectrograms``
+    pickles (safely, see safe_pickle.py). Identities need faces in
+    ``<subset>/<face_type>_faces/<Name>/`` and at least one usable utterance.
+
+    ``num_workers`` processes read the identities (decode, VAD, features, faces); the records
+    are the same for any number. With ``shard_index`` and ``num_shards`` only that shard's
+    share of the identities is prepared, into ``<output_dir>/shards/<i>-of-<n>/``, and
+    :func:`merge_voxceleb_shards` makes the prepared directory once all shards are done
+    (see "Preparing VoxCeleb at scale" in BUILD_NOTES.md).
+    """
+    plan = _voxceleb_plan(root, audio_source, face_type)
+    options = {"audio_source": audio_source, "face_type": face_type, "min_frames": min_frames,
+               "utterance_shards": utterance_shards, "face_shards": face_shards,
+               "max_utterances_per_identity": max_utterances_per_identity}
+    if shard_index is not None or num_shards is not None:
+        return _prepare_voxceleb_shard(plan, output_dir, options, shard_index, num_shards,
+                                       num_workers)
+    read = _read_identities(plan, plan.order, min_frames=min_frames,
+                            max_utterances=max_utterances_per_identity,
+                            num_workers=num_workers)
+    skips = SkipLog()
+    for n in plan.order:
+        for kind, reason in read[n][2]:
+            skips.skip(kind, reason)
+    final, drops = _usable(plan.splits, read)
+    for _, reason in drops:
+        skips.skip("identity", reason)
     writer = DatasetWriter(output_dir, final, utterance_shards=utterance_shards,
-                           face_shards=face_shards,
-                           source={"kind": "voxceleb", "root": os.path.abspath(root),
-                                   "audio_source": audio_source, "face_type": face_type,
-                                   "identities_without_data": dropped})
+                           face_shards=face_shards, source=plan.source())
     writer.skips = skips
     try:
         for names in final.values():
             for n in names:
-                for utt_id, mel, source_path in kept[n]["utterances"]:
+                utterances, faces, _ = read[n]
+                for utt_id, mel, source_path in utterances:
                     writer.add_utterance(n, utt_id, mel, source_path)
-                for image_id, pngs in kept[n]["faces"]:
+                for image_id, pngs in faces:
                     writer.add_face(n, image_id, pngs)
     except BaseException:
         writer.abort()
         raise
     info = writer.close()
-    # The meta CSVs' Gender column, kept for the evaluation's attribute reader
-    # (keras_sf2f/evaluation/attribute_reader.py); a separate file so dataset.json and the
-    # records stay as they were.
-    with open(os.path.join(output_dir, "identity_attributes.json"), "w") as f:
-        json.dump({"gender": {n: genders[n] for names in final.values() for n in names
-                              if n in genders},
-                   "source": "VoxCeleb meta CSV Gender column: m -> +1, f -> -1"}, f, indent=1)
+    _write_identity_attributes(output_dir, [n for v in final.values() for n in v], plan.genders)
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# Sharding the VoxCeleb preparation across machines.
+#
+# Every shard computes the same plan (split assignment, global identity order) from the tree
+# and takes every n-th identity of the global order; identities are disjoint between shards
+# and together are all of them. A shard writes only under shards/<i>-of-<n>/ of the output
+# directory: one utterance and one face file per split, with shard-local labels (a shard
+# directory is itself a prepared directory that --verify can check), and last, atomically,
+# shard.json: the completion mark, with the options, the plan's fingerprint and what the
+# merge needs (kept and dropped identities, skip counts and first reasons, genders, record
+# counts). The merge re-numbers labels over all shards, which only it can do (labels index
+# the split's sorted list of identities that ended up with data), so it rewrites each record
+# once, in the unsharded run's order: the output is byte-identical to an unsharded run's.
+
+SHARDS_DIR = "shards"
+SHARD_MANIFEST = "shard.json"
+SHARD_FORMAT = 1
+_SHARD_DIR_NAME = re.compile(r"^(\d{5})-of-(\d{5})$")
+
+
+class ShardError(ValueError):
+    """Shards that cannot be merged (missing, incomplete, inconsistent) or bad shard flags."""
+
+
+def shard_dir(output_dir: str, shard_index: int, num_shards: int) -> str:
+    """Where shard ``shard_index`` of ``num_shards`` writes: ``<output_dir>/shards/i-of-n``."""
+    return os.path.join(output_dir, SHARDS_DIR, f"{shard_index:05d}-of-{num_shards:05d}")
+
+
+def shard_identities(order: list, shard_index: int, num_shards: int) -> list:
+    """Shard ``i``'s identities: every ``num_shards``-th of the global order from ``i``.
+    Round robin over the order (split by split, in split-file order) gives each shard about
+    the same number of identities of every split and subset."""
+    return order[shard_index::num_shards]
+
+
+def _check_shard_flags(shard_index, num_shards) -> None:
+    if shard_index is None or num_shards is None:
+        raise ShardError("shard_index and num_shards go together: give both or neither")
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ShardError(f"shard_index must be in 0..num_shards-1 = 0..{num_shards - 1}, "
+                         f"got shard_index={shard_index} num_shards={num_shards}")
+
+
+def _prepare_voxceleb_shard(plan: _VoxCelebPlan, output_dir: str, options: dict,
+                            shard_index: int, num_shards: int, num_workers: int) -> dict:
+    _check_shard_flags(shard_index, num_shards)
+    directory = shard_dir(output_dir, shard_index, num_shards)
+    manifest_path = os.path.join(directory, SHARD_MANIFEST)
+    # A re-run starts from nothing. The completion mark goes first, so that a crash while
+    # cleaning up or preparing never leaves a directory the merge would take as complete.
+    if os.path.exists(manifest_path):
+        os.remove(manifest_path)
+    if os.path.isdir(directory):
+        shutil.rmtree(directory)
+    os.makedirs(directory)
+
+    mine = shard_identities(plan.order, shard_index, num_shards)
+    position = {n: k for k, n in enumerate(plan.order)}
+    logging.info("shard %d of %d: %d of %d identities", shard_index, num_shards, len(mine),
+                 len(plan.order))
+    read = _read_identities(plan, mine, min_frames=options["min_frames"],
+                            max_utterances=options["max_utterances_per_identity"],
+                            num_workers=num_workers)
+    skips = SkipLog()
+    first_reasons = []  # [global position of the identity, reason]: the merge orders by it
+    for n in mine:
+        for kind, reason in read[n][2]:
+            skips.skip(kind, reason)
+            if len(first_reasons) < SKIP_EXAMPLES:
+                first_reasons.append([position[n], reason])
+    reading_counts = dict(skips.counts)
+    assigned = set(mine)
+    final, drops = _usable({k: [n for n in v if n in assigned] for k, v in plan.splits.items()},
+                           read)
+    for _, reason in drops:
+        skips.skip("identity", reason)
+    # One file per split and kind: it holds the identities in the global order, which lets
+    # the merge interleave the shards' files in a single streaming pass.
+    writer = DatasetWriter(directory, final, utterance_shards=1, face_shards=1,
+                           source={**plan.source(), "shard": [shard_index, num_shards]})
+    writer.skips = skips
+    try:
+        for names in final.values():
+            for n in names:
+                utterances, faces, _ = read[n]
+                for utt_id, mel, source_path in utterances:
+                    writer.add_utterance(n, utt_id, mel, source_path)
+                for image_id, pngs in faces:
+                    writer.add_face(n, image_id, pngs)
+    except BaseException:
+        writer.abort()
+        raise
+    info = writer.close()
+    kept = [n for v in final.values() for n in v]
+    manifest = {
+        "format": SHARD_FORMAT, "shard_index": shard_index, "num_shards": num_shards,
+        "options": options, "source": plan.source(), "fingerprint": plan.fingerprint(),
+        "assignment": [[k, v] for k, v in plan.splits.items()],
+        "identities": mine, "kept": kept,
+        "dropped": [[position[n], reason] for n, reason in drops],
+        "skip_counts": reading_counts, "first_reasons": first_reasons,
+        "genders": {n: plan.genders[n] for n in kept if n in plan.genders},
+        "records": info["shards"], "created": info["created"],
+    }
+    files.write_json(manifest_path, manifest)
+    done = sum(os.path.isfile(os.path.join(shard_dir(output_dir, i, num_shards), SHARD_MANIFEST))
+               for i in range(num_shards))
+    info["shard"] = {"index": shard_index, "num_shards": num_shards, "directory": directory,
+                     "complete": done}
+    return info
+
+
+def _shard_problems(output_dir: str, num_shards: int) -> tuple:
+    """``(manifests of the complete shards, [problem lines])`` for shards 0..n-1."""
+    manifests, problems = [], []
+    for i in range(num_shards):
+        directory = shard_dir(output_dir, i, num_shards)
+        rerun = f"run it (again) with --shard_index={i} --num_shards={num_shards}"
+        manifest_path = os.path.join(directory, SHARD_MANIFEST)
+        if not os.path.isdir(directory):
+            problems.append(f"shard {i} of {num_shards} is missing ({directory} does not "
+                            f"exist): {rerun}")
+            continue
+        if not os.path.isfile(manifest_path):
+            problems.append(f"shard {i} of {num_shards} is incomplete (no {SHARD_MANIFEST} in "
+                            f"{directory}: still running, or interrupted): {rerun}")
+            continue
+        try:
+            with open(manifest_path) as f:
+                manifest = json.load(f)
+        except ValueError as e:
+            problems.append(f"{manifest_path}: unreadable ({e}): {rerun}")
+            continue
+        if manifest.get("format") != SHARD_FORMAT or manifest.get("shard_index") != i \
+                or manifest.get("num_shards") != num_shards:
+            problems.append(f"{manifest_path}: not shard {i} of {num_shards} of this version's "
+                            f"format: {rerun}")
+            continue
+        for name, entry in sorted(manifest["records"].items()):
+            path = os.path.join(directory, name)
+            if not os.path.isfile(path):
+                problems.append(f"{path}: missing (shard {i} wrote it): {rerun}")
+            elif os.path.getsize(path) != entry["bytes"]:
+                problems.append(f"{path}: {os.path.getsize(path)} bytes, shard {i} wrote "
+                                f"{entry['bytes']}: {rerun}")
+        manifests.append(manifest)
+    return manifests, problems
+
+
+def _inconsistencies(manifests: list) -> list:
+    """Lines naming each shard made with other options or from another plan than shard 0."""
+    first, lines = manifests[0], []
+    for m in manifests[1:]:
+        i = m["shard_index"]
+        differing = [f"{k}={m['options'].get(k)!r} (shard 0: {first['options'].get(k)!r})"
+                     for k in sorted(set(first["options"]) | set(m["options"]))
+                     if m["options"].get(k) != first["options"].get(k)]
+        if differing:
+            lines.append(f"shard {i} was prepared with other options than shard 0: "
+                         f"{', '.join(differing)}; prepare it again with shard 0's options "
+                         f"(or all shards with the new ones)")
+        elif m["fingerprint"] != first["fingerprint"] \
+                or m["source"]["identities_without_data"] != \
+                first["source"]["identities_without_data"]:
+            lines.append(f"shard {i} saw another split assignment than shard 0 (the tree's "
+                         f"meta CSVs, split.json or speech/face folders differed when it "
+                         f"ran); prepare every shard again from the same tree")
+    return lines
+
+
+def _shard_records(directory: str, manifest: dict, split: str, kind: str, position: dict):
+    """The records of one split and kind of a shard as ``(global position of the identity,
+    serialized example)``, in file order; every record is CRC-checked and the count checked
+    against what the shard wrote (records.read_examples)."""
+    import tensorflow as tf  # noqa: PLC0415 - protobuf parsing; the workers never get here
+
+    kept = set(manifest["kept"])
+    expected = {name: entry["records"] for name, entry in manifest["records"].items()}
+    for raw in records.read_examples(records.shard_paths(directory, split, kind),
+                                     _unparsed, expected):
+        feature = tf.train.Example.FromString(raw).features.feature
+        identity = feature["identity"].bytes_list.value[0].decode()
+        if identity not in kept:
+            raise ShardError(f"{directory}: a {split} {kind} record of {identity!r}, which "
+                             f"this shard did not prepare; prepare the shard again")
+        yield position[identity], feature
+
+
+def _unparsed(serialized):
+    return serialized
+
+
+def merge_voxceleb_shards(output_dir: str, *, num_shards: int | None = None,
+                          keep_shards: bool = False) -> dict:
+    """Merges the complete shards under ``<output_dir>/shards/`` into the prepared layout of
+    ``output_dir``: the same records (byte for byte), splits.json, labels and dataset.json
+    (but its ``created``) as an unsharded preparation with the same options.
+
+    Refuses (:class:`ShardError`, naming every problem) when a shard of ``0..n-1`` is missing
+    or incomplete, a file of one is missing or has another size, or shards were made with
+    other options or from another state of the tree. ``num_shards`` is needed only when
+    shards of several counts are present. The shard directories are removed after a
+    successful merge unless ``keep_shards``.
+    """
+    shards_root = os.path.join(output_dir, SHARDS_DIR)
+    counts = collections.defaultdict(set)
+    if os.path.isdir(shards_root):
+        for name in os.listdir(shards_root):
+            match = _SHARD_DIR_NAME.match(name)
+            if match:
+                counts[int(match.group(2))].add(int(match.group(1)))
+    if not counts:
+        raise ShardError(f"{shards_root}: no shards to merge; prepare them first "
+                         f"(prepare_data.py --data_source=voxceleb --shard_index=i "
+                         f"--num_shards=n --data_dir={output_dir}, for i in 0..n-1)")
+    if num_shards is None:
+        if len(counts) > 1:
+            raise ShardError(f"{shards_root} holds shards of {len(counts)} different shard "
+                             f"counts ({', '.join(f'n={n}' for n in sorted(counts))}); pass "
+                             f"num_shards to say which to merge and remove the others")
+        num_shards = next(iter(counts))
+    manifests, problems = _shard_problems(output_dir, num_shards)
+    if manifests and not problems:
+        problems = _inconsistencies(manifests)
+    if problems:
+        raise ShardError(f"cannot merge the {num_shards} shards in {shards_root}:\n  "
+                         + "\n  ".join(problems))
+    first = manifests[0]
+    roots = sorted({m["source"]["root"] for m in manifests})
+    if len(roots) > 1:
+        logging.warning("the shards read the tree at different paths (%s); dataset.json "
+                        "records shard 0's, %s", ", ".join(roots), first["source"]["root"])
+    assignment = {k: v for k, v in first["assignment"]}
+    order = [n for names in assignment.values() for n in names]
+    for m in manifests:
+        if m["identities"] != shard_identities(order, m["shard_index"], num_shards):
+            raise ShardError(f"shard {m['shard_index']} did not prepare its share of the "
+                             f"identities; prepare it again")
+    position = {n: k for k, n in enumerate(order)}
+    kept = {n for m in manifests for n in m["kept"]}
+    final = {k: [n for n in v if n in kept] for k, v in assignment.items()}
+
+    # The unsharded run's skip log: reading skips in identity order, then dropped identities.
+    skips = SkipLog()
+    for m in manifests:
+        skips.counts.update(m["skip_counts"])
+    dropped = sorted((d for m in manifests for d in m["dropped"]), key=lambda d: d[0])
+    if dropped:
+        skips.counts["identity"] += len(dropped)
+    reasons = sorted((r for m in manifests for r in m["first_reasons"]), key=lambda r: r[0])
+    skips.examples = [reason for _, reason in reasons + dropped][:SKIP_EXAMPLES]
+
+    options = first["options"]
+    writer = DatasetWriter(output_dir, final, utterance_shards=options["utterance_shards"],
+                           face_shards=options["face_shards"], source=first["source"])
+    writer.skips = skips
+    directories = [shard_dir(output_dir, m["shard_index"], num_shards) for m in manifests]
+    progress = Progress(sum(e["records"] for m in manifests for e in m["records"].values()),
+                        "merging shards", unit="records", write=logging.info)
+    try:
+        for split in final:
+            for kind in ("utterances", "faces"):
+                streams = [_shard_records(d, m, split, kind, position)
+                           for d, m in zip(directories, manifests)]
+                # Each stream is in global order and the identities are disjoint, so this
+                # is the unsharded order; records of one identity keep their file order.
+                for _, f in heapq.merge(*streams, key=lambda item: item[0]):
+                    identity = f["identity"].bytes_list.value[0].decode()
+                    if kind == "utterances":
+                        mel = np.frombuffer(f["log_mel"].bytes_list.value[0], "<f2")
+                        source = (f["source_path"].bytes_list.value[0].decode()
+                                  if "source_path" in f else "")
+                        writer.add_utterance(
+                            identity, f["utterance_id"].bytes_list.value[0].decode(),
+                            mel.reshape(-1, records.NUM_MEL_BINS), source)
+                    else:
+                        writer.add_face(identity, f["image_id"].bytes_list.value[0].decode(),
+                                        {s: f[f"png_{s}"].bytes_list.value[0]
+                                         for s in records.IMAGE_SIZES})
+                    progress.update()
+    except BaseException:
+        writer.abort()
+        raise
+    info = writer.close()
+    genders = {n: g for m in manifests for n, g in m["genders"].items()}
+    _write_identity_attributes(output_dir, [n for v in final.values() for n in v], genders)
+    if not keep_shards:
+        for directory in directories:
+            shutil.rmtree(directory)
+        if not os.listdir(shards_root):
+            os.rmdir(shards_root)
+    info["merged_shards"] = num_shards
     return info
