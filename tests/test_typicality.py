@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_sf2f import runs
 from keras_sf2f.data import pipelines, procedural
 from keras_sf2f.data.corpus import CorpusSpec
 from keras_sf2f.data.prepare import prepare_procedural
@@ -214,12 +215,14 @@ def test_an_export_without_data_has_no_typicality_and_says_why(tmp_path_factory,
     # Where the data comes from, and when there is none.
     flags = tmp_path / "flags.cfg"
     flags.write_text(f"--data_dir={tmp_path / 'gone'}\n--val_split=dev\n")
-    data, val_split, reason = savedmodel._typicality_data(None, str(flags))
+    run_flags, where = runs.read_flagfile(str(flags)), str(flags)
+    data, val_split, reason = savedmodel._typicality_data(None, run_flags, where)
     assert data is None and val_split == "dev" and "is not a prepared data directory" in reason
-    assert savedmodel._typicality_data("", str(flags))[2].startswith("switched off")
+    assert savedmodel._typicality_data("", run_flags, where)[2].startswith("switched off")
     with pytest.raises(savedmodel.ExportError, match="is not a directory"):
-        savedmodel._typicality_data(str(tmp_path / "gone"), str(flags))
-    assert savedmodel._typicality_data(str(tmp_path), str(flags)) == (str(tmp_path), "dev", "")
+        savedmodel._typicality_data(str(tmp_path / "gone"), run_flags, where)
+    assert savedmodel._typicality_data(str(tmp_path), run_flags, where) == (
+        str(tmp_path), "dev", "")
 
 
 def test_export_command_warns_loudly_without_data(typical, tmp_path):
