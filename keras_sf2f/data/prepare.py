@@ -528,6 +528,25 @@ def _write_identity_attributes(output_dir: str, names, genders: dict) -> None:
                    "source": "VoxCeleb meta CSV Gender column: m -> +1, f -> -1"}, f, indent=1)
 
 
+def _write_identities(writer: "DatasetWriter", skips: "SkipLog", final: dict, read: dict) -> dict:
+    """Writes the read utterances and faces of ``final``'s identities (split order, then the
+    identities' order) and closes the writer; on any failure it aborts (no partial records
+    stay) and re-raises. Returns ``writer.close()``'s info."""
+    writer.skips = skips
+    try:
+        for names in final.values():
+            for n in names:
+                utterances, faces, _ = read[n]
+                for utt_id, mel, source_path in utterances:
+                    writer.add_utterance(n, utt_id, mel, source_path)
+                for image_id, pngs in faces:
+                    writer.add_face(n, image_id, pngs)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
 def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
                      face_type: str = "masked", min_frames: int = 100,
                      utterance_shards: int = 16, face_shards: int = 4,
@@ -569,19 +588,7 @@ def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
         skips.skip("identity", reason)
     writer = DatasetWriter(output_dir, final, utterance_shards=utterance_shards,
                            face_shards=face_shards, source=plan.source())
-    writer.skips = skips
-    try:
-        for names in final.values():
-            for n in names:
-                utterances, faces, _ = read[n]
-                for utt_id, mel, source_path in utterances:
-                    writer.add_utterance(n, utt_id, mel, source_path)
-                for image_id, pngs in faces:
-                    writer.add_face(n, image_id, pngs)
-    except BaseException:
-        writer.abort()
-        raise
-    info = writer.close()
+    info = _write_identities(writer, skips, final, read)
     _write_identity_attributes(output_dir, [n for v in final.values() for n in v], plan.genders)
     return info
 
@@ -667,19 +674,7 @@ def _prepare_voxceleb_shard(plan: _VoxCelebPlan, output_dir: str, options: dict,
     # the merge interleave the shards' files in a single streaming pass.
     writer = DatasetWriter(directory, final, utterance_shards=1, face_shards=1,
                            source={**plan.source(), "shard": [shard_index, num_shards]})
-    writer.skips = skips
-    try:
-        for names in final.values():
-            for n in names:
-                utterances, faces, _ = read[n]
-                for utt_id, mel, source_path in utterances:
-                    writer.add_utterance(n, utt_id, mel, source_path)
-                for image_id, pngs in faces:
-                    writer.add_face(n, image_id, pngs)
-    except BaseException:
-        writer.abort()
-        raise
-    info = writer.close()
+    info = _write_identities(writer, skips, final, read)
     kept = [n for v in final.values() for n in v]
     manifest = {
         "format": SHARD_FORMAT, "shard_index": shard_index, "num_shards": num_shards,
