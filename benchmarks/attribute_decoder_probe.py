@@ -88,7 +88,7 @@ def run(args) -> dict:
     from PIL import Image  # noqa: PLC0415
 
     from keras_sf2f.evaluation import detection  # noqa: PLC0415
-    from keras_sf2f.evaluation.embedders import generator_to_uint8  # noqa: PLC0415
+    from keras_sf2f.image_ranges import normalized_to_uint8_np  # noqa: PLC0415
     from keras_sf2f.models.face_decoder import FaceDecoder  # noqa: PLC0415
     from keras_sf2f.training import face_identity, losses  # noqa: PLC0415
 
@@ -147,7 +147,7 @@ def run(args) -> dict:
     }
     os.makedirs(args.output, exist_ok=True)
     files.write_json(os.path.join(args.output, "probe.json"), result)
-    rows = [np.concatenate(list(generator_to_uint8(x[:10])), axis=1)
+    rows = [np.concatenate(list(normalized_to_uint8_np(x[:10])), axis=1)
             for x in (val_targets, drawn)]
     grid = Image.fromarray(np.concatenate(rows, axis=0))
     grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST).save(

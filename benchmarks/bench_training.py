@@ -101,7 +101,10 @@ flags.DEFINE_bool("bench_resolve_config", False, "Internal: print the resolved t
                   "configuration as one JSON line.")
 flags.DEFINE_string("bench_case", None, "Internal: run one Keras case 'config:precision' and "
                     "print one JSON line.")
-FLAGS = sf2f_flags.FLAGS
+FLAGS = flags.FLAGS
+# The training tool's options as trainers/train.py has them: a case is a configuration's
+# flagfile plus overrides.
+sf2f_flags.define_groups(sf2f_flags.tool_groups("train"), FLAGS)
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG_DIR = os.path.join(_REPO_ROOT, "configs")
@@ -279,7 +282,7 @@ def run_case(config_name: str, precision: str) -> dict:
     from keras_sf2f.training.config import TrainConfig  # noqa: PLC0415
     from keras_sf2f.training.trainer import GanTrainer, dtype_policy  # noqa: PLC0415
 
-    config = TrainConfig.from_flags(FLAGS)
+    config = sf2f_flags.build(TrainConfig, FLAGS)
     config.batch_size = FLAGS.bench_batch_size
     config.mixed_precision = precision
     # The training flag itself, so the benchmark times exactly what training runs with it.
@@ -535,7 +538,7 @@ def main(argv):
     del argv
     if FLAGS.bench_resolve_config:
         from keras_sf2f.training.config import TrainConfig  # noqa: PLC0415
-        print("RESULT " + json.dumps(TrainConfig.from_flags(FLAGS).to_dict()), flush=True)
+        print("RESULT " + json.dumps(sf2f_flags.build(TrainConfig, FLAGS).to_dict()), flush=True)
         return
     if FLAGS.bench_case:
         name, precision = FLAGS.bench_case.split(":")

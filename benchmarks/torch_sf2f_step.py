@@ -47,7 +47,8 @@ from bench_common import tests_module  # beside this script
 # defined at all: their validator imports Keras, and with it TensorFlow.
 _CONFIG_FROM_JSON = any(a.startswith("--bench_config_json") for a in sys.argv)
 if not _CONFIG_FROM_JSON:
-    from keras_sf2f import flags as sf2f_flags  # noqa: E402,F401
+    from keras_sf2f import flags as sf2f_flags  # noqa: E402
+    sf2f_flags.define_groups(sf2f_flags.tool_groups("train"), flags.FLAGS)
 
 flags.DEFINE_string("bench_config_json", None, "The configuration as JSON "
                     "(keras_sf2f.training.config.TrainConfig.to_dict()); without it the "
@@ -340,7 +341,7 @@ def main(argv):
     if FLAGS.bench_config_json:
         config = TrainConfig.from_mapping(json.loads(FLAGS.bench_config_json))
     else:
-        config = TrainConfig.from_flags(FLAGS)
+        config = sf2f_flags.build(TrainConfig, FLAGS)
     threads = FLAGS.bench_threads or len(os.sched_getaffinity(0))
     windows = FLAGS.bench_fuser_windows or config.fuser_windows
     result = run(config, FLAGS.bench_batch_size, FLAGS.bench_precision,

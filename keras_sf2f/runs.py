@@ -2,17 +2,18 @@
 
 A *run directory* is what trainers/train.py writes (its --model_dir) and what
 export/import_reference_checkpoint.py writes: checkpoints (``ckpt-<step>``), ``best_<metric>/``
-sub-directories of one checkpoint each, ``flags.cfg`` (the effective flags, a flagfile) and,
-from training, ``train_config.json``. Every tool pointed at a run or a checkpoint
+sub-directories of one checkpoint each, and ``flags.cfg``, the run's effective configuration as
+a flagfile (training: its ``TrainConfig``, model included; the importer: its ``ModelConfig``).
+Runs written before flags.cfg was the only file may instead have only ``train_config.json``
+(the TrainConfig as JSON), which is still read. Every tool pointed at a run or a checkpoint
 (trainers/evaluate.py, export/export_savedmodel.py, trainers/describe_model.py, the ablations)
 loads it with :func:`load_run` (a command-line tool with :func:`load_run_for_tool`), and
 trainers/train.py checks a run it resumes with :func:`resume_problem`:
 
 * The model configuration is the run's own: ``flags.cfg`` of the checkpoint's directory or of
-  the directory above it (a ``best_<metric>/`` sub-directory belongs to its run), else
-  ``train_config.json`` there (a run trained through ``keras_sf2f.training.loop.train``
-  without the entry point). Only a checkpoint without either takes its configuration from the
-  caller (the tool's flags).
+  the directory above it (a ``best_<metric>/`` sub-directory belongs to its run), else an older
+  run's ``train_config.json`` there. Only a checkpoint without either takes its configuration
+  from the caller (the tool's flags).
 * Model flags given beside a run must agree with the run's own configuration: one that does
   not is a :class:`RunError` naming both values, never a second configuration.
 * The checkpoint is the latest of a directory (a run, one of its ``best_<metric>/``
@@ -25,7 +26,8 @@ trainers/train.py checks a run it resumes with :func:`resume_problem`:
   may start a fuser its (stage-1) checkpoint does not have.
 
 Flagfiles are read with absl's rules (:func:`read_flagfile`), so a flagfile means here what it
-means on a command line. An *overlay* flagfile (configs/demo_fuser.cfg: the fuser, on top of
+means on a command line; the tools expand their flagfiles with the same reader
+(:func:`flagfile_entries`, used by keras_sf2f/flags.py). An *overlay* flagfile (configs/demo_fuser.cfg: the fuser, on top of
 configs/demo.cfg) does not describe a model on its own; :func:`overlay_problem` says so, and
 what it overlays, instead of filling the rest with the defaults.
 
@@ -44,12 +46,13 @@ from typing import Callable, Mapping, Sequence
 
 from absl import logging
 
+from keras_sf2f.config import options
 from keras_sf2f.models import builder
 
 __all__ = [
     "FLAGS_FILE", "TRAIN_CONFIG_FILE", "ARCHITECTURE_FLAGS", "RunError", "Run",
-    "flagfile_lines", "read_flagfile", "parse_bool", "model_config_from_flagfile",
-    "model_config_from_values", "flagfiles_in", "overlay_problem", "explicit_model_flags",
+    "flagfile_entries", "flagfile_lines", "read_flagfile", "parse_bool",
+    "model_config_from_flagfile", "model_config_from_values", "flagfiles_in", "overlay_problem",
     "command_line_model_config", "find_flags_file", "model_config_for_checkpoint",
     "model_differences", "find_checkpoint", "checkpoint_step", "checkpoint_has_object",
     "unused_model_values", "restore_models", "restore_generator", "load_run",
@@ -57,6 +60,7 @@ __all__ = [
 ]
 
 FLAGS_FILE = "flags.cfg"
+#: Older runs' configuration (the TrainConfig as JSON), read when a run has no flags.cfg.
 TRAIN_CONFIG_FILE = "train_config.json"
 #: The model flags every whole configuration in configs/ sets. A flagfile that sets model flags
 #: but not all of these is an overlay on another configuration.
@@ -87,10 +91,10 @@ def _flagfile_argument(line: str) -> str | None:
     return None
 
 
-def flagfile_lines(path: str, _including: tuple = ()) -> list[str]:
-    """The arguments an absl flagfile puts on the command line, nested flagfiles expanded in
-    place (absl's reading: a line starting with ``#`` or ``//`` is a comment, blank lines are
-    skipped, every other line is one argument, stripped).
+def flagfile_entries(path: str, _including: tuple = ()) -> list[tuple[str, int, str]]:
+    """``[(file, line number, argument)]`` that an absl flagfile puts on the command line,
+    nested flagfiles expanded in place (absl's reading: a line starting with ``#`` or ``//`` is
+    a comment, blank lines are skipped, every other line is one argument, stripped).
 
     A nested ``--flagfile=`` path is read as absl reads it, from the working directory;
     one that does not exist there is read relative to the including file. A flagfile that
@@ -103,21 +107,26 @@ def flagfile_lines(path: str, _including: tuple = ()) -> list[str]:
             raw = f.read().splitlines()
     except OSError as e:
         raise RunError(f"cannot read flagfile {path}: {e.strerror}") from None
-    lines = []
-    for line in raw:
+    entries = []
+    for number, line in enumerate(raw, 1):
         if not line.strip() or _is_comment(line):
             continue
         line = line.strip()
         nested = _flagfile_argument(line)
         if nested is None:
-            lines.append(line)
+            entries.append((path, number, line))
             continue
         if nested and not os.path.exists(nested) and not os.path.isabs(nested):
             beside = os.path.join(os.path.dirname(path), nested)
             nested = beside if os.path.exists(beside) else nested
         if nested:  # absl ignores an empty --flagfile=
-            lines.extend(flagfile_lines(nested, _including + (real,)))
-    return lines
+            entries.extend(flagfile_entries(nested, _including + (real,)))
+    return entries
+
+
+def flagfile_lines(path: str) -> list[str]:
+    """The arguments of :func:`flagfile_entries`, without where they come from."""
+    return [line for _, _, line in flagfile_entries(path)]
 
 
 def read_flagfile(path: str) -> dict[str, str]:
@@ -238,21 +247,15 @@ def overlay_problem(flagfiles: Sequence[str], model_flags_set: Sequence[str]) ->
     return None
 
 
-def explicit_model_flags(flag_values) -> dict:
-    """``{name: value}`` of the model flags an absl ``FlagValues`` was given (on the command
-    line or by a flagfile); flags left at their defaults are not included."""
-    return {name: getattr(flag_values, name) for name in builder.ModelConfig.field_names()
-            if flag_values[name].present}
-
-
-def command_line_model_config(flag_values, argv: Sequence[str]) -> builder.ModelConfig:
-    """The model configuration of a tool's command line (``flag_values`` parsed from ``argv``),
-    refusing an overlay flagfile given without what it overlays (:func:`overlay_problem`)."""
-    problem = overlay_problem(flagfiles_in(argv[1:]), explicit_model_flags(flag_values))
+def command_line_model_config(given: Mapping, flagfiles: Sequence[str]) -> builder.ModelConfig:
+    """The model configuration of a tool's command line: ``given``, the model options it set
+    ({name: value}, on the command line or in ``flagfiles``), on the defaults; an overlay
+    flagfile given without what it overlays is refused (:func:`overlay_problem`)."""
+    problem = overlay_problem(flagfiles, given)
     if problem:
         raise RunError(problem)
     try:
-        return builder.ModelConfig.from_flags(flag_values).validate()
+        return builder.ModelConfig.from_mapping(given).validate()
     except ValueError as e:
         raise RunError(str(e)) from None
 
@@ -309,19 +312,12 @@ def model_config_for_checkpoint(path: str) -> tuple:
     return config, source
 
 
-def _flag_text(name: str, value) -> str:
-    if isinstance(value, bool):
-        return f"--{name}" if value else f"--no{name}"
-    if isinstance(value, (tuple, list)):
-        value = ",".join(str(v) for v in value)
-    return f"--{name}={value}"
-
-
 def model_differences(config: builder.ModelConfig, other: builder.ModelConfig,
                       names=None) -> list[tuple[str, str]]:
     """``[(flag in config, flag in other)]`` for the fields (default: all) that differ."""
     names = builder.ModelConfig.field_names() if names is None else names
-    return [(_flag_text(name, getattr(config, name)), _flag_text(name, getattr(other, name)))
+    return [(options.flag_text(name, getattr(config, name)),
+             options.flag_text(name, getattr(other, name)))
             for name in names if getattr(config, name) != getattr(other, name)]
 
 
@@ -589,8 +585,8 @@ def load_run(path: str, *, given: Mapping | None = None,
     """The run (or checkpoint) at ``path``: a directory or a checkpoint prefix.
 
     Args:
-      given: model flags the caller was given ({name: value}, :func:`explicit_model_flags`);
-        each must agree with the run's own configuration (RunError otherwise).
+      given: model options the caller was given ({name: value}); each must agree with the
+        run's own configuration (RunError otherwise).
       fallback: the configuration of a checkpoint without one of its own (a ModelConfig, or
         a function returning one, called only then); ``fallback_source`` names it.
       missing_hint: the fix the error gives when there is neither.
@@ -621,13 +617,13 @@ def load_run(path: str, *, given: Mapping | None = None,
                source if os.path.basename(source) == FLAGS_FILE else None)
 
 
-def load_run_for_tool(path: str, flag_values, argv: Sequence[str]) -> Run:
-    """:func:`load_run` for a command-line tool (absl ``flag_values`` parsed from ``argv``):
-    the model flags it was given must agree with the run's configuration, and describe the
-    model of a checkpoint without one (an overlay flagfile alone is refused there)."""
-    given = explicit_model_flags(flag_values)
+def load_run_for_tool(path: str, given: Mapping, flagfiles: Sequence[str]) -> Run:
+    """:func:`load_run` for a command-line tool, ``given`` the model options its command line
+    set (directly or in ``flagfiles``): they must agree with the run's configuration, and
+    describe the model of a checkpoint without one (an overlay flagfile alone is refused
+    there)."""
     return load_run(path, given=given, fallback=(
-        (lambda: command_line_model_config(flag_values, argv)) if given else None))
+        (lambda: command_line_model_config(given, flagfiles)) if given else None))
 
 
 def resume_problem(model_dir: str, config: builder.ModelConfig) -> str | None:

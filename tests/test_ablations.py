@@ -156,8 +156,16 @@ def ablation_run(tmp_path_factory):
 
 
 def _flags(root, name):
-    with open(root / "ablations" / "variants" / name / "model" / "flags.json") as f:
-        return json.load(f)
+    """A variant's effective configuration (its flags.cfg read as training reads it), with the
+    model options beside the training ones."""
+    from keras_sf2f.flags import ToolFlags
+    from keras_sf2f.training.config import TrainConfig
+
+    flag_values = ToolFlags("train")
+    flag_values(["train", f"--flagfile={root / 'ablations' / 'variants' / name / 'model'}"
+                          f"/flags.cfg"])
+    values = flag_values.config(TrainConfig).to_dict()
+    return {**values.pop("model"), **values}
 
 
 def test_each_row_trained_the_variant_it_names(ablation_run):
@@ -173,7 +181,7 @@ def test_each_row_trained_the_variant_it_names(ablation_run):
     assert full["data_dir"] == str(root / "data")
     expected = {
         "baseline_decoder": {"decoder": "deconv_64",
-                             "deconv_decoder_channels": ["64", "32", "16", "8", "4"]},
+                             "deconv_decoder_channels": [64, 32, 16, 8, 4]},
         "low_quality_faces": {"data_dir": str(root / "wild")},
     }
     for name, changes in expected.items():
@@ -251,7 +259,7 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
     """All twelve variants of the default plan (the demo flagfiles), through absl's parser: the
     training configuration each command produces differs from full SF2F's exactly by the
     variant's change. (The end-to-end test above trains a subset to stay fast.)"""
-    from keras_sf2f import flags as sf2f_flags
+    from keras_sf2f.flags import ToolFlags
     from keras_sf2f.training.config import TrainConfig
 
     configs = os.path.join(REPO_ROOT, "configs")
@@ -262,13 +270,13 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
                           train_steps=300)
     runner = ablations.Ablations(plan)
     assert [v.name for v in runner.variants] == list(ablations.VARIANT_NAMES)
-    flag_values = sf2f_flags.FLAGS
+    flag_values = ToolFlags("train")
     trained = {}
     for v in runner.variants:
         flag_values.unparse_flags()
         try:
             flag_values(["test", *runner.train_args(v)])
-            trained[v.name] = TrainConfig.from_flags(flag_values).validate().to_dict()
+            trained[v.name] = flag_values.config(TrainConfig).validate().to_dict()
         finally:
             flag_values.unparse_flags()
 
@@ -414,17 +422,17 @@ def test_orderings_verdicts():
 
 
 def test_demo_voice2face_config_matches_the_demo_scale():
-    from keras_sf2f import flags as sf2f_flags
+    from keras_sf2f.flags import ToolFlags
     from keras_sf2f.training.config import TrainConfig
 
-    flag_values = sf2f_flags.FLAGS
+    flag_values = ToolFlags("train")
     configs = {}
     for name in ("demo", "demo_voice2face"):
         flag_values.unparse_flags()
         try:
             flag_values(["test", f"--flagfile={os.path.join(REPO_ROOT, 'configs', name)}.cfg",
                          "--model_dir=m", "--data_dir=d", "--face_network=f"])
-            configs[name] = TrainConfig.from_flags(flag_values).validate()
+            configs[name] = flag_values.config(TrainConfig).validate()
         finally:
             flag_values.unparse_flags()
     sf2f, v2f = configs["demo"], configs["demo_voice2face"]

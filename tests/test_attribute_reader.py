@@ -18,11 +18,12 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from keras_sf2f.data import pipelines, prepare, records  # noqa: E402
+from keras_sf2f.data import prepare, records  # noqa: E402
 from keras_sf2f.data.corpus import draw_face, identity_attributes  # noqa: E402
 from keras_sf2f.data.prepare import DatasetWriter  # noqa: E402
 from keras_sf2f.data.procedural import face_pngs, identity_name  # noqa: E402
 from keras_sf2f.evaluation import attribute_reader as ar  # noqa: E402
+from keras_sf2f.image_ranges import pixels_to_normalized  # noqa: E402
 
 
 TEST = (0, 30)        # evaluated identities (voice-face range)
@@ -31,7 +32,7 @@ PHOTOS = 2
 
 
 def _generator_space(uint8):
-    return pipelines.imagenet_normalize(tf.constant(uint8)).numpy()
+    return pixels_to_normalized(tf.constant(uint8)).numpy()
 
 
 @pytest.fixture(scope="module")

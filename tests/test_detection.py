@@ -39,9 +39,9 @@ def test_finds_faces_in_corpus_faces(detector, faces64):
 
 def test_generator_space_input_reads_like_uint8(detector, faces64):
     import tensorflow as tf
-    from keras_sf2f.data.pipelines import imagenet_normalize
+    from keras_sf2f.image_ranges import pixels_to_normalized
 
-    floats = imagenet_normalize(tf.constant(faces64)).numpy()
+    floats = pixels_to_normalized(tf.constant(faces64)).numpy()
     np.testing.assert_array_equal(detection.to_uint8_images(floats), faces64)
     np.testing.assert_array_equal(detector.detect(floats), detector.detect(faces64))
     scores = detector.scores(faces64)

@@ -13,6 +13,7 @@ F = torch.nn.functional
 
 from torch_facenet import TorchInceptionResnetV1, randomize_  # noqa: E402
 
+from keras_sf2f import image_ranges as ir  # noqa: E402
 from keras_sf2f.models import face_preprocessing as fp  # noqa: E402
 from keras_sf2f.models import state_dict as sd  # noqa: E402
 from keras_sf2f.models.facenet import (FaceNet, FULL_EMBEDDING_PARAMS,  # noqa: E402
@@ -111,17 +112,6 @@ def test_config_round_trip_without_building():
     assert config["repeats"] == [5, 10, 5] and config["embedding_dim"] == 512
 
 
-def test_layer_configs_round_trip():
-    from keras_sf2f.models import facenet as fn
-    for layer in (fn.BasicConv2d(8, (1, 7), padding="same"), fn.Block35(0.17, width_multiplier=0.5),
-                  fn.Block17(0.1), fn.Block8(1.0, activate=False), fn.Mixed6a(width_multiplier=0.25),
-                  fn.Mixed7a()):
-        config = layer.get_config()
-        assert type(layer).from_config(config).get_config() == config
-        assert keras.saving.deserialize_keras_object(
-            keras.saving.serialize_keras_object(layer)).get_config() == config
-
-
 def test_keras_file_round_trip_identical_outputs(small_pair, tmp_path):
     _, kmodel = small_pair
     x = np.random.RandomState(3).randn(2, 140, 140, 3).astype("float32")
@@ -174,17 +164,17 @@ def test_denormalize_and_standardize_hand_values():
     x[0, 0, 1] = 10.0
     x[0, 0, 2] = -10.0
     x[0, 0, 0] = [1.0, -1.0, 0.5]
-    got = fp.imagenet_denormalize(x).numpy()[0, 0]
+    got = ir.normalized_to_pixels(x).numpy()[0, 0]
     np.testing.assert_allclose(got[0], [(0.229 + 0.485) * 255, (0.456 - 0.224) * 255,
                                         (0.5 * 0.225 + 0.406) * 255], rtol=1e-6)
     np.testing.assert_array_equal(got[1], [255, 255, 255])
     np.testing.assert_array_equal(got[2], [0, 0, 0])
     np.testing.assert_allclose(fp.fixed_image_standardization(
         np.array([0.0, 127.5, 255.0], "float32")).numpy(), [-127.5 / 128, 0.0, 127.5 / 128])
-    std = fp.imagenet_denormalize(np.full((1, 1, 1, 3), 1.0, "float32"), "standard").numpy()
+    std = ir.normalized_to_pixels(np.full((1, 1, 1, 3), 1.0, "float32"), "standard").numpy()
     np.testing.assert_allclose(std, np.full((1, 1, 1, 3), 255.0))
     with pytest.raises(ValueError):
-        fp.imagenet_denormalize(x, "bogus")
+        ir.normalized_to_pixels(x, "bogus")
 
 
 def test_preprocessing_gradient_and_saved_model(tmp_path):
@@ -192,7 +182,7 @@ def test_preprocessing_gradient_and_saved_model(tmp_path):
     with tf.GradientTape() as tape:
         y = tf.reduce_sum(fp.facenet_inputs_from_generator_images(x))
     g = tape.gradient(y, x).numpy()
-    pixels = (x.numpy() * np.array(fp.IMAGENET_STD) + np.array(fp.IMAGENET_MEAN)) * 255
+    pixels = (x.numpy() * np.array(ir.IMAGENET_STD) + np.array(ir.IMAGENET_MEAN)) * 255
     clipped = (pixels < 0) | (pixels > 255)
     assert np.all(g[clipped] == 0) and np.any(g[~clipped] != 0)
     module = tf.Module()
@@ -276,9 +266,7 @@ def test_import_errors_name_keys_and_leave_model_untouched(small_pair, tmp_path)
 
 def test_cli_imports_split_files(small_pair, tmp_path):
     """export/import_facenet_weights.py with SF2F's two-file layout (features + logits)."""
-    from absl import flags
-
-    from keras_sf2f.cli import import_facenet_weights as cli  # defines the command's flags
+    from keras_sf2f.cli import import_facenet_weights as cli
 
     tmodel, kmodel = small_pair
     state = tmodel.state_dict()
@@ -286,14 +274,14 @@ def test_cli_imports_split_files(small_pair, tmp_path):
     torch.save({k: v for k, v in state.items() if not k.startswith("logits.")}, feats)
     torch.save({k: v for k, v in state.items() if k.startswith("logits.")}, logits)
     out = str(tmp_path / "out" / "facenet.weights.h5")
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["import_facenet_weights", f"--state_dict={feats},{logits}", f"--output={out}"])
+    cli.FLAGS.unparse_flags()
+    cli.FLAGS(["import_facenet_weights", f"--state_dict={feats},{logits}", f"--output={out}"])
     try:
         assert cli.main([]) == 0
-        flags.FLAGS.state_dict = [str(tmp_path / "absent.pt")]
+        cli.FLAGS.state_dict = [str(tmp_path / "absent.pt")]
         assert cli.main([]) == 1  # a missing file is an error message, not a traceback
     finally:
-        flags.FLAGS.unparse_flags()
+        cli.FLAGS.unparse_flags()
     reloaded = FaceNet(num_classes=10, **SMALL)
     reloaded.build((None, 140, 140, 3))
     reloaded.load_weights(out)

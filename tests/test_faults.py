@@ -309,7 +309,7 @@ def test_missing_face_network_and_init_checkpoint_are_one_line_each(data_dir, tm
 
 def test_library_train_writes_nothing_before_its_inputs_load(data_dir, tmp_path):
     # The same guarantee for callers of loop.train: the face network fails to load, and no
-    # train_config.json or flags.cfg is left behind.
+    # flags.cfg is left behind.
     model_dir = tmp_path / "model"
     config = make_config(model_dir, data_dir, face_network=str(tmp_path / "missing_face_net"))
     with pytest.raises(FileNotFoundError, match="missing_face_net"):

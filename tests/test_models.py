@@ -1,27 +1,25 @@
-"""Models: build, run, shapes, parameter counts, serialization, segment masks, flags/config."""
+"""Models: build, run, shapes, parameter counts, segment masks, flags/config (the layer-by-layer
+round trips are tests/test_layers_harness.py's)."""
 
 import dataclasses
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags as absl_flags
 
-from keras_sf2f import flags as sf2f_flags
+from keras_sf2f.flags import ToolFlags
 from keras_sf2f.models import builder
-from keras_sf2f.models.discriminators import (AuxiliaryClassifier, ConvStack, PatchDiscriminator,
-                                              parse_activation, parse_discriminator_arch)
-from keras_sf2f.models.face_decoder import (DeconvFaceDecoder, FaceDecoder,
-                                            MultiResolutionFaceDecoder)
+from keras_sf2f.models.discriminators import parse_activation, parse_discriminator_arch
+from keras_sf2f.models.face_decoder import FaceDecoder
 from keras_sf2f.models.fuser import AttentionFuser
 from keras_sf2f.models.generator import VoiceToFaceGenerator
-from keras_sf2f.models.layers import GLU, Conv1DBlock, Inception1DBlock, ToImage, UpBlock
+from keras_sf2f.models.layers import Inception1DBlock
 from keras_sf2f.models.voice_encoder import VoiceEncoder
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGS = sf2f_flags.FLAGS
+FLAGS = ToolFlags("describe_model")
 ARCH_64 = "C4-64-2,C4-128-2,C4-256-2"
 N_ID = 2890
 
@@ -56,7 +54,7 @@ def _config_from_flagfile(name):
     FLAGS.unparse_flags()
     try:
         FLAGS(["test", f"--flagfile={os.path.join(REPO_ROOT, 'configs', name + '.cfg')}"])
-        return builder.ModelConfig.from_flags(FLAGS)
+        return FLAGS.config(builder.ModelConfig)
     finally:
         FLAGS.unparse_flags()
 
@@ -92,68 +90,9 @@ def test_configuration_builds_runs_and_counts(name):
     assert builder.describe(models, config).count("\n") >= 5
 
 
-# --- serialization round trips -----------------------------------------------------------------
-
-def _round_trip(model, inputs, tmp_path, name):
-    """get_config/from_config and .keras save/load; outputs must be identical."""
-    expected = model(*inputs, training=False) if isinstance(inputs, tuple) else model(
-        inputs, training=False)
-    clone = model.__class__.from_config(model.get_config())
-    assert clone.get_config() == model.get_config()
-    path = str(tmp_path / f"{name}.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is type(model)
-    got = loaded(*inputs, training=False) if isinstance(inputs, tuple) else loaded(
-        inputs, training=False)
-    for e, g in zip(keras.tree.flatten(expected), keras.tree.flatten(got)):
-        np.testing.assert_array_equal(np.asarray(e), np.asarray(g))
-    return loaded
-
-
-def _wrap(layer, input_shape, dtype="float32"):
-    inputs = keras.Input(input_shape, dtype=dtype)
-    return keras.Model(inputs, layer(inputs))
-
-
-@pytest.mark.parametrize("layer, input_shape, data_shape", [
-    (GLU(), (None, 6), (2, 5, 6)),
-    (Conv1DBlock(8, 5, 2, 2), (None, 4), (2, 17, 4)),
-    (Inception1DBlock(4), (None, 4), (2, 16, 4)),
-    (UpBlock(4), (4, 4, 8), (2, 4, 4, 8)),
-    (ToImage(8), (8, 8, 8), (2, 8, 8, 8)),
-    (AttentionFuser(16), (None, 16), (2, 3, 16)),
-    (ConvStack("C4-8-2,C3-8-1-1,C1-4"), (16, 16, 3), (2, 16, 16, 3)),
-])
-def test_layer_round_trip(layer, input_shape, data_shape, tmp_path):
-    model = _wrap(layer, input_shape)
-    _round_trip(model, _mels(*data_shape), tmp_path, layer.name)
-    assert layer.__class__.from_config(layer.get_config()).get_config() == layer.get_config()
-
-
 def _small_encoder(mode="inception", fuser=True, **kwargs):
     return VoiceEncoder(mode, channels=(8, 8, 16, 16), embedding_dim=32,
                         fuser=AttentionFuser(32) if fuser else None, **kwargs)
-
-
-@pytest.mark.parametrize("make_model, inputs", [
-    (lambda: _small_encoder("inception"), _mels(2, 3, 50, 40)),
-    (lambda: _small_encoder("cnn", fuser=False), _mels(2, 45, 40)),
-    (lambda: _small_encoder("cnn", fuser=False, add_noise=True, noise_at_inference=False),
-     _mels(2, 45, 40)),
-    (lambda: FaceDecoder(32), _mels(2, 32)),
-    (lambda: MultiResolutionFaceDecoder(64), _mels(2, 64)),
-    (lambda: DeconvFaceDecoder(32, channels=(16, 8, 8, 8, 8)), _mels(2, 32)),
-    (lambda: PatchDiscriminator(ARCH_64, image_size=64), _mels(2, 64, 64, 3)),
-    (lambda: AuxiliaryClassifier("C1-8-1-0,C4-8-2-1", 5, normalization="none",
-                                 activation="leakyrelu-0.2", image_size=32),
-     _mels(2, 32, 32, 3)),
-    (lambda: VoiceToFaceGenerator(_small_encoder(), MultiResolutionFaceDecoder(32)),
-     (_mels(2, 3, 40, 40), np.array([[True, True, False], [True, True, True]]))),
-])
-def test_model_round_trip(make_model, inputs, tmp_path):
-    model = make_model()
-    _round_trip(model, inputs, tmp_path, model.name)
 
 
 # --- segments and masks --------------------------------------------------------------------------
@@ -316,8 +255,7 @@ def test_flag_defaults_mirror_model_config():
     FLAGS.unparse_flags()
     try:
         FLAGS(["test"])
-        assert builder.ModelConfig.from_flags(FLAGS) == builder.ModelConfig()
-        assert set(sf2f_flags.MODEL_FLAG_NAMES) == set(builder.ModelConfig.field_names())
+        assert FLAGS.config(builder.ModelConfig) == builder.ModelConfig()
     finally:
         FLAGS.unparse_flags()
 

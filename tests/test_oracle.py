@@ -135,11 +135,11 @@ def test_evaluator_scores_the_oracle_against_the_ground_truth(tmp_path):
     # The samples are the first run's faces, normalised like the ground-truth faces.
     donors = oracle.donor_draws(TRAIN_RANGE, len(faces), 3, config.seed)[0]
     drawn = oracle.oracle_faces(SEED, range(*TEST_RANGE), donors, 64)
-    from keras_sf2f.data import pipelines  # noqa: PLC0415
-    np.testing.assert_allclose(faces, pipelines.imagenet_normalize(drawn).numpy(), atol=1e-6)
+    from keras_sf2f.image_ranges import pixels_to_normalized  # noqa: PLC0415
+    np.testing.assert_allclose(faces, pixels_to_normalized(drawn).numpy(), atol=1e-6)
     # Same embedder, same ground truth as the model rows: the identity's own first image
     # as the "oracle" retrieves itself perfectly, so the metric code is the shared one.
-    own = pipelines.imagenet_normalize(
+    own = pixels_to_normalized(
         oracle.oracle_faces(SEED, range(*TEST_RANGE), range(*TEST_RANGE), 64)).numpy()
     perfect, first = evaluator.score_runs([own])
     perfect = perfect["centre_colour"]

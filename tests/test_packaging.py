@@ -122,10 +122,10 @@ def test_wrapper_and_console_script_show_the_tools_help(tmp_path):
         result = _run([*command, "--help"], cwd=str(tmp_path))
         assert result.stdout.startswith(first_line + "\n"), result.stdout + result.stderr
         assert "Traceback" not in result.stderr
-    # Flags a tool module defines itself are listed, as when the tool was the main script.
+    # The tool's own options, under their section titles.
     result = _run([sys.executable, os.path.join(REPO, "export", "import_facenet_weights.py"),
                    "--help"], cwd=str(tmp_path))
-    assert "export/import_facenet_weights.py:\n  --[no]include_logits" in result.stdout
+    assert "FaceNet weights import:\n  --[no]include_logits" in result.stdout
     assert "--state_dict:" in result.stdout
 
 

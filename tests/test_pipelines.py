@@ -12,6 +12,7 @@ from keras_sf2f.data import pipelines, table
 from keras_sf2f.data.prepare import DatasetWriter
 from keras_sf2f.data.procedural import face_pngs
 from keras_sf2f.data.records import IMAGE_SIZES
+from keras_sf2f.image_ranges import normalized_to_unit
 
 NUM_IDS = 12
 # Utterance lengths per identity (frames); identity 3 has only short speech.
@@ -49,7 +50,7 @@ def train(data_dir):
 
 
 def _identity_of(image):
-    rgb = pipelines.imagenet_denormalize(tf.constant(image)).numpy() * 255
+    rgb = normalized_to_unit(tf.constant(image)).numpy() * 255
     return int(round(rgb[0, 0, 0] / 10)), int(round((rgb[0, 0, 1] - 100) / 50))
 
 

@@ -187,3 +187,24 @@ def test_reference_split_rule():
     assert split["test"] == ["vox1/N8", "vox1/N18"]
     assert split["val"] == ["vox1/N9", "vox1/N19"]
     assert len(split["train"]) == 16
+
+
+def test_sharded_writer_renames_on_close_and_leaves_nothing_on_failure(tmp_path):
+    d = str(tmp_path)
+    with records.ShardedWriter(d, "train", "faces", 2) as w:
+        for i in range(3):
+            w.write(b"record %d" % i)
+        # Under their .partial names until the writer closes.
+        assert sorted(os.listdir(d)) == [os.path.basename(p) + ".partial" for p in w.paths]
+    assert sorted(os.listdir(d)) == [os.path.basename(p) for p in w.paths]
+    assert w.shard_counts == [2, 1]
+    with pytest.raises(RuntimeError):
+        with records.ShardedWriter(d, "val", "faces", 2) as w:
+            w.write(b"half")
+            raise RuntimeError("disk full")
+    assert not any(n.startswith("val-") for n in os.listdir(d))
+    # DatasetWriter.abort's call: an exception type without a value.
+    w = records.ShardedWriter(d, "test", "faces", 1)
+    w.write(b"x")
+    w.__exit__(RuntimeError, None, None)
+    assert not any(n.startswith("test-") for n in os.listdir(d))

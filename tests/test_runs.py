@@ -1,7 +1,6 @@
 """keras_sf2f.runs: a run's own configuration, flagfiles read as absl reads them, overlays,
 checkpoints restored with every value matched both ways, and the resume check."""
 
-import copy
 import json
 import os
 import subprocess
@@ -127,10 +126,10 @@ def test_the_command_line_of_a_tool_is_checked_against_the_run(stage2):
             f"--checkpoint_dir={directory}"]
     flag_values = _parsed(argv)
     with pytest.raises(runs.RunError, match="--fuser=none given, the run has --fuser=attention"):
-        runs.load_run_for_tool(directory, flag_values, argv)
+        runs.load_run_for_tool(directory, *_model_options(flag_values))
     # No model flags at all: the run's own configuration, nothing to contradict.
     argv = ["tool", f"--checkpoint_dir={directory}"]
-    assert runs.load_run_for_tool(directory, _parsed(argv), argv).model_config == \
+    assert runs.load_run_for_tool(directory, *_model_options(_parsed(argv))).model_config == \
         builder.ModelConfig(**STAGE2)
 
 
@@ -188,12 +187,17 @@ def test_resume_needs_the_runs_model_flags(stage2):
 
 # -- flagfiles ----------------------------------------------------------------------------------
 
-def _parsed(argv):
-    """A private copy of the project's absl flags, parsed from ``argv``."""
-    flag_values = copy.deepcopy(sf2f_flags.FLAGS)
-    flag_values.unparse_flags()
+def _parsed(argv, tool="describe_model"):
+    """A tool's flags (by default describe_model's: model options and --checkpoint_dir),
+    parsed from ``argv``."""
+    flag_values = sf2f_flags.ToolFlags(tool)
     flag_values(argv)
     return flag_values
+
+
+def _model_options(flag_values):
+    """What a tool hands keras_sf2f.runs: the model options given, and the flagfiles."""
+    return flag_values.given(builder.ModelConfig), flag_values.flagfiles
 
 
 def test_boolean_flags_read_as_absl_reads_them(tmp_path):
@@ -205,11 +209,13 @@ def test_boolean_flags_read_as_absl_reads_them(tmp_path):
         "--reference_galleries=TRUE\n--json=1\n--eval_oracle=f\n--embedding_dim=64\n")
     path = str(tmp_path / "outer.cfg")
     values = runs.read_flagfile(path)
-    by_absl = _parsed(["test", f"--flagfile={path}"])
     booleans = ("encoder_add_noise", "eval_dlib", "encoder_noise_at_inference",
                 "train_fuser_only", "jit_compile", "reference_galleries", "json", "eval_oracle")
     for name in booleans:
+        # Each by a tool that has it (the others skip it in a flagfile).
+        by_absl = _parsed(["test", f"--flagfile={path}"], sf2f_flags.owners(name)[0])
         assert runs.parse_bool(values[name], name) is getattr(by_absl, name), name
+    by_absl = _parsed(["test", f"--flagfile={path}"])
     assert values["embedding_dim"] == "64" == str(by_absl.embedding_dim)
     config = runs.model_config_from_flagfile(path)
     assert config.encoder_add_noise is True and config.encoder_noise_at_inference is False
@@ -224,10 +230,10 @@ def test_boolean_flags_read_as_absl_reads_them(tmp_path):
 def test_no_flag_name_makes_noname_ambiguous():
     # read_flagfile reads --noX as X=false, absl's reading for a boolean X: right as long as
     # no flag is itself called "no..." (absl would look that one up first).
-    names = set(sf2f_flags.flags_for_this_module())
-    assert not [name for name in names if name.startswith("no") and name[2:] in names]
-    booleans = {name for name, flag in sf2f_flags.flags_for_this_module().items()
-                if flag.boolean}
+    every = {name: opt for tool in sf2f_flags.TOOLS
+             for name, opt in sf2f_flags.tool_options(tool).items()}
+    assert not [name for name in every if name.startswith("no") and name[2:] in every]
+    booleans = {name for name, opt in every.items() if opt.kind is bool}
     assert not [name for name in booleans if name.startswith("no")]
 
 
@@ -248,18 +254,18 @@ def test_an_overlay_alone_says_what_it_overlays():
     demo, fuser = (os.path.join(CONFIGS, name) for name in ("demo.cfg", "demo_fuser.cfg"))
     argv = ["tool", f"--flagfile={fuser}"]
     with pytest.raises(runs.RunError) as error:
-        runs.command_line_model_config(_parsed(argv), argv)
+        runs.command_line_model_config(*_model_options(_parsed(argv)))
     message = str(error.value)
     assert f"{fuser} is an overlay" in message and "configs/demo.cfg" in message
     assert "--encoder" in message and "full-size SF2F 64" in message
     # With what it overlays, the two describe the demo's stage 2.
     argv = ["tool", f"--flagfile={demo}", f"--flagfile={fuser}"]
-    config = runs.command_line_model_config(_parsed(argv), argv)
+    config = runs.command_line_model_config(*_model_options(_parsed(argv)))
     assert config.fuser == "attention" and config.embedding_dim == 128
     # A whole configuration, or plain flags, are no overlay.
     for argv in (["tool", f"--flagfile={demo}"], ["tool", "--fuser=attention"],
                  ["tool", "--flagfile", os.path.join(CONFIGS, "sf2f_64_fuser.cfg")]):
-        runs.command_line_model_config(_parsed(argv), argv)
+        runs.command_line_model_config(*_model_options(_parsed(argv)))
 
 
 def test_every_whole_configuration_sets_the_architecture():

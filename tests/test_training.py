@@ -22,17 +22,17 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
-from keras_sf2f import flags as sf2f_flags  # noqa: E402
+from keras_sf2f import runs  # noqa: E402
+from keras_sf2f.flags import ToolFlags  # noqa: E402
 from keras_sf2f.models import builder  # noqa: E402
 from keras_sf2f.models.facenet import FaceNet  # noqa: E402
-from keras_sf2f.training import config as config_lib  # noqa: E402
 from keras_sf2f.training import loop  # noqa: E402
 from keras_sf2f.training import losses as losses_lib  # noqa: E402
 from keras_sf2f.training.config import TrainConfig  # noqa: E402
 from conftest import write_tiny_dataset  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGS = sf2f_flags.FLAGS
+FLAGS = ToolFlags("train")
 # Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
 pytestmark = pytest.mark.slow
 
@@ -88,8 +88,7 @@ def run(config, **kwargs):
 def run_a(data_dir, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("run_a")
     config = make_config(model_dir, data_dir, eval_every_steps=2)
-    result, seen = run(config, face_network=tiny_facenet,
-                       extra_files={"flags.cfg": "--train_steps=5\n"})
+    result, seen = run(config, face_network=tiny_facenet)
     return config, result, seen
 
 
@@ -145,10 +144,10 @@ def test_summaries_validation_and_best_checkpoints(run_a):
         with open(os.path.join(directory, "best.json")) as f:
             best = json.load(f)
         assert best["metric"] == name and best["step"] in (2, 4, 5)
-    with open(os.path.join(config.model_dir, "train_config.json")) as f:
-        assert json.load(f)["model"]["embedding_dim"] == 32
-    with open(os.path.join(config.model_dir, "flags.cfg")) as f:
-        assert f.read() == "--train_steps=5\n"
+    # One configuration file: flags.cfg, which reads back as the run's configuration.
+    assert not os.path.exists(os.path.join(config.model_dir, "train_config.json"))
+    assert _parse(f"--flagfile={os.path.join(config.model_dir, 'flags.cfg')}") == config
+    assert runs.load_run(config.model_dir).model_config.embedding_dim == 32
 
 
 # -- run B: interrupted by SIGTERM at step 2, resumed; then a non-finite loss -------------------
@@ -294,10 +293,11 @@ def test_sigterm_to_entry_point_saves_and_exits_zero(data_dir, tmp_path):
     step = int(output.split("Stopped at step ")[1].split(";")[0])
     assert step >= 3
     assert tf.train.latest_checkpoint(str(model_dir)).endswith(f"ckpt-{step}")
-    with open(model_dir / "flags.json") as f:
-        assert json.load(f)["train_steps"] == 100000
+    assert not (model_dir / "flags.json").exists()
     text = (model_dir / "flags.cfg").read_text()
     assert "--train_steps=100000" in text and "--encoder=cnn" in text
+    # Only the run's own options: no data preparation, evaluation or server options.
+    assert "--num_workers" not in text and "--review_port" not in text
 
 
 # -- flags and configurations ----------------------------------------------------------------------
@@ -306,17 +306,13 @@ def _parse(*argv):
     FLAGS.unparse_flags()
     try:
         FLAGS(["test", *argv])
-        return TrainConfig.from_flags(FLAGS)
+        return FLAGS.config(TrainConfig)
     finally:
         FLAGS.unparse_flags()
 
 
-def test_training_flags_mirror_train_config():
-    assert set(sf2f_flags.TRAINING_FLAG_NAMES) == set(config_lib.TRAINING_FIELDS)
-    defaults = _parse()
-    expected = TrainConfig()
-    for name in config_lib.TRAINING_FIELDS:
-        assert getattr(defaults, name) == getattr(expected, name), name
+def test_training_flags_are_train_config():
+    assert _parse() == TrainConfig()
 
 
 @pytest.mark.parametrize("name,checks", [

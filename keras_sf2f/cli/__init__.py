@@ -3,7 +3,9 @@
 ``run`` is what both ways of starting a tool call: the console scripts that
 ``pip install -e .`` puts in ``.venv/bin`` (``sf2f-train``, ``sf2f-evaluate``, ... listed in
 pyproject.toml) and the thin wrappers ``trainers/*.py`` and ``export/*.py`` that the README's
-``python trainers/train.py ...`` commands run. A module's docstring is its tool's ``--help``.
+``python trainers/train.py ...`` commands run. A module's docstring is its tool's ``--help``,
+followed by its options; ``FLAGS = ToolFlags("<tool>")`` gives a module the flags of the option
+groups keras_sf2f/flags.py lists for it, and ``FLAGS.config(Group)`` their dataclass.
 
 Importing this package imports neither TensorFlow nor absl (the REST client needs neither); it
 only sets the defaults below in the environment, which TensorFlow reads when it is first
@@ -55,14 +57,12 @@ _quiet_tensorflow_start()
 def run_absl_tool(module_name: str) -> None:
     """Runs the tool module ``module_name``'s ``main(argv)`` under absl, exits with its status.
 
-    absl's ``--help`` prints the ``__main__`` module's docstring and the flags ``__main__``
-    defines; ``__main__`` is a thin wrapper or pip's console-script stub here, so it is given
-    the tool module's docstring and flags.
+    The module's ``FLAGS`` (a ``keras_sf2f.flags.ToolFlags``: the tool's own options) parses the
+    command line and prints ``--help``, which starts with ``__main__``'s docstring; ``__main__``
+    is a thin wrapper or pip's console-script stub here, so it is given the tool module's.
     """
-    from absl import app, flags  # noqa: PLC0415 - not at import: the REST client has no absl
+    from absl import app  # noqa: PLC0415 - not at import: the REST client has no absl
 
     module = sys.modules[module_name]
     sys.modules["__main__"].__doc__ = module.__doc__
-    for flag in flags.FLAGS.get_flags_for_module(module_name):
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(module.main)
+    app.run(module.main, flags_parser=module.FLAGS.parse_command_line)

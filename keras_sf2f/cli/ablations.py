@@ -1,4 +1,4 @@
-"""Trains and evaluates the seed's ablations (Table 2) and SF2F vs voice2face (Table 3).
+r"""Trains and evaluates the seed's ablations (Table 2) and SF2F vs voice2face (Table 3).
 
     python trainers/ablations.py --output_dir=runs/ablations [--train_steps=N] \
         [--variants=sf2f,no_l1,...] [--fuser_steps=N] [--eval_runs=N]
@@ -22,10 +22,10 @@ import sys
 
 from absl import app, logging
 
-from keras_sf2f import flags as sf2f_flags
 from keras_sf2f.cli import run_absl_tool
+from keras_sf2f.flags import ToolFlags
 
-FLAGS = sf2f_flags.FLAGS
+FLAGS = ToolFlags("ablations")
 
 
 def _repo_path(path: str) -> str:
@@ -54,8 +54,8 @@ def main(argv):
         fuser_config=_repo_path(FLAGS.ablation_fuser_config),
         voice2face_config=_repo_path(FLAGS.ablation_voice2face_config),
         wild_data_dir=os.path.abspath(FLAGS.wild_data_dir) if FLAGS.wild_data_dir else None,
-        # --train_steps is also training's flag (default: the reference's 132k steps); here
-        # only an explicit value counts.
+        # --train_steps is training's option (default: the reference's 132k steps); here only
+        # an explicit value counts, as for --eval_runs.
         train_steps=(FLAGS.train_steps if FLAGS["train_steps"].present
                      else ablations.DEFAULT_TRAIN_STEPS),
         fuser_steps=FLAGS.fuser_steps,

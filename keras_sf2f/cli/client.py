@@ -19,34 +19,30 @@ serve, so the client uses the export's default, 0.05, unless the option gives th
 value. A model exported without the prepared data has no typicality: the client says so once.
 
 The REST path runs without TensorFlow (standard library, numpy and the audio loader), so this
-tool parses its own options with argparse instead of the project's absl flags, whose
-validators import Keras.
+tool turns its options (keras_sf2f.config.groups.ClientOptions) into argparse arguments instead
+of absl flags, whose validators import Keras.
 """
 
 import argparse
 import os
 import sys
 
+from keras_sf2f.config import options
+from keras_sf2f.config.groups import ClientOptions
+
 
 def _parser() -> argparse.ArgumentParser:
+    """The client's options (keras_sf2f.config.groups.ClientOptions) as argparse arguments."""
     parser = argparse.ArgumentParser(
         description="Turns audio files into faces with a served keras-sf2f model.")
-    parser.add_argument("--server", help="REST endpoint of TF-Serving or of the development "
-                                         "server, e.g. http://localhost:8501")
-    parser.add_argument("--grpc", help="use gRPC instead of REST, e.g. localhost:8500 "
-                                       "(needs tensorflow-serving-api)")
-    parser.add_argument("--model", help="the served model's name")
-    parser.add_argument("--model_version", type=int, default=None,
-                        help="ask for this version (default: the server's latest)")
-    parser.add_argument("--audio", action="append", default=[],
-                        help="audio files, comma separated (may be repeated)")
-    parser.add_argument("--out", help="directory to write <audio stem>.png files to")
-    parser.add_argument("--request_timeout", type=float, default=300.0,
-                        help="seconds to wait for each answer (default 300)")
-    parser.add_argument("--typicality_warning_below", type=float, default=None,
-                        help="warn when the voice typicality is below this (default 0.05, the "
-                             "export's default; give the value of the export's "
-                             "sf2f_export.json when it was exported with another)")
+    for opt in options.options_of(ClientOptions):
+        text = opt.help.replace("%", "%%")  # argparse formats help with %
+        if opt.kind is tuple:  # repeatable, each comma separated
+            parser.add_argument(f"--{opt.name}", action="append", default=[], help=text)
+        else:
+            shown = "" if opt.default is None else f" (default: {opt.default})"
+            parser.add_argument(f"--{opt.name}", type=opt.kind, default=opt.default,
+                                help=text + shown)
     parser.add_argument("files", nargs="*", help="more audio files")
     return parser
 
@@ -63,17 +59,14 @@ def main(argv=None) -> int:
         parser.error("--model is required")
     if not args.out:
         parser.error("--out is required")
-    if args.model_version is not None and args.model_version < 1:
-        parser.error("--model_version must be at least 1")
-    if not args.request_timeout > 0:
-        parser.error("--request_timeout must be positive")
-    if args.typicality_warning_below is not None and \
-            not 0.0 <= args.typicality_warning_below <= 1.0:
-        parser.error("--typicality_warning_below must be in [0, 1]")
+    problems = options.bound_problems(ClientOptions(**{
+        opt.name: getattr(args, opt.name) for opt in options.options_of(ClientOptions)
+        if opt.kind is not tuple}))
+    if problems:
+        parser.error("; ".join(problems))
 
     from keras_sf2f.serving import audio_formats, client  # noqa: PLC0415 - keep --help fast
-    warning_below = client.DEFAULT_TYPICALITY_WARNING_BELOW \
-        if args.typicality_warning_below is None else args.typicality_warning_below
+    warning_below = args.typicality_warning_below
     told_no_typicality = False
 
     os.makedirs(args.out, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Evaluates a generator checkpoint on held-out identities and writes a report.
+r"""Evaluates a generator checkpoint on held-out identities and writes a report.
 
     python trainers/evaluate.py --data_dir=runs/demo/data \
         --checkpoint_dir=runs/demo/stage1 --face_network=runs/demo/face_net \
@@ -6,9 +6,10 @@
         [--reference_galleries] [--summary_dir=runs/demo/stage1/eval]
 
 The model configuration is the run's own (flags.cfg of --checkpoint_dir, or of its run for a
-best_<metric>/ sub-directory; else its train_config.json). Model flags given as well (e.g.
---flagfile=configs/demo.cfg) must agree with it: a contradiction is an error. Only a checkpoint
-without a configuration of its own takes the model flags given (--flagfile=...).
+best_<metric>/ sub-directory). Model flags given as well (e.g. --flagfile=configs/demo.cfg)
+must agree with it: a contradiction is an error. Only a checkpoint without a configuration of
+its own takes the model flags given (--flagfile=...). The training and data preparation
+options of a shared flagfile such as configs/demo.cfg are skipped.
 
 Writes REPORT_DIR/report.md (tables per embedder, mean ± std over runs; the face detection
 rate, diversity and collapse, and the attribute reader's table, see --eval_detection,
@@ -26,15 +27,15 @@ import sys
 
 from absl import app, logging
 
-from keras_sf2f import flags as sf2f_flags
 from keras_sf2f import runs
 from keras_sf2f.cli import run_absl_tool
 from keras_sf2f.evaluation import face_report
 from keras_sf2f.evaluation.detection import detector_available
-from keras_sf2f.models.builder import build_generator
+from keras_sf2f.flags import ToolFlags
+from keras_sf2f.models.builder import ModelConfig, build_generator
 from keras_sf2f.progress import Progress
 
-FLAGS = sf2f_flags.FLAGS
+FLAGS = ToolFlags("evaluate")
 
 
 def main(argv):
@@ -49,7 +50,8 @@ def main(argv):
     # The runs first: a contradiction or a missing configuration is reported before any
     # model, data or embedder is loaded.
     try:
-        trained = runs.load_run_for_tool(FLAGS.checkpoint_dir, FLAGS, sys.argv)
+        trained = runs.load_run_for_tool(FLAGS.checkpoint_dir, FLAGS.given(ModelConfig),
+                                         FLAGS.flagfiles)
         baseline = None
         if FLAGS.baseline_checkpoint_dir:
             baseline = runs.load_run(

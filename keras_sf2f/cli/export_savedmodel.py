@@ -8,8 +8,8 @@ writes /models/sf2f_64/<N>/ (default N: the highest existing version + 1; an exi
 never overwritten: the export is written to a hidden temporary directory, checked by replaying
 its warm-up requests, then renamed into place). The model configuration is the run's own:
 flags.cfg of --checkpoint_dir, or of its run for a best_<metric>/ sub-directory (written by
-training and by export/import_reference_checkpoint.py), else its train_config.json. Model flags
-given as well must agree with it (a contradiction is an error); for a checkpoint without a
+training and by export/import_reference_checkpoint.py). Model flags given as well must agree
+with it (a contradiction is an error); for a checkpoint without a
 configuration of its own, pass the training flagfile: --flagfile=configs/sf2f_64.cfg.
 
 Signatures: serving_default (WAV bytes -> PNG + image), predict_waveform (int16-scale samples +
@@ -30,11 +30,12 @@ import sys
 
 from absl import app, logging
 
-from keras_sf2f import flags as sf2f_flags
 from keras_sf2f import runs
 from keras_sf2f.cli import run_absl_tool
+from keras_sf2f.flags import ToolFlags
+from keras_sf2f.models.builder import ModelConfig
 
-FLAGS = sf2f_flags.FLAGS
+FLAGS = ToolFlags("export_savedmodel")
 
 
 def main(argv):
@@ -50,7 +51,8 @@ def main(argv):
     try:
         # The run's own configuration; the model flags given must agree with it, and describe
         # only a checkpoint without one.
-        trained = runs.load_run_for_tool(FLAGS.checkpoint_dir, FLAGS, sys.argv)
+        trained = runs.load_run_for_tool(FLAGS.checkpoint_dir, FLAGS.given(ModelConfig),
+                                         FLAGS.flagfiles)
         serving_config = inference.ServingConfig(
             max_audio_seconds=FLAGS.max_audio_seconds,
             max_windows=FLAGS.serving_max_windows).validate()

@@ -22,16 +22,12 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
+from absl import app, logging
 
 from keras_sf2f.cli import run_absl_tool
+from keras_sf2f.flags import ToolFlags
 
-FLAGS = flags.FLAGS
-flags.DEFINE_list("state_dict", None, "facenet-pytorch state-dict file(s), comma-separated "
-                  "(merged; e.g. SF2F's features + logits files).")
-flags.DEFINE_string("output", None, "Output file: *.keras (model) or *.weights.h5 (weights).")
-flags.DEFINE_bool("include_logits", True, "Import the logits head if the state dict has one.")
-flags.DEFINE_integer("input_size", 140, "Input height/width the model is built for.")
+FLAGS = ToolFlags("import_facenet_weights")
 
 
 def main(argv):

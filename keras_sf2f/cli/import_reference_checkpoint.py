@@ -1,4 +1,4 @@
-"""Imports a checkpoint of the official PyTorch SF2F code into a TF checkpoint of this project.
+r"""Imports a checkpoint of the official PyTorch SF2F code into a TF checkpoint of this project.
 
     python export/import_reference_checkpoint.py \
         --reference_checkpoint=best_L1_with_model.pt \
@@ -15,7 +15,8 @@ export; its discriminators are not imported, which the command says, reference_i
 records ("generator_only", "fresh_discriminators") and training from the import repeats.
 
 Writes to --output_dir: the TF checkpoint (objects generator, image_discriminator_<res>,
-identity_classifier_<res>), flags.cfg (the effective flags) and reference_import.json
+identity_classifier_<res>), flags.cfg (the model configuration, a flagfile) and
+reference_import.json
 (provenance). See keras_sf2f/models/reference_import.py for the layout. Needs PyTorch
 (requirements-test.txt) to read the file.
 """
@@ -24,12 +25,13 @@ import sys
 
 from absl import app, logging
 
-from keras_sf2f import flags as sf2f_flags
 from keras_sf2f.cli import run_absl_tool
+from keras_sf2f.config import options
+from keras_sf2f.flags import ToolFlags
 from keras_sf2f.models import builder, reference_import
 from keras_sf2f.models.state_dict import StateDictError
 
-FLAGS = sf2f_flags.FLAGS
+FLAGS = ToolFlags("import_reference_checkpoint")
 
 
 def main(argv):
@@ -39,10 +41,9 @@ def main(argv):
         raise app.UsageError("--reference_checkpoint is required")
     if not FLAGS.output_dir:
         raise app.UsageError("--output_dir is required")
-    config = builder.ModelConfig.from_flags(FLAGS)
-    flags_text = sf2f_flags.serialize_flags(
-        [name for name in sf2f_flags.flags_for_this_module()
-         if name not in ("reference_checkpoint", "output_dir", "allow_missing_fuser", "json")])
+    config = FLAGS.config(builder.ModelConfig)
+    flags_text = ("# The model configuration of this imported reference checkpoint.\n"
+                  + "\n".join(options.flag_lines(config)) + "\n")
     try:
         info = reference_import.run_import(
             FLAGS.reference_checkpoint, config, FLAGS.output_dir, flags_text,

@@ -1,4 +1,4 @@
-"""Prepares training records from the embedded corpus or a VoxCeleb + HQ-VoxCeleb tree.
+r"""Prepares training records from the embedded corpus or a VoxCeleb + HQ-VoxCeleb tree.
 
     python trainers/prepare_data.py --flagfile=configs/demo.cfg --data_dir=runs/demo/data
     python trainers/prepare_data.py --data_source=voxceleb --voxceleb_root=data/VoxCeleb \
@@ -28,12 +28,24 @@ tree, writes the same records and dataset.json an unsharded run writes, and remo
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, logging
 
-from keras_sf2f import flags as sf2f_flags  # noqa: F401 - defines the flags
 from keras_sf2f.cli import run_absl_tool
+from keras_sf2f.config.groups import PrepareOptions
+from keras_sf2f.flags import ToolFlags
 
-FLAGS = flags.FLAGS
+FLAGS = ToolFlags("prepare_data")
+
+
+def corpus_spec(options: PrepareOptions):
+    """The procedural corpus the data preparation options describe."""
+    from keras_sf2f.data.corpus import CorpusSpec  # noqa: PLC0415 - kept out of --help
+    return CorpusSpec(seed=options.corpus_seed, num_identities=options.corpus_identities,
+                      utterances_per_identity=options.utterances_per_identity,
+                      images_per_identity=options.images_per_identity,
+                      num_faceid_identities=options.faceid_identities,
+                      faceid_images_per_identity=options.faceid_images_per_identity,
+                      face_quality=options.face_quality)
 
 
 def main(argv):
@@ -71,7 +83,7 @@ def main(argv):
         print(prepare.describe(info))
         return 0
     if FLAGS.data_source == "procedural":
-        spec = sf2f_flags.corpus_spec_from_flags()
+        spec = corpus_spec(FLAGS.config(PrepareOptions))
         info = prepare.prepare_procedural(
             FLAGS.data_dir, spec, num_workers=FLAGS.num_workers,
             min_frames=FLAGS.min_speech_frames, utterance_shards=FLAGS.utterance_shards)

@@ -29,10 +29,10 @@ import threading
 
 from absl import app, logging
 
-from keras_sf2f import flags as sf2f_flags
 from keras_sf2f.cli import run_absl_tool
+from keras_sf2f.flags import ToolFlags
 
-FLAGS = sf2f_flags.FLAGS
+FLAGS = ToolFlags("serve")
 
 
 def main(argv):

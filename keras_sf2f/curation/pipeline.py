@@ -44,6 +44,7 @@ from PIL import Image, ImageOps
 from keras_sf2f import files
 from keras_sf2f.curation import align
 from keras_sf2f.curation.manifest import Manifest, now
+from keras_sf2f.image_ranges import uint8_to_unit_np
 from keras_sf2f.progress import Progress
 
 PIPELINE_VERSION = 1
@@ -115,6 +116,8 @@ def load_image(path: str) -> np.ndarray:
                     im = Image.alpha_composite(white, rgba)
                 if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                     arr = np.asarray(im, np.float64)
+                    # Truncated, not image_ranges' rounding: curated faces are cached under
+                    # PIPELINE_VERSION, and a rounding change would alter them silently.
                     im = Image.fromarray(np.clip(arr / max(arr.max(), 1) * 255, 0, 255)
                                          .astype(np.uint8))
                 rgb = np.asarray(im.convert("RGB"))
@@ -228,7 +231,7 @@ class Curator:
         inside, _ = align.align_to_layout(np.full((h, w), 255, np.uint8), lm.pupils, n, fill=0,
                                           resample=Image.Resampling.BILINEAR)
         raw = self.segmenter.person_probability(seg_in)
-        prob = segment.refine(seg_in, raw, inside.astype(np.float32) / 255.0)
+        prob = segment.refine(seg_in, raw, uint8_to_unit_np(inside))
         out["scores"]["person_fraction_network"] = _r(float((raw > 0.5).mean()))
         out["scores"]["person_fraction"] = _r(float((prob > 0.5).mean()))
         images = {}

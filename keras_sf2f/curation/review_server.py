@@ -33,6 +33,7 @@ import time
 import urllib.parse
 
 from keras_sf2f.curation.manifest import Manifest
+from keras_sf2f.files import atomic_directory
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 MAX_BODY = 64 * 1024
@@ -57,46 +58,38 @@ def export_dataset(manifest: Manifest, settings: ReviewSettings) -> dict:
     size = int(settings.image_size)
     root = settings.export_root
     final = os.path.join(root, settings.subset)
-    staging = final + ".partial"
-    if os.path.isdir(staging):
-        shutil.rmtree(staging)
     state = manifest.review_state()
-    kept_total, identities, dropped = 0, {}, []
-    for identity, n_candidates in manifest.identities_with_candidates():
-        keys = state.get(identity, {}).get("kept", [])
-        if len(keys) < settings.min_kept:
-            dropped.append(identity)
-            continue
-        files = []
-        for key in keys:
-            rec = manifest.get(key)
-            for kind in ("masked", "origin"):
-                rel = rec["outputs"].get(f"{kind}_{size}")
-                if rel is None:
-                    raise ValueError(f"{key}: no {kind} image at {size} px (curated sizes: "
-                                     f"{sorted(rec['outputs'])})")
-                dst = os.path.join(staging, f"{kind}_faces", identity, os.path.basename(rel))
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                shutil.copyfile(os.path.join(settings.curated_dir, rel), dst)
-            files.append({"key": key, "file": os.path.basename(rel), "source": rec["source"]})
-        identities[identity] = files
-        kept_total += len(files)
-    summary = {"subset": settings.subset, "image_size": size,
-               "identities": len(identities), "images": kept_total,
-               "dropped_identities": dropped, "kept": identities,
-               "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "path": os.path.abspath(final)}
-    os.makedirs(staging, exist_ok=True)
-    with open(os.path.join(staging, "curation_export.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1, sort_keys=True)
-    old = final + ".old"
-    if os.path.isdir(old):
-        shutil.rmtree(old)
-    if os.path.isdir(final):
-        os.replace(final, old)
-    os.replace(staging, final)
-    if os.path.isdir(old):
-        shutil.rmtree(old)
+    # Built in a staging directory and swapped in whole: a failed export leaves the previous one.
+    with atomic_directory(final) as staging:
+        kept_total, identities, dropped = 0, {}, []
+        for identity, n_candidates in manifest.identities_with_candidates():
+            keys = state.get(identity, {}).get("kept", [])
+            if len(keys) < settings.min_kept:
+                dropped.append(identity)
+                continue
+            files = []
+            for key in keys:
+                rec = manifest.get(key)
+                for kind in ("masked", "origin"):
+                    rel = rec["outputs"].get(f"{kind}_{size}")
+                    if rel is None:
+                        raise ValueError(f"{key}: no {kind} image at {size} px (curated sizes: "
+                                         f"{sorted(rec['outputs'])})")
+                    dst = os.path.join(staging, f"{kind}_faces", identity,
+                                       os.path.basename(rel))
+                    os.makedirs(os.path.dirname(dst), exist_ok=True)
+                    shutil.copyfile(os.path.join(settings.curated_dir, rel), dst)
+                files.append({"key": key, "file": os.path.basename(rel),
+                              "source": rec["source"]})
+            identities[identity] = files
+            kept_total += len(files)
+        summary = {"subset": settings.subset, "image_size": size,
+                   "identities": len(identities), "images": kept_total,
+                   "dropped_identities": dropped, "kept": identities,
+                   "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   "path": os.path.abspath(final)}
+        with open(os.path.join(staging, "curation_export.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=1, sort_keys=True)
     return summary
 
 

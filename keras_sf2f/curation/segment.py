@@ -30,6 +30,7 @@ from scipy import ndimage
 from keras_sf2f.curation import align
 
 from keras_sf2f.curation.models import TFLiteModel, model_path
+from keras_sf2f.image_ranges import uint8_to_unit_np
 
 SEGMENTATION_SIZE = 256
 _BINS = 12  # colour histogram levels per channel
@@ -48,7 +49,7 @@ class Segmenter:
         h, w = image.shape[:2]
         x = image if (h, w) == (self.n, self.n) else np.asarray(
             Image.fromarray(image).resize((self.n, self.n), Image.Resampling.BILINEAR))
-        out = next(iter(self.model(np.asarray(x, np.float32) / 255.0).values()))
+        out = next(iter(self.model(uint8_to_unit_np(x)).values()))
         prob = np.clip(out[..., 0], 0.0, 1.0).astype(np.float32)
         if (h, w) != (self.n, self.n):
             prob = resize_mask(prob, w, h)
@@ -68,6 +69,8 @@ def whiten_background(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``image`` (uint8 RGB) with its background (alpha 0) exactly white, blended by alpha."""
     a = np.asarray(alpha, np.float32)[..., None]
     out = np.asarray(image, np.float32) * a + 255.0 * (1.0 - a)
+    # np.round (half to even), not image_ranges' half-up rule: curated faces are cached under
+    # PIPELINE_VERSION, and a rounding change would alter them without a version change.
     out = np.clip(np.round(out), 0, 255).astype(np.uint8)
     out[np.asarray(alpha) <= 0] = 255
     return out

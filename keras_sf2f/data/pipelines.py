@@ -4,8 +4,9 @@ Every random choice is a stateless function of (seed, step, position), so a pipe
 at step ``s`` yields exactly the batches an uninterrupted run would have yielded from ``s``:
 the "data position" a checkpoint must record is the step itself.
 
-Images come out in the reference's ImageNet-normalised space ((x/255 - mean) / std), log-mels
-already normalised by (x - 10.9915) / 3.1661, as the reference's datasets produce them.
+Images come out in the reference's ImageNet-normalised space ((x/255 - mean) / std,
+``image_ranges.pixels_to_normalized``), log-mels already normalised by
+(x - 10.9915) / 3.1661, as the reference's datasets produce them.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import tensorflow as tf
 from keras_sf2f.audio.features import MEL_PAD_VALUE
 from keras_sf2f.data.records import NUM_MEL_BINS
 from keras_sf2f.data.table import DataError, SplitTable
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from keras_sf2f.image_ranges import pixels_to_normalized
 
 # Reference values: stage-1 crops of 100..150 frames (one length per batch),
 # fuser windows of 125 frames with stride 125, at most 20 windows per identity.
@@ -37,21 +36,10 @@ def _seed(seed: int, stream: int, *data) -> tf.Tensor:
     return s
 
 
-def imagenet_normalize(image_uint8: tf.Tensor) -> tf.Tensor:
-    x = tf.cast(image_uint8, tf.float32) / 255.0
-    return (x - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
-
-
-def imagenet_denormalize(image: tf.Tensor) -> tf.Tensor:
-    """Back to [0, 1] (clipped), for pictures and PNGs."""
-    x = image * tf.constant(IMAGENET_STD) + tf.constant(IMAGENET_MEAN)
-    return tf.clip_by_value(x, 0.0, 1.0)
-
-
 def decode_face(png: tf.Tensor, image_size: int) -> tf.Tensor:
     image = tf.io.decode_png(png, channels=3)
     image = tf.ensure_shape(image, [image_size, image_size, 3])
-    return imagenet_normalize(image)
+    return pixels_to_normalized(image)
 
 
 def _uniform_index(u: tf.Tensor, count: tf.Tensor) -> tf.Tensor:

@@ -34,6 +34,7 @@ it: missing, changed and unexpected shards, and the first unreadable record of a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -152,7 +153,11 @@ class ShardedWriter:
     def __init__(self, data_dir: str, split: str, kind: str, num_shards: int):
         self.paths = [os.path.join(data_dir, f"{split}-{kind}-{i:05d}-of-{num_shards:05d}.tfrecord")
                       for i in range(num_shards)]
-        self._writers = [tf.io.TFRecordWriter(p + ".partial") for p in self.paths]
+        # One files.atomic_path per shard: each is written as <shard>.partial and renamed into
+        # place by close(), or removed when the writer is left with an exception.
+        self._shards = contextlib.ExitStack()
+        self._writers = [tf.io.TFRecordWriter(self._shards.enter_context(files.atomic_path(p)))
+                         for p in self.paths]
         self._next = 0
         self.count = 0
         self.shard_counts = [0] * num_shards
@@ -164,21 +169,20 @@ class ShardedWriter:
         self.count += 1
 
     def close(self) -> None:
-        for writer, path in zip(self._writers, self.paths):
+        for writer in self._writers:
             writer.close()
-            os.replace(path + ".partial", path)
+        self._shards.close()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, *_):
+    def __exit__(self, exc_type, exc=None, traceback=None):
         if exc_type is None:
             self.close()
         else:  # leave no half-written shard behind under a final name
-            for writer, path in zip(self._writers, self.paths):
+            for writer in self._writers:
                 writer.close()
-                if os.path.exists(path + ".partial"):
-                    os.remove(path + ".partial")
+            self._shards.__exit__(exc_type, exc, traceback)
 
 
 class CorruptShardError(ValueError):

@@ -2,8 +2,7 @@
 
 Every variant is a real training run: ``trainers/train.py`` (the training library behind the
 project's entry point) in a subprocess per variant, so each run starts with clean memory and
-writes its effective flags (``flags.cfg``, ``flags.json``, ``train_config.json``) into its
-model directory. Evaluation runs in this process with one shared ``Evaluator`` (test split,
+writes its effective configuration (``flags.cfg``) into its model directory. Evaluation runs in this process with one shared ``Evaluator`` (test split,
 ground truth, crops and embedders are the same for every variant), on the aligned test faces
 of ``data_dir`` -- also for the variant trained on in-the-wild faces.
 
@@ -368,7 +367,7 @@ class Ablations:
         model_dir = self.model_dir(v.name)
         model_config, source = ev.model_config_for_checkpoint(model_dir)
         if model_config is None:
-            raise AblationError(f"{model_dir} has no train_config.json")
+            raise AblationError(f"{model_dir} has no flags.cfg")
         if max(model_config.output_resolutions) != evaluator.image_size:
             raise AblationError(f"{v.name} generates {max(model_config.output_resolutions)} px "
                                 f"faces; the ablations evaluate at {evaluator.image_size} px")
@@ -818,7 +817,7 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
                      + (f"[report](variants/{v.name}/report/report.md)"
                         if v.name in results else "") + " |")
     lines += ["", "Exact command lines: `variants/<name>/variant.json` (`train_args`) and the "
-              "effective flags in `variants/<name>/model/flags.cfg` / `flags.json`. "
+              "effective configuration in `variants/<name>/model/flags.cfg`. "
               f"This invocation took {elapsed / 60:.1f} minutes.", ""]
     files.write_text(md_path, "\n".join(lines))
     _write_page(plan, chosen, results, lines, figures, split_table)

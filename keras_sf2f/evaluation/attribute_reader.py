@@ -106,9 +106,9 @@ def _blurred(images: np.ndarray, side: int) -> np.ndarray:
 
 def _quantised(images) -> np.ndarray:
     """Generator-space float32 images of the uint8 pictures ``images`` are (or become)."""
-    from keras_sf2f.data.pipelines import imagenet_normalize  # noqa: PLC0415
     from keras_sf2f.evaluation.detection import to_uint8_images  # noqa: PLC0415
-    return imagenet_normalize(to_uint8_images(images)).numpy()
+    from keras_sf2f.image_ranges import pixels_to_normalized  # noqa: PLC0415
+    return pixels_to_normalized(to_uint8_images(images)).numpy()
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

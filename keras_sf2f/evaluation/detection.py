@@ -30,6 +30,10 @@ import threading
 import numpy as np
 from PIL import Image
 
+# image_ranges imports TensorFlow only for float inputs, so uint8 callers (and the detector's
+# tests) pass pixels through without it.
+from keras_sf2f.image_ranges import normalized_to_uint8_np
+
 __all__ = ["DETECTION_SIZE", "FaceDetector", "detection_rate", "detector_available",
            "to_uint8_images"]
 
@@ -58,10 +62,7 @@ def to_uint8_images(images, normalize_method: str = "imagenet") -> np.ndarray:
         return x
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"images must be uint8 or generator-space floats, got {x.dtype}")
-    # Imported here so that uint8 callers (and the detector's tests) do not need TensorFlow
-    # just to pass pixels through.
-    from keras_sf2f.evaluation.embedders import generator_to_uint8  # noqa: PLC0415
-    return generator_to_uint8(x.astype(np.float32), normalize_method)
+    return normalized_to_uint8_np(x.astype(np.float32), normalize_method)
 
 
 class FaceDetector:

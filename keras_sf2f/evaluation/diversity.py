@@ -39,6 +39,8 @@ import math
 
 import numpy as np
 
+from keras_sf2f.image_ranges import uint8_to_unit_np
+
 __all__ = ["COLLAPSE_RATIO", "COLLAPSE_TEMPLATE_FRACTION", "TEMPLATE_RADIUS_FRACTION",
            "diversity_figures", "mean_pairwise_distance", "pairwise_distances",
            "pixel_vectors", "template_count", "template_radius", "is_collapsed",
@@ -58,7 +60,7 @@ def pixel_vectors(images) -> np.ndarray:
     if x.dtype != np.uint8:
         raise TypeError(f"pixel_vectors takes uint8 images, got {x.dtype} (convert "
                         f"generator-space images with detection.to_uint8_images)")
-    return x.reshape(len(x), -1).astype(np.float64) / 255.0
+    return uint8_to_unit_np(x.reshape(len(x), -1), np.float64)
 
 
 def pairwise_distances(x: np.ndarray, rms: bool = False) -> np.ndarray:

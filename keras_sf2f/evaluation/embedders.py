@@ -26,11 +26,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from keras_sf2f.image_ranges import normalized_to_uint8_np, pixels_to_uint8_np
 from keras_sf2f.models import face_preprocessing
 from keras_sf2f.models.face_network import load_face_network
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -112,14 +110,6 @@ class FaceNetEmbedder(FaceEmbedder):
         return _unit_rows(np.concatenate(out))
 
 
-def generator_to_uint8(images, normalize_method: str = "imagenet") -> np.ndarray:
-    """Generator-space images -> uint8 RGB, the reference's ``imagenet_deprocess_batch``
-    (``clip((x * std + mean) * 255)``), rounded to the nearest integer."""
-    pixels = face_preprocessing.imagenet_denormalize(tf.constant(_check_images(images)),
-                                                     normalize_method)
-    return np.round(pixels.numpy()).astype(np.uint8)
-
-
 def dlib_available() -> bool:
     """True when ``dlib`` (the ``dlib-bin`` wheel) and ``face_recognition_models`` import."""
     return (importlib.util.find_spec("dlib") is not None
@@ -173,7 +163,7 @@ class DlibEmbedder(FaceEmbedder):
 
     def chips(self, images) -> np.ndarray:
         """The uint8 150x150 RGB chips dlib sees."""
-        pixels = generator_to_uint8(images, self.normalize_method)
+        pixels = normalized_to_uint8_np(_check_images(images), self.normalize_method)
         h, w = pixels.shape[1:3]
         left, top, right, bottom = self.box
         y0, y1 = int(round(top * h)), int(round(bottom * h))
@@ -182,7 +172,7 @@ class DlibEmbedder(FaceEmbedder):
         resized = tf.image.resize(tf.constant(crop, tf.float32),
                                   (self.CHIP_SIZE, self.CHIP_SIZE), method="bilinear",
                                   antialias=True)
-        return np.round(np.clip(resized.numpy(), 0, 255)).astype(np.uint8)
+        return pixels_to_uint8_np(resized.numpy())
 
     def embed(self, images) -> np.ndarray:
         x = _check_images(images)

@@ -36,10 +36,18 @@ Outputs (``write_report``): ``report.md``, ``faces.png`` (every model and protoc
 identity, one picture per input duration), ``samples.npz`` (the pictured faces at every
 resolution the models draw, for composite figures), ``metrics.json`` and the results page
 ``index.html`` (``results_page.py``: per shown identity the photo, players with exactly the
-speech the faces were made from, every model's faces, then the metric tables; its files in
-``audio/`` and ``images/``); ``write_summaries`` puts the metrics into TensorBoard under the
-training validation's tags. The grids show faces at least 128 px large: 64 px faces are
+speech the faces were made from, every model's faces and its voice typicality of the identity,
+then the metric tables; its files in ``audio/`` and ``images/``); ``write_summaries`` puts the
+metrics into TensorBoard under the training validation's tags. The grids show faces at least 128 px large: 64 px faces are
 upscaled nearest-neighbour (``MIN_CELL``), and the captions say so.
+
+Voice typicality (``EvaluationConfig.typicality``, on by default; ``Evaluator.voice_typicality``):
+per model and identity, the exported model's ``voice_typicality`` output of the identity's
+all-windows speech, computed by the serving code itself (``keras_sf2f.serving``: the bank and
+leave-one-out calibration of ``savedmodel.typicality_reference`` on the data's training and
+validation identities), with the export's warning threshold. In report.md, metrics.json,
+samples.npz (the pictured identities, for the ablation page) and on the results page; data
+without a training split gets a note saying so instead.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ from keras_sf2f.evaluation import results_page as page
 from keras_sf2f.evaluation import summaries as summary_tags
 from keras_sf2f.evaluation.detection import FaceDetector
 from keras_sf2f.evaluation.embedders import DlibEmbedder, FaceNetEmbedder, dlib_available
+from keras_sf2f.image_ranges import normalized_to_uint8_np, pixels_to_normalized
 from keras_sf2f.runs import checkpoint_step
 
 FRAMES_PER_SECOND = 100
@@ -100,6 +109,11 @@ class EvaluationConfig:
     detection: bool = False
     diversity: bool = False
     attributes: bool = False
+    # Each identity's voice typicality (``Evaluator.voice_typicality``: the exported model's
+    # ``voice_typicality`` of its all-windows speech, calibrated on the data's training and
+    # validation identities), shown on the results page. Costs one embedding of the training
+    # split per model; data without a training split only gets a note.
+    typicality: bool = True
 
     def effective_recall_ks(self) -> tuple:
         if self.galleries == "reference" and tuple(self.recall_ks) == (1, 5, 10):
@@ -174,16 +188,49 @@ class FaceSamples(dict):
 
     * ``resolutions``: ``{protocol label: {size: faces of the first grid_identities
       identities}}`` at every resolution the generator draws (from the same forward pass);
-    * ``has_fuser``: whether the generator fused windows with its attention fuser.
+    * ``has_fuser``: whether the generator fused windows with its attention fuser;
+    * ``typicality``: the model's ``VoiceTypicality`` of every identity (or None).
 
     A plain dict (e.g. the oracle's samples) works wherever this does: the report then shows
     the largest resolution only."""
 
     def __init__(self, *args, resolutions: dict | None = None, has_fuser: bool = False,
-                 **kwargs):
+                 typicality: "VoiceTypicality | None" = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.resolutions = resolutions or {}
         self.has_fuser = has_fuser
+        # The model's voice typicality per identity (Evaluator.voice_typicality), or None.
+        self.typicality = typicality
+
+
+#: Why an identity has no typicality although its model has (the serving graph needs a window).
+NO_WINDOW = "no whole 1.25 s window (125 frames) of speech in any utterance"
+
+
+@dataclasses.dataclass
+class VoiceTypicality:
+    """One model's voice typicality of every identity of the evaluation split.
+
+    ``values``: float ``[identities]`` in [0, 1], split order (NaN: ``NO_WINDOW``), or ``None``
+    when it could not be computed (``reason`` says why); ``warning_below``: the export's
+    threshold; ``info``: the export's ``voice_typicality`` metadata section for this model
+    (definition, bank and calibration counts, data directory) and ``fusion``."""
+    values: np.ndarray | None
+    warning_below: float
+    reason: str = ""
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def to_json(self, names: list) -> dict:
+        out = {"available": self.values is not None, "warning_below": self.warning_below}
+        if self.values is None:
+            out["reason"] = self.reason
+        else:
+            out["values"] = {str(n): (None if np.isnan(v) else float(v))
+                             for n, v in zip(names, self.values)}
+            out["below_threshold"] = [str(n) for n, v in zip(names, self.values)
+                                      if v < self.warning_below]
+            out["no_value"] = NO_WINDOW if np.isnan(self.values).any() else ""
+        return {**out, **self.info}
 
 
 def sample_resolutions(samples: dict, label: str, count: int) -> dict:
@@ -366,12 +413,64 @@ class Evaluator:
             return None
         donors = oracle.donor_draws(info["donor_range"], len(info["identities"]),
                                     self.config.runs, self.config.seed)
-        runs = (pipelines.imagenet_normalize(oracle.oracle_faces(
+        runs = (pixels_to_normalized(oracle.oracle_faces(
             info["seed"], info["identities"], d, self.image_size, info["quality"])).numpy()
                 for d in donors)
         results, figures, first = self.score_runs_with_figures(runs)
         return {"results": {ORACLE_PROTOCOL: results}, "samples": {ORACLE_PROTOCOL: first},
                 "figures": {ORACLE_PROTOCOL: figures} if figures else {}}
+
+    def voice_typicality(self, generator) -> VoiceTypicality:
+        """How typical each identity's voice is of the voices ``generator`` was trained on:
+        exactly the exported model's ``voice_typicality`` output, from the same code
+        (``keras_sf2f.serving``): the bank and calibration of
+        ``savedmodel.typicality_reference`` on this data's training and validation identities,
+        and ``FaceFromVoice.embed`` / ``voice_typicality`` of the identity's first
+        ``max_windows`` windows (the "all windows" input; fused by the attention fuser, or
+        averaged and re-normalised without one, as the export does). Never raises: without
+        a training split (or on any failure) ``values`` is None and ``reason`` says why."""
+        # Lazy: the serving package (and TF-Serving's protos) only when typicality is asked for.
+        from keras_sf2f.serving import savedmodel  # noqa: PLC0415
+        from keras_sf2f.serving.inference import (  # noqa: PLC0415
+            DEFAULT_TYPICALITY_WARNING_BELOW, FaceFromVoice, ServingConfig)
+
+        threshold = DEFAULT_TYPICALITY_WARNING_BELOW
+        try:
+            serving = ServingConfig(max_windows=self.config.max_windows)
+            data_dir, val_split, reason = savedmodel._typicality_data(  # noqa: SLF001
+                self.config.data_dir, {}, None)
+            if data_dir is None:
+                return VoiceTypicality(None, threshold, reason)
+            logging.info("voice typicality: embedding the training and %s identities of %s",
+                         val_split, data_dir)
+            reference = savedmodel.typicality_reference(generator, data_dir, serving,
+                                                        val_split, threshold)
+            module = FaceFromVoice(generator, serving, reference)
+            capacity = module.config.window_capacity
+            values = np.full([self.split.num_identities], np.nan, np.float32)
+            for start in range(0, self.split.num_identities, self.config.batch_size):
+                stop = min(start + self.config.batch_size, self.split.num_identities)
+                segs, masks = zip(*[
+                    (s.numpy(), m.numpy()) for s, m in (
+                        pipelines.identity_windows(self.split, tf.constant(i, tf.int64),
+                                                   max_windows=capacity)
+                        for i in range(start, stop))])
+                segs, masks = np.stack(segs), np.stack(masks)
+                has = masks.any(axis=1)
+                if has.any():
+                    embedding = module.embed(tf.constant(segs[has]), tf.constant(masks[has]))
+                    values[start + np.flatnonzero(has)] = \
+                        module.voice_typicality(embedding).numpy()
+        except savedmodel.ExportError as e:
+            return VoiceTypicality(None, threshold, str(e))
+        except Exception as e:  # noqa: BLE001 - the report must not fail for it
+            logging.exception("voice typicality failed")
+            return VoiceTypicality(None, threshold, f"failed: {type(e).__name__}: {e}")
+        info = module.typicality_metadata()
+        info.pop("file", None)  # the export's calibration file: there is none here
+        info["fusion"] = module.metadata()["audio_pipeline"]["fusion"]
+        info["windows_per_identity"] = capacity
+        return VoiceTypicality(values, threshold, "", info)
 
     def evaluate(self, face_generator: FaceGenerator, progress=None) -> dict:
         """``{"results": {protocol: {embedder: {metric: {mean, variance, runs}}}}, "samples":
@@ -418,6 +517,8 @@ class Evaluator:
             samples["all windows"] = images
             results["fuser_all_windows"], figures["fuser_all_windows"], _ = \
                 self.score_runs_with_figures([images])
+        if self.config.typicality:
+            samples.typicality = self.voice_typicality(face_generator.generator)
         return {"results": results, "samples": samples,
                 "figures": {k: v for k, v in figures.items() if v}}
 
@@ -473,9 +574,8 @@ def load_generator(checkpoint_dir: str, model_config) -> tuple:
 
 # -- report ---------------------------------------------------------------------------------
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    return (pipelines.imagenet_denormalize(tf.constant(images)).numpy() * 255 + 0.5
-            ).astype(np.uint8)
+# The report's name for the one conversion (results_page imports it under this name).
+to_uint8 = normalized_to_uint8_np
 
 
 def _wrap(text: str, width: float, draw) -> list:
@@ -713,6 +813,9 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
                 if size != images.shape[1]:
                     saved[page.RESOLUTION_KEY.format(model=model, label=protocol,
                                                      size=size)] = to_uint8(lower)
+        typicality = getattr(samples, "typicality", None)
+        if typicality is not None:  # the pictured identities' values, for the ablation page
+            saved.update(page.typicality_npz(model, typicality, n))
     with files.atomic_write(os.path.join(report_dir, "samples.npz"), "wb") as f:
         np.savez_compressed(f, **saved)
 
@@ -761,6 +864,9 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
             results_by_model, e.name, evaluator.recall_ks), ""]
     identities = evaluator.split.num_identities
     metric_lines += face_report.sections(figures_by_model, identities, GROUND_TRUTH_MODEL)
+    typicality = {m: s.typicality for m, s in samples_by_model.items()
+                  if getattr(s, "typicality", None) is not None}
+    metric_lines += page.typicality_section(typicality, names)
     parts = ["# Evaluation report", ""]
     if results_page:
         parts += [f"Results page: [{page.PAGE_FILE}]({page.PAGE_FILE}) (open it in a browser: "
@@ -797,6 +903,7 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
                               "gallery_size": evaluator.gallery_size},
                    "figures": [name for _, name in figures],
                    "face_figures": figures_by_model,
+                   "voice_typicality": {m: t.to_json(names) for m, t in typicality.items()},
                    "collapse": face_report.collapse_sentences(figures_by_model, identities),
                    "attribute_sentences": face_report.attribute_sentences(
                        figures_by_model, GROUND_TRUTH_MODEL),

@@ -11,6 +11,13 @@ stacked instead of side by side, so the page stays narrow. Then the report's own
 tables and face-figure sections (the same markdown lines report.md is made of, rendered
 here: one source, nothing recomputed), and the notes.
 
+Voice typicality: under each identity's photo, each model's ``voice_typicality`` of that
+identity's speech, as a percentile, exactly as the model's export computes it (the
+evaluation gets it from ``keras_sf2f.serving``, see ``Evaluator.voice_typicality``); a voice
+below the export's threshold (``typicality_warning_below``) is marked as atypical, in words and
+colour. A paragraph above the table says what the figure is, the threshold, what a warning
+means, and why a model has no figure when it could not be computed.
+
 Self-contained: no server, no network, no scripts, no fonts. The faces are PNG files in
 ``images/`` and the speech 16-bit PCM WAV files in ``audio/`` next to ``index.html``,
 referenced by relative paths; every file is written atomically (``keras_sf2f/files.py``).
@@ -28,6 +35,8 @@ from __future__ import annotations
 import dataclasses
 import html
 import io
+import json
+import math
 import os
 import re
 import time
@@ -42,7 +51,8 @@ from keras_sf2f import files
 
 __all__ = ["DISPLAY_PX", "PAGE_FILE", "Column", "Row", "Page", "write_page",
            "markdown_to_html", "write_evaluation_page", "write_ablation_page",
-           "checkpoints_from_notes", "RESOLUTION_KEY"]
+           "checkpoints_from_notes", "RESOLUTION_KEY", "Typicality", "percent",
+           "typicality_npz", "typicality_from_npz", "typicality_section"]
 
 PAGE_FILE = "index.html"
 AUDIO_DIR = "audio"
@@ -53,6 +63,10 @@ DISPLAY_PX = 128
 RESOLUTION_KEY = "resolution|{model}|{label}|{size}"
 # Files the page owns in its directories (stale ones from an earlier page are removed).
 _OWNED = re.compile(r"^r\d{2,}_.+\.(png|wav)$")
+#: samples.npz keys of a model's voice typicality (the pictured identities' values; what it
+#: is or why there is none, as JSON).
+TYPICALITY_VALUES_KEY = "typicality|{model}"
+TYPICALITY_META_KEY = "typicality_meta|{model}"
 
 
 @dataclasses.dataclass
@@ -64,6 +78,19 @@ class Column:
 
 
 @dataclasses.dataclass
+class Typicality:
+    """One model's voice typicality of one identity: ``value`` in [0, 1] (the export's
+    ``voice_typicality``) or None, and then ``unavailable`` says why."""
+    value: float | None
+    warning_below: float
+    unavailable: str = ""
+
+    @property
+    def low(self) -> bool:
+        return self.value is not None and self.value < self.warning_below
+
+
+@dataclasses.dataclass
 class Row:
     name: str
     ground_truth: np.ndarray | None  # uint8 [S, S, 3]
@@ -71,6 +98,8 @@ class Row:
     clips: dict = dataclasses.field(default_factory=dict)
     # (column key, input label; None for columns not made from speech) -> {size: uint8 image}
     faces: dict = dataclasses.field(default_factory=dict)
+    # column key -> Typicality (models that have one; shown under the photo in column order)
+    typicality: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -82,6 +111,9 @@ class Page:
     columns: list = dataclasses.field(default_factory=list)   # [Column]
     rows: list = dataclasses.field(default_factory=list)      # [Row]
     faces_text: list = dataclasses.field(default_factory=list)  # paragraphs above the faces
+    # What the voice typicality under the photos is (markdown paragraphs, in a box above the
+    # faces; empty: no model has one).
+    typicality_text: list = dataclasses.field(default_factory=list)
     markdown: list = dataclasses.field(default_factory=list)  # metric sections (lines)
     notes: list = dataclasses.field(default_factory=list)     # markdown lines, one per note
     links: list = dataclasses.field(default_factory=list)     # [(text, relative path)]
@@ -274,6 +306,20 @@ figure img.px { image-rendering: pixelated; image-rendering: crisp-edges; }
 figcaption { font-size: 11px; line-height: 1.25; color: var(--muted); text-align: center;
   padding-top: 2px; }
 .missing { color: var(--muted); font-style: italic; }
+.typicality { margin-top: 6px; max-width: 190px; font-size: 12px; line-height: 1.3; }
+.typicality .typ-title { font-weight: 600; color: var(--muted); }
+.typicality .typ { margin-top: 2px; padding: 2px 5px; border-radius: 4px;
+  border: 1px solid transparent; }
+.typicality .typ-model { color: var(--muted); }
+.typicality .typ-value { font-weight: 600; font-variant-numeric: tabular-nums; }
+.typicality .typ.low { background: #fdecea; border-color: #e3a49b; color: #86200f; }
+.typicality .typ.low .typ-model { color: #86200f; }
+.typicality .typ-warn, .typicality .typ-why { display: block; font-size: 11px; }
+.typicality .typ.na .typ-value { font-weight: 400; font-style: italic; color: var(--muted); }
+.typicality .typ-why { color: var(--muted); }
+.typicality-explained { max-width: 78em; margin: 10px 0 4px; padding: 6px 12px;
+  border-left: 4px solid var(--accent); background: var(--band); font-size: 14px; }
+.typicality-explained p { margin: 5px 0; }
 .table-wrap { overflow-x: auto; }
 table.metrics { border-collapse: collapse; font-size: 13px; margin: 6px 0 14px; }
 table.metrics th, table.metrics td { border: 1px solid var(--line); padding: 3px 8px; }
@@ -374,6 +420,35 @@ def write_page(report_dir: str, page: Page, display: int = DISPLAY_PX) -> str:
         return (f'<td colspan="{group}" class="speech group-start">' + "".join(speech)
                 + "</td>")
 
+    def typicality_cell(row: Row) -> str:
+        shown = [(c, row.typicality[c.key]) for c in page.columns if c.key in row.typicality]
+        if not shown:
+            return ""
+        link = ('<a href="#voice-typicality">Voice typicality</a>' if page.typicality_text
+                else "Voice typicality")
+        lines = [f'<div class="typicality"><div class="typ-title">{link}</div>']
+        for c, t in shown:
+            model = f'<span class="typ-model">{html.escape(c.title)}</span> '
+            if t.value is None:
+                lines.append(f'<div class="typ na">{model}<span class="typ-value">not '
+                             f'computed</span><span class="typ-why">{html.escape(t.unavailable)}'
+                             f"</span></div>")
+                continue
+            hover = html.escape(f"voice_typicality {t.value:.4f}: {percent(t.value)} of the "
+                                f"known voices are at least as far from the training voices")
+            if t.low:
+                lines.append(
+                    f'<div class="typ low" data-typicality="{t.value:.6g}" title="{hover}">'
+                    f'{model}<span class="typ-value">⚠ {percent(t.value)}</span>'
+                    f'<span class="typ-warn">atypical voice: below {percent(t.warning_below)}; '
+                    f"unlike the voices the model was trained on, so its face says little about "
+                    f"it</span></div>")
+            else:
+                lines.append(f'<div class="typ ok" data-typicality="{t.value:.6g}" '
+                             f'title="{hover}">{model}<span class="typ-value">'
+                             f"{percent(t.value)}</span></div>")
+        return "".join(lines) + "</div>"
+
     body = []
     for i, row in enumerate(page.rows):
         tag = f"r{i:02d}"
@@ -388,6 +463,7 @@ def write_page(report_dir: str, page: Page, display: int = DISPLAY_PX) -> str:
             first += _figure(src, size, f"photo, {size} px", f"photo of {row.name}", display)
         else:
             first += '<div class="missing">no photo</div>'
+        first += typicality_cell(row)
         first += "</th>"
         others = [faces_cell(row.faces.get((c.key, None)) or {}, f"{tag}_o{j}",
                              f"{c.title}, {row.name}", f"{gs}{span}")
@@ -435,6 +511,10 @@ def write_page(report_dir: str, page: Page, display: int = DISPLAY_PX) -> str:
     faces_section += [f'<p class="lead">{_inline(t)}</p>' for t in page.faces_text]
     if inputs_html:
         faces_section.append(f'<dl class="inputs">{inputs_html}</dl>')
+    if page.typicality_text:
+        faces_section.append('<div class="typicality-explained" id="voice-typicality">'
+                             + "".join(f"<p>{_inline(t)}</p>" for t in page.typicality_text)
+                             + "</div>")
     if page.rows:
         # No scrolling wrapper: the page scrolls, so the sticky column headers stay in view.
         faces_section.append('<table class="faces"><thead>' + head + "</thead>"
@@ -468,6 +548,146 @@ def write_page(report_dir: str, page: Page, display: int = DISPLAY_PX) -> str:
     path = os.path.join(report_dir, PAGE_FILE)
     files.write_text(path, "\n".join(p for p in parts if p) + "\n")
     return path
+
+
+# -- voice typicality ---------------------------------------------------------------------------
+
+def percent(x: float) -> str:
+    """A share as the try-your-voice page writes it: one decimal below 10 %, else whole."""
+    p = 100.0 * float(x)
+    return (f"{round(p, 1):g} %" if 0.0 < p < 10.0 else f"{int(math.floor(p + 0.5))} %")
+
+
+def _row_typicality(typicality, i: int) -> Typicality:
+    """Identity ``i``'s ``Typicality`` from a model's ``evaluate.VoiceTypicality``."""
+    from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
+
+    if typicality.values is None:
+        return Typicality(None, typicality.warning_below, "see the note above the table")
+    if i >= len(typicality.values) or np.isnan(typicality.values[i]):
+        return Typicality(None, typicality.warning_below, ev.NO_WINDOW)
+    return Typicality(float(typicality.values[i]), typicality.warning_below)
+
+
+def typicality_npz(model: str, typicality, count: int) -> dict:
+    """samples.npz entries of a model's ``evaluate.VoiceTypicality`` (the first ``count``
+    identities' values, and what it is or why there is none as JSON), for pages built from
+    samples.npz (the ablations')."""
+    meta = {"warning_below": typicality.warning_below, "reason": typicality.reason,
+            "info": typicality.info}
+    out = {TYPICALITY_META_KEY.format(model=model): np.asarray(json.dumps(meta))}
+    if typicality.values is not None:
+        out[TYPICALITY_VALUES_KEY.format(model=model)] = np.asarray(
+            typicality.values[:count], np.float32)
+    return out
+
+
+def typicality_from_npz(saved: dict, model: str):
+    """The ``evaluate.VoiceTypicality`` ``typicality_npz`` stored (values of the pictured
+    identities only), or None when samples.npz has none (written before it was recorded, or
+    by an evaluation without it)."""
+    from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
+
+    meta = saved.get(TYPICALITY_META_KEY.format(model=model))
+    if meta is None:
+        return None
+    meta = json.loads(str(np.asarray(meta)))
+    values = saved.get(TYPICALITY_VALUES_KEY.format(model=model))
+    return ev.VoiceTypicality(None if values is None else np.asarray(values, np.float32),
+                              float(meta["warning_below"]), meta.get("reason", ""),
+                              meta.get("info") or {})
+
+
+def _calibration_words(info: dict) -> str:
+    calibration = info.get("calibration") or {}
+    parts = []
+    if calibration.get("train_leave_one_out"):
+        parts.append(f"{calibration['train_leave_one_out']} training identities, each "
+                     f"without its own bank entry")
+    for split, count in calibration.items():
+        if split not in ("train_leave_one_out", "windows_per_identity", "validation_note") \
+                and count:
+            parts.append(f"{count} `{split}` identities")
+    return " and ".join(parts)
+
+
+def typicality_text(per_model: list) -> list:
+    """The paragraphs explaining the voice typicality under the photos (markdown), for
+    ``per_model`` ``[(column title, evaluate.VoiceTypicality)]``; empty when there is none."""
+    if not per_model:
+        return []
+    thresholds = sorted({t.warning_below for _, t in per_model})
+    threshold = " / ".join(f"{x:g}" for x in thresholds)
+    below = " / ".join(percent(x) for x in thresholds)
+    above = " / ".join(f"{100 * (1 - x):g} %" for x in thresholds)
+    out = [
+        "**Voice typicality** (under each photo, one figure per model): how typical the "
+        "identity's voice is of the voices the model was trained on, computed exactly as the "
+        "model's export computes its `voice_typicality` output. The model embeds the speech of "
+        "the all-windows input (its 1.25 s windows, fused by the attention fuser, or averaged "
+        "and re-normalised by a model without one, as its export does) and measures how far "
+        "that voice is from the nearest training identity's voice (1 − the largest cosine "
+        "similarity to a bank of one embedding per training identity). The figure is a "
+        "percentile among the known voices: the share of them that are at least as far from "
+        "the bank. 100 % is as typical as the most typical known voice, 50 % a middling one.",
+        f"**⚠ atypical voice** (red box) marks a figure below {below} (the export's "
+        f"`typicality_warning_below` = {threshold}): the voice is farther from every training "
+        f"identity than {above} of the known voices are. The model was trained on nothing "
+        f"like it, so its face says little about this voice; read that face with care. Held-out "
+        f"voices like the training ones fall below it only rarely (about {below} of them, by "
+        f"construction)."]
+    for title, t in per_model:
+        if t.values is None:
+            out.append(f"{title}: not computed: {t.reason}")
+            continue
+        info = t.info
+        bank = (info.get("bank") or {}).get("identities", info.get("bank_identities", "?"))
+        text = (f"{title}: bank of {bank} training identities"
+                + (f" of `{info['data_dir']}`" if info.get("data_dir") else "")
+                + f"; known voices: {info.get('calibration_identities', '?')}")
+        words = _calibration_words(info)
+        text += f" ({words})" if words else ""
+        if info.get("windows_per_identity"):
+            text += f"; each voice from at most its first {info['windows_per_identity']} windows"
+        if info.get("fusion"):
+            text += f"; fusion: {info['fusion']}"
+        out.append(text + ".")
+    return out
+
+
+def typicality_section(per_model: dict, names: list) -> list:
+    """report.md's voice-typicality section (markdown lines) for ``{model:
+    evaluate.VoiceTypicality}`` of every identity in ``names``; empty when there is none."""
+    if not per_model:
+        return []
+    lines = ["## Voice typicality", "",
+             "How typical each identity's voice (its all-windows speech) is of the voices the "
+             "model was trained on, exactly as its export's `voice_typicality` output: the "
+             "share of the known voices (training identities leave-one-out, validation "
+             "identities) at least as far from the training identities' embeddings. A voice "
+             "below the threshold is farther from them than nearly all known voices; the face "
+             "says little about it. Per identity: the results page and `metrics.json`.", "",
+             "| model | identities | median | below threshold | threshold |",
+             "|---|---|---|---|---|"]
+    notes = []
+    for model, t in per_model.items():
+        if t.values is None:
+            lines.append(f"| {model} | - | - | - | {t.warning_below:g} |")
+            notes.append(f"- {model}: not computed: {t.reason}")
+            continue
+        valid = t.values[~np.isnan(t.values)]
+        low = [(n, v) for n, v in zip(names, t.values) if v < t.warning_below]
+        median = f"{float(np.median(valid)):.3f}" if valid.size else "-"
+        lines.append(f"| {model} | {valid.size} | {median} | {len(low)} | "
+                     f"{t.warning_below:g} |")
+        if low:
+            notes.append(f"- {model}, below {t.warning_below:g}: " + ", ".join(
+                f"`{n}` ({v:.3f})" for n, v in low) + ".")
+        if valid.size < len(t.values):
+            from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
+            notes.append(f"- {model}: {len(t.values) - valid.size} identities without a "
+                         f"value ({ev.NO_WINDOW}).")
+    return lines + [""] + (notes + [""] if notes else [])
 
 
 # -- from an evaluation -----------------------------------------------------------------------
@@ -577,6 +797,8 @@ def write_evaluation_page(report_dir: str, config, evaluator, samples_by_model: 
 
     clips, audio_note = _clips(config, evaluator.split, n) if inputs else ([], None)
     ground_truth = _uint8(evaluator.faces[evaluator.first_faces[:n]])
+    typicality = {m: s.typicality for m, s in samples_by_model.items()
+                  if getattr(s, "typicality", None) is not None}
     rows = []
     for i in range(n):
         row = Row(names[i], ground_truth[i], clips[i] if i < len(clips) else {})
@@ -585,6 +807,7 @@ def write_evaluation_page(report_dir: str, config, evaluator, samples_by_model: 
                 key = (model, label if label in inputs else None)
                 per_size = ev.sample_resolutions(samples, label, n)
                 row.faces[key] = {s: _uint8(x[i:i + 1])[0] for s, x in per_size.items()}
+        row.typicality = {m: _row_typicality(t, i) for m, t in typicality.items()}
         rows.append(row)
 
     models = [f"{titles.get(m, m)}: checkpoint `{checkpoints[m][0]}`, step {checkpoints[m][1]}"
@@ -616,7 +839,8 @@ def write_evaluation_page(report_dir: str, config, evaluator, samples_by_model: 
         facts=facts,
         inputs=[(label, _input_description(label, config, fuser_titles)) for label in inputs],
         columns=columns, rows=rows, faces_text=faces_text, markdown=markdown,
-        notes=list(notes or []), links=links or [])
+        notes=list(notes or []), links=links or [],
+        typicality_text=typicality_text([(titles.get(m, m), t) for m, t in typicality.items()]))
     return write_page(report_dir, page)
 
 
@@ -656,7 +880,7 @@ def write_ablation_page(output_dir: str, config, table, variants: list, saved: d
     speech_labels = [f"{d:g} s" for d in config.durations] + (
         [ALL_WINDOWS] if config.fuser_protocol else [])
     present = {k.split("|", 1)[1] for _, s in saved.items() for k in s
-               if "|" in k and not k.startswith("resolution|")}
+               if "|" in k and not k.startswith(("resolution|", "typicality"))}
     inputs = [label for label in speech_labels if label in present]
     if table is not None and inputs:
         clips, audio_note = _clips(config, table, n)
@@ -665,6 +889,24 @@ def write_ablation_page(output_dir: str, config, table, variants: list, saved: d
                                  "loaded." if inputs and n else None)
     columns = [Column(name, title, "with its attention fuser" if fuser else "")
                for name, title, fuser in shown]
+    # Each variant's voice typicality as its evaluation recorded it in samples.npz.
+    typicality = {name: typicality_from_npz(saved[name], name) for name, _, _ in shown}
+    not_recorded = ("not recorded: its samples.npz was written without voice typicality "
+                    "(evaluated before it existed, or with it switched off)")
+    no_typicality_note = ""
+    if any(t is not None for t in typicality.values()):
+        from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
+        from keras_sf2f.serving.inference import (  # noqa: PLC0415
+            DEFAULT_TYPICALITY_WARNING_BELOW)
+        typicality = {name: t if t is not None else ev.VoiceTypicality(
+            None, DEFAULT_TYPICALITY_WARNING_BELOW, not_recorded)
+            for name, t in typicality.items()}
+    else:
+        typicality = {}
+        if shown:
+            no_typicality_note = ("No voice typicality on this page: no variant's "
+                                  "samples.npz records it (evaluated before it existed, or "
+                                  "with it switched off).")
     rows = []
     for i in range(n):
         row = Row(names[i], np.asarray(first["ground_truth"][i]),
@@ -674,6 +916,7 @@ def write_ablation_page(output_dir: str, config, table, variants: list, saved: d
                 per_size = npz_resolutions(saved[name], name, label)
                 row.faces[(name, label)] = {s: x[i] for s, x in per_size.items()
                                             if i < len(x)}
+        row.typicality = {m: _row_typicality(t, i) for m, t in typicality.items()}
         rows.append(row)
     sizes = sorted({s for r in rows for per in r.faces.values() for s in per})
     faces_text = [
@@ -685,10 +928,15 @@ def write_ablation_page(output_dir: str, config, table, variants: list, saved: d
                           f"with nearest-neighbour upscaling; captions give the real size.")
     if audio_note:
         faces_text.append(audio_note)
+    if no_typicality_note:
+        faces_text.append(no_typicality_note)
     page = Page(title="Ablations: faces of every variant from the same speech",
                 subtitle=f"split `{config.split}` of `{config.data_dir}`", facts=facts,
                 inputs=[(label, _input_description(
                     label, config, [t for _, t, f in shown if f])) for label in inputs],
                 columns=columns, rows=rows, faces_text=faces_text, markdown=markdown,
-                notes=list(notes or []), links=links or [])
+                notes=list(notes or []), links=links or [],
+                typicality_text=typicality_text([(title, typicality[name])
+                                                 for name, title, _ in shown
+                                                 if name in typicality]))
     return write_page(output_dir, page)

@@ -28,6 +28,7 @@ from absl import logging
 from PIL import Image, ImageDraw
 
 from keras_sf2f.data.corpus.sheets import label_font
+from keras_sf2f.image_ranges import unit_to_uint8_np
 
 # -- tag names ------------------------------------------------------------------------------
 
@@ -152,7 +153,7 @@ def labelled_face_grid(grid: np.ndarray, *, step: int, resolution: int,
     image = np.asarray(grid)[0]
     size = image.shape[0] // 2
     count = image.shape[1] // size
-    faces = Image.fromarray((np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8))
+    faces = Image.fromarray(unit_to_uint8_np(image))
     font = label_font(max(11, min(16, size // 9)))
     pad = 4
     line = int(font.getbbox("Ag")[3]) + 2

@@ -1,7 +1,7 @@
 """Builds the generator and discriminators of a configuration, and counts their parameters.
 
-``ModelConfig`` mirrors the ``# --- model ---`` flags of ``keras_sf2f/flags.py`` field for field
-(same names, same defaults), so entry points do ``ModelConfig.from_flags(FLAGS)`` and tests do
+``ModelConfig`` declares the model options (each field's default, help and choices): the tools'
+model flags are derived from it (keras_sf2f/flags.py), and tests do
 ``ModelConfig(decoder="upconv_multires", image_size=128, ...)`` without absl.
 
 Object names (also the ``tf.train.Checkpoint`` keys used by the reference importer and the
@@ -15,11 +15,12 @@ training loop, see ``checkpoint_objects``):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, NamedTuple
+from typing import Any, ClassVar, Mapping, NamedTuple
 
 import numpy as np
 
-from keras_sf2f.config_values import coerce_field
+from keras_sf2f.config import options
+from keras_sf2f.config.options import option
 
 # Output resolutions (px, lowest first) of each decoder choice.
 DECODER_RESOLUTIONS = {
@@ -34,28 +35,84 @@ ENCODERS = ("inception", "cnn")
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Plain model configuration; see the flag help in keras_sf2f/flags.py for each field."""
-    encoder: str = "inception"
-    encoder_channels: tuple = (256, 384, 576, 864)
-    embedding_dim: int = 512
-    num_mel_bins: int = 40
-    encoder_add_noise: bool = False
-    encoder_noise_stddev: float = 0.05
-    encoder_noise_at_inference: bool = True
-    fuser: str = "none"
-    decoder: str = "upconv_64"
-    image_size: int = 64
-    deconv_decoder_channels: tuple = (1024, 512, 256, 128, 64)
-    image_discriminator_arch_64: str = "C4-64-2,C4-128-2,C4-256-2"
-    image_discriminator_arch_128: str = ""
-    identity_classifier_arch_64: str = "C4-64-2,C4-128-2,C4-256-2"
-    identity_classifier_arch_128: str = ""
-    discriminator_normalization_64: str = "batch"
-    discriminator_normalization_128: str = "batch"
-    discriminator_activation_64: str = "leakyrelu-0.1"
-    discriminator_activation_128: str = "leakyrelu-0.1"
-    discriminator_padding: str = "valid"
-    num_train_identities: int = 2890
+    """The generator (voice encoder + optional attention fuser + face decoder) and the image
+    discriminators. Defaults are the SF2F 64x64 first-stage model (reference
+    options/vox/sf2f/sf2f_1st_stage.yaml); configs/*.cfg select the other released
+    configurations. Each field is an option (keras_sf2f/config/options.py): the tools' model
+    flags are derived from it."""
+    SECTION: ClassVar[str] = "model (generator and discriminators)"
+
+    encoder: str = option(
+        "inception",
+        "Voice encoder: 'inception' (SF2F's inception 1D-CNN) or 'cnn' (voice2face's plain "
+        "1D-CNN, VoiceEmbedNet).", choices=ENCODERS)
+    encoder_channels: tuple[int, ...] = option(
+        (256, 384, 576, 864),
+        "Output channels of the encoder's four blocks (inception: split over 4 branches, so "
+        "multiples of 4).")
+    embedding_dim: int = option(
+        512, "Size of the unit-norm voice embedding (the decoder's input).")
+    num_mel_bins: int = option(
+        40, "Log-mel channels per frame fed to the encoder (the reference's 40-band logfbank).")
+    encoder_add_noise: bool = option(
+        False, "Add stddev * N(0, 1) to the embedding and re-normalise (voice2face baseline).")
+    encoder_noise_stddev: float = option(
+        0.05, "Standard deviation of the baseline's embedding noise.")
+    encoder_noise_at_inference: bool = option(
+        True,
+        "Also add the baseline's embedding noise at inference/evaluation, as the reference does "
+        "(it is not gated on training mode). False makes the baseline deterministic at "
+        "inference.")
+    fuser: str = option(
+        "none",
+        "Segment fusion for [B, segments, frames, mels] inputs: 'attention' (SF2F's 1-layer "
+        "attention fuser, stage 2) or 'none' (segment embeddings are averaged).",
+        choices=FUSERS)
+    decoder: str = option(
+        "upconv_64",
+        "Face decoder: 'upconv_64' (SF2F 64x64), 'upconv_multires' (SF2F 128: 64x64 and "
+        "128x128 outputs) or 'deconv_64' (voice2face's transposed-convolution decoder).",
+        choices=tuple(DECODER_RESOLUTIONS))
+    image_size: int = option(
+        64, "Side of the (largest) generated face image, px; must be the decoder's largest "
+        "output.")
+    deconv_decoder_channels: tuple[int, ...] = option(
+        (1024, 512, 256, 128, 64),
+        "Channels of the deconv_64 decoder's transposed convolutions (output side "
+        "2^(len+1)).")
+    image_discriminator_arch_64: str = option(
+        "C4-64-2,C4-128-2,C4-256-2",
+        "Architecture string (CK-X-S[-P], comma separated) of the 64x64 real/fake patch "
+        "discriminator; empty for none.")
+    image_discriminator_arch_128: str = option(
+        "", "Architecture string of the 128x128 patch discriminator; empty for none.")
+    identity_classifier_arch_64: str = option(
+        "C4-64-2,C4-128-2,C4-256-2",
+        "Architecture string of the 64x64 auxiliary identity classifier (AC discriminator); "
+        "empty for none.")
+    identity_classifier_arch_128: str = option(
+        "", "Architecture string of the 128x128 auxiliary identity classifier; empty for none.")
+    discriminator_normalization_64: str = option(
+        "batch", "Normalization inside the 64x64 discriminators' conv stacks.",
+        choices=("batch", "none"))
+    discriminator_normalization_128: str = option(
+        "batch", "Normalization inside the 128x128 discriminators' conv stacks.",
+        choices=("batch", "none"))
+    discriminator_activation_64: str = option(
+        "leakyrelu-0.1",
+        "Activation inside the 64x64 discriminators: leakyrelu-<slope>, leakyrelu (0.01), relu, "
+        "none.")
+    discriminator_activation_128: str = option(
+        "leakyrelu-0.1", "Activation inside the 128x128 discriminators.")
+    discriminator_padding: str = option(
+        "valid",
+        "Padding of discriminator convolutions written CK-X-S (valid = 0, same = (K-1)/2, odd "
+        "K only); CK-X-S-P gives it explicitly.", choices=("valid", "same"))
+    num_train_identities: int = option(
+        2890,
+        "Number of training identities = width of the identity classifiers' softmax. 2890 is "
+        "the VoxCeleb/HQ-VoxCeleb training split size reported by later work (third-party); "
+        "the reference sets it from the training data, and so should training on other data.")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -65,29 +122,14 @@ class ModelConfig:
     def from_mapping(cls, values: Mapping[str, Any]) -> "ModelConfig":
         """From a dict (e.g. flag values or JSON); unknown keys are an error, missing keys keep
         their defaults. Values are coerced (lists of strings -> tuples of ints, etc.)."""
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
-        kwargs = {}
-        for field in dataclasses.fields(cls):
-            if field.name not in values or values[field.name] is None:
-                continue
-            value = coerce_field(field, values[field.name],
-                                 {"encoder_channels": int, "deconv_decoder_channels": int},
-                                 "model config")
-            kwargs[field.name] = value
-        return cls(**kwargs)
-
-    @classmethod
-    def from_flags(cls, flag_values) -> "ModelConfig":
-        """From parsed absl FlagValues (reads only the model flags)."""
-        return cls.from_mapping({name: getattr(flag_values, name) for name in cls.field_names()})
+        return options.from_mapping(cls, values, "model config")
 
     def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        for name in ("encoder_channels", "deconv_decoder_channels"):
-            values[name] = list(values[name])
-        return values
+        return options.to_dict(self)
+
+    def check_parsed(self) -> None:
+        """Run on a tool's model flags once they are parsed (keras_sf2f/flags.py)."""
+        self.validate()
 
     @property
     def output_resolutions(self) -> tuple[int, ...]:

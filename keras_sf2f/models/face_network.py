@@ -39,9 +39,9 @@ def save_face_network(model: FaceNet, info: dict, output_dir: str) -> str:
     """Writes ``face_identity.weights.h5`` and ``face_identity.json``; returns the JSON path."""
     os.makedirs(output_dir, exist_ok=True)
     weights = os.path.join(output_dir, WEIGHTS_FILE)
-    tmp = weights + ".partial.weights.h5"
-    model.save_weights(tmp)
-    os.replace(tmp, weights)
+    # Keras refuses a weights file name that does not end in .weights.h5.
+    with files.atomic_path(weights, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
     info = dict(info, format=FORMAT, weights_file=WEIGHTS_FILE)
     path = os.path.join(output_dir, INFO_FILE)
     files.write_json(path, info)

@@ -3,9 +3,9 @@
 SF2F feeds both generated and real faces to FaceNet through the same chain, for the
 perceptual loss and for the evaluation embeddings:
 
-1. ``imagenet_denormalize``: undo the ImageNet normalisation, ``clip((x * std + mean) * 255,
-   0, 255)`` -- differentiable except at the clip, where the gradient is zero as in
-   PyTorch's ``clamp``;
+1. ``image_ranges.normalized_to_pixels``: undo the ImageNet normalisation, ``clip((x * std +
+   mean) * 255, 0, 255)`` -- differentiable except at the clip, where the gradient is zero as
+   in PyTorch's ``clamp``;
 2. ``fixed_image_standardization``: ``(x - 127.5) / 128``;
 3. ``crop_vgg_box``: the average VGGFace2 face box (left, top, right, bottom) = (0.235, 0.195,
    0.765, 0.915) of the image, with Python ``int()``-truncated pixel bounds, both ends
@@ -25,37 +25,11 @@ from typing import Sequence
 
 import tensorflow as tf
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-STANDARD_MEAN = (0.5, 0.5, 0.5)
-STANDARD_STD = (0.5, 0.5, 0.5)
-NORMALIZATION_CONSTANTS = {
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-    "standard": (STANDARD_MEAN, STANDARD_STD),
-}
+from keras_sf2f.image_ranges import normalized_to_pixels
 
 # (left, top, right, bottom) as fractions of the image width / height (reference VGG_BOX).
 VGG_BOX = (0.235, 0.195, 0.765, 0.915)
 FACENET_INPUT_SIZE = 140
-
-
-def imagenet_denormalize(images, normalize_method: str = "imagenet"):
-    """Normalised NHWC images -> pixel values in [0, 255] (float), ``clip((x*std+mean)*255)``.
-
-    ``normalize_method`` is the reference's ``image_normalize_method``: 'imagenet' (default)
-    or 'standard' (mean = std = 0.5).
-    """
-    try:
-        mean, std = NORMALIZATION_CONSTANTS[normalize_method]
-    except KeyError:
-        raise ValueError(f"normalize_method must be one of {sorted(NORMALIZATION_CONSTANTS)}, "
-                         f"got {normalize_method!r}") from None
-    images = tf.convert_to_tensor(images)
-    mean = tf.constant(mean, images.dtype)
-    std = tf.constant(std, images.dtype)
-    pixels = (images * std + mean) * tf.constant(255.0, images.dtype)
-    return tf.clip_by_value(pixels, tf.constant(0.0, images.dtype),
-                            tf.constant(255.0, images.dtype))
 
 
 def fixed_image_standardization(pixels):
@@ -114,7 +88,7 @@ def facenet_inputs_from_generator_images(images, normalize_method: str = "imagen
                                          size: int = FACENET_INPUT_SIZE):
     """Generator-space (normalised) NHWC faces -> FaceNet inputs (B, size, size, 3): denormalise,
     standardise, crop the VGG box (unless ``crop=False``), resize with align_corners."""
-    x = fixed_image_standardization(imagenet_denormalize(images, normalize_method))
+    x = fixed_image_standardization(normalized_to_pixels(images, normalize_method))
     if crop:
         x = crop_vgg_box(x)
     return resize_bilinear_align_corners(x, size)

@@ -217,6 +217,10 @@ class VGGFaceResNet50(keras.Model):
         pooled = self.features(images, training=training)
         return self.fc(pooled) if self.fc is not None else pooled
 
+    def compute_output_shape(self, input_shape):
+        width = self.num_classes if self.fc is not None else STAGE_WIDTHS[-1] * EXPANSION
+        return (input_shape[0], width)
+
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, include_top=self.include_top)

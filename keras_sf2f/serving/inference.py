@@ -81,7 +81,8 @@ import tensorflow as tf
 
 from keras_sf2f.audio import features
 from keras_sf2f.audio.vad import energy_gate
-from keras_sf2f.data.pipelines import MAX_WINDOWS, WINDOW_FRAMES, imagenet_denormalize
+from keras_sf2f.data.pipelines import MAX_WINDOWS, WINDOW_FRAMES
+from keras_sf2f.image_ranges import normalized_to_unit, unit_to_uint8
 from keras_sf2f.models.layers import l2_normalize
 from keras_sf2f.serving import resample, wav
 from keras_sf2f.serving.wav import assert_that
@@ -452,7 +453,7 @@ class FaceFromVoice:
         images = self.generator.decoder(embedding, training=False)
         if isinstance(images, (list, tuple)):
             images = images[-1]
-        return imagenet_denormalize(tf.cast(images, tf.float32))
+        return normalized_to_unit(tf.cast(images, tf.float32))
 
     def _non_empty(self, batch, what):
         return assert_that(batch > 0, f"empty batch: send at least one {what}")
@@ -468,7 +469,7 @@ class FaceFromVoice:
         windows, mask = self._map_items(self._audio_item, (audio, index))
         embedding = self.embed(windows, mask)
         image = self.faces(embedding)
-        pixels = tf.cast(tf.round(image * 255.0), tf.uint8)
+        pixels = unit_to_uint8(image)
         png = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.string)
         return self._with_typicality({"image_png_bytes": png, "image": image}, embedding)
 

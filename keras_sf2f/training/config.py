@@ -1,18 +1,19 @@
-"""TrainConfig: everything ``train()`` needs, as a plain dataclass (the library never reads FLAGS).
+"""TrainConfig: everything ``train()`` needs, as a plain dataclass (the library never reads flags).
 
-Field names are the ``# --- training ---`` flags of ``keras_sf2f/flags.py`` (same names, same
-defaults); ``model`` is the ``ModelConfig`` of the ``# --- model ---`` flags and ``data_dir``
-the data section's flag. ``TrainConfig.from_flags(FLAGS)`` builds it in entry points, tests
-build it directly.
+Each field is an option (keras_sf2f/config/options.py: default, help, bounds): trainers/train.py's
+training flags are derived from it, ``model`` is the ``ModelConfig`` of the model flags.
+Defaults are the SF2F 64x64 first stage (reference command line: batch 256, 12,000 epochs of ~11
+steps, Adam 5e-4 (0.9, 0.999)); configs/*.cfg set the rest. Tests build it directly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
-from keras_sf2f.config_values import coerce_field
+from keras_sf2f.config import groups, options
+from keras_sf2f.config.options import option
 from keras_sf2f.models.builder import ModelConfig
 
 STRATEGIES = ("mirrored", "multi_worker", "default")
@@ -26,54 +27,152 @@ FUSER_INITS = ("reference", "average")
 
 @dataclasses.dataclass
 class TrainConfig:
-    """See the flag help in keras_sf2f/flags.py (section "training") for each field."""
-    model_dir: str = ""
-    data_dir: str = ""
+    """A training run: where it writes, what it reads, the model, and how it trains."""
+    SECTION: ClassVar[str] = "training"
+
+    model_dir: str | None = option(
+        None,
+        "Training output directory: checkpoints (resumed automatically when present), "
+        "best_<metric>/ checkpoints, TensorBoard summaries (train/, val/) and flags.cfg, the "
+        "run's effective configuration (a flagfile).")
+    data_dir: str | None = groups.DATA_DIR.field()
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     # schedule and optimisation
-    train_steps: int = 132000
-    batch_size: int = 256
-    learning_rate: float = 5e-4
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    lr_decay_start_step: int = -1
-    lr_decay_final_factor: float = 1e-3
+    train_steps: int = groups.TRAIN_STEPS.field()
+    batch_size: int = option(
+        256, "Global batch size (identities per step), summed over all replicas.", lower=1)
+    learning_rate: float = option(
+        5e-4, "Adam learning rate of the generator and of every discriminator.", lower=0.0)
+    adam_beta1: float = option(0.9, "Adam beta_1.", lower=0.0, upper=1.0)
+    adam_beta2: float = option(0.999, "Adam beta_2.", lower=0.0, upper=1.0)
+    adam_epsilon: float = option(1e-8, "Adam epsilon (PyTorch's default).", lower=0.0)
+    lr_decay_start_step: int = option(
+        -1,
+        "From this step on, the generator's and image discriminators' learning rates decay "
+        "linearly to lr_decay_final_factor * learning_rate at train_steps; the identity "
+        "classifiers keep theirs (the reference's decay_lr_epochs=10000 of 12,000). -1: no "
+        "decay.")
+    lr_decay_final_factor: float = option(
+        1e-3, "Learning-rate factor reached at the end of the decay.", lower=0.0)
     # loss weights (<= 0 switches a term off)
-    l1_weight: float = 10.0
-    gan_weight: float = 1.0
-    ac_weight: float = 0.05
-    perceptual_weight: float = 100.0
-    adversarial_start_step: int = 0
-    adversarial_ramp_steps: int = 0
-    generator_ema_decay: float = 0.0
-    perceptual_layer_weights: tuple = (0.0625, 0.125, 0.25, 1.0)
-    face_network: str | None = None
+    l1_weight: float = option(
+        10.0,
+        "Weight of the L1 pixel loss per output resolution (10 at 64x64, 100 for the 128 model "
+        "and the baseline); <= 0 switches it off.")
+    gan_weight: float = option(
+        1.0,
+        "Weight of the patch-discriminator GAN loss per resolution; <= 0 switches it off and "
+        "the image discriminators are not trained.")
+    ac_weight: float = option(
+        0.05,
+        "Weight of the generator's auxiliary-classifier terms (identity cross-entropy and AC "
+        "real/fake) per resolution; the identity classifiers train with weight 1. <= 0 "
+        "switches them off (classifiers not trained).")
+    perceptual_weight: float = option(
+        100.0,
+        "Weight of the FaceNet perceptual loss per resolution; <= 0 switches it off (no "
+        "--face_network needed then).")
+    adversarial_start_step: int = option(
+        0,
+        "The generator's adversarial terms (patch-GAN and AC real/fake) are off before this "
+        "step and then ramp up linearly over --adversarial_ramp_steps; the discriminators "
+        "train from step 0. 0 (the reference): on from the start. Short runs (the demo) use it "
+        "so the generator draws a face from L1 + perceptual + identity terms before the GAN "
+        "pushes it.", lower=0)
+    adversarial_ramp_steps: int = option(
+        0,
+        "Steps over which the adversarial terms ramp from 0 to full weight after "
+        "--adversarial_start_step (0: full weight at once).", lower=0)
+    generator_ema_decay: float = option(
+        0.0,
+        "If > 0, training also keeps an exponential moving average of the generator's weights "
+        "(ema = decay * ema + (1 - decay) * w after every step; BatchNorm statistics copied), "
+        "checkpointed as generator_ema; validation, evaluation, export and a later stage's "
+        "--init_checkpoint use it. 0 (the reference): no average.", lower=0.0, upper=0.99999)
+    perceptual_layer_weights: tuple[float, ...] = option(
+        (0.0625, 0.125, 0.25, 1.0),
+        "Perceptual-loss weights of FaceNet's repeat_1, repeat_2, repeat_3 hidden states and "
+        "embedding.")
+    face_network: str | None = groups.FACE_NETWORK.field()
     # stage 2
-    train_fuser_only: bool = False
-    init_checkpoint: str | None = None
-    fuser_init: str = "reference"
-    fuser_windows: int = 20
+    train_fuser_only: bool = option(
+        False,
+        "Stage 2: train only the attention fuser (encoder and decoder frozen, BatchNorm in "
+        "inference mode); the discriminators keep training, as in the reference.")
+    init_checkpoint: str | None = option(
+        None,
+        "Initialise the models (not the optimizers) from this checkpoint directory or prefix, "
+        "e.g. a stage-1 model_dir or best_l1/ for stage 2, or an imported reference "
+        "checkpoint. Ignored when --model_dir already holds a checkpoint (that one is "
+        "resumed).")
+    fuser_init: str = option(
+        "reference",
+        "Stage 2, when --init_checkpoint has no fuser: 'reference' keeps the fuser's random "
+        "initialisation (as the reference does); 'average' starts linear_out as [I; 0], so "
+        "the fused embedding begins as an attention-weighted average of the segment "
+        "embeddings, which the stage-1 decoder already understands (short stage-2 runs, e.g. "
+        "the demo).", choices=FUSER_INITS)
+    fuser_windows: int = option(
+        20, "Stage 2: at most this many 1.25 s windows per identity and batch item.", lower=1)
     # data sampling
-    seed: int = 0
-    crop_frames_min: int = 100
-    crop_frames_max: int = 150
+    seed: int = option(
+        0, "Seed of the weight initialisation and of the stateless data sampling.")
+    crop_frames_min: int = option(
+        100, "Stage 1: shortest random crop (frames of 10 ms); one length per batch.", lower=1)
+    crop_frames_max: int = option(150, "Stage 1: longest random crop (frames).", lower=1)
     # execution
-    strategy: str = "mirrored"
-    mixed_precision: str = "float32"
-    jit_compile: bool = False
-    fast_conv: str = "auto"
+    strategy: str = option(
+        "mirrored",
+        "tf.distribute strategy: mirrored (all local devices), multi_worker "
+        "(MultiWorkerMirroredStrategy, cluster from TF_CONFIG) or default (none).",
+        choices=STRATEGIES)
+    mixed_precision: str = option(
+        "float32",
+        "Compute dtype policy: mixed_bfloat16 / mixed_float16 compute in bfloat16 / float16 "
+        "with float32 variables; losses and generated images stay float32. mixed_float16 is "
+        "for GPUs with float16 tensor cores (V100, T4, ...) and trains with dynamic loss "
+        "scaling (each optimizer's loss scale halves on a step with non-finite gradients, "
+        "which is skipped, and doubles after 2000 good steps; checkpointed). mixed_bfloat16 "
+        "needs native bfloat16 (A100/H100, TPUs, AVX512_BF16/AMX CPUs). On CPUs both are much "
+        "slower than float32 (~10x for bfloat16 without AVX512_BF16; "
+        "benchmarks/bench_training.py).", choices=PRECISIONS)
+    jit_compile: bool = option(
+        False,
+        "Compile each replica's forward and backward pass (losses and gradients) with XLA; "
+        "the cross-replica gradient sum and the optimizer updates stay TensorFlow ops. For "
+        "GPUs; the first step compiles for a while.")
+    fast_conv: str = option(
+        "auto",
+        "Convolution input gradients computed with the forward kernel "
+        "(keras_sf2f/models/fast_conv.py). auto: on only where it was measured to pay -- "
+        "float32 on CPUs running TensorFlow's Eigen convolutions (oneDNN off), without XLA; "
+        "off on GPUs. on/off force it.", choices=FAST_CONV_MODES)
     # checkpoints, validation, summaries
-    checkpoint_every_steps: int = 1000
-    keep_checkpoints: int = 3
-    eval_every_steps: int = 1000
-    val_split: str = "val"
-    eval_batch_size: int = 64
-    eval_max_windows: int = 20
-    best_l1_metric: str = "pixel"
-    num_image_identities: int = 8
-    summary_every_steps: int = 10
-    log_every_seconds: float = 30.0
+    checkpoint_every_steps: int = option(
+        1000, "Save a checkpoint every this many steps (and at the end / on SIGTERM).",
+        lower=1)
+    keep_checkpoints: int = option(
+        3,
+        "Regular checkpoints kept in model_dir (at least 2 are kept, so that an unreadable "
+        "newest checkpoint leaves one to resume from).", lower=1)
+    eval_every_steps: int = option(
+        1000, "Validate every this many steps (and at the end); 0 switches validation off.",
+        lower=0)
+    val_split: str = option("val", "Split of --data_dir used for validation.")
+    eval_batch_size: int = option(64, "Identities per validation batch.", lower=1)
+    eval_max_windows: int = groups.EVAL_MAX_WINDOWS.field()
+    best_l1_metric: str = option(
+        "pixel",
+        "What best_l1/ tracks: the validation pixel L1 of the largest output, or the L1 "
+        "distance of FaceNet embeddings (the reference's best_L1_with_model.pt).",
+        choices=BEST_L1_METRICS)
+    num_image_identities: int = option(
+        8,
+        "Validation identities whose real and generated faces are written as TensorBoard "
+        "images.", lower=0)
+    summary_every_steps: int = option(
+        10, "Write training scalars every this many steps.", lower=1)
+    log_every_seconds: float = option(30.0, "Console progress line interval.", lower=0.0)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -85,46 +184,39 @@ class TrainConfig:
         """From a dict of training-field values (unknown keys are an error) and a model config
         (a ModelConfig, a dict of model fields, or ``values['model']``)."""
         values = dict(values)
-        if model is None:
-            model = values.pop("model", None)
-        else:
-            values.pop("model", None)
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
-        kwargs = {}
-        for field in dataclasses.fields(cls):
-            if field.name == "model" or field.name not in values:
-                continue
-            value = values[field.name]
-            if value is None:
-                kwargs[field.name] = None
-                continue
-            value = coerce_field(field, value, {"perceptual_layer_weights": float},
-                                 "training config")
-            kwargs[field.name] = value
-        if model is None:
-            model = ModelConfig()
-        elif not isinstance(model, ModelConfig):
-            model = ModelConfig.from_mapping(model)
-        return cls(model=model, **kwargs)
-
-    @classmethod
-    def from_flags(cls, flag_values) -> "TrainConfig":
-        """From parsed absl FlagValues: the training flags, --data_dir and the model flags."""
-        values = {name: getattr(flag_values, name) for name in TRAINING_FIELDS}
-        values["data_dir"] = flag_values.data_dir or ""
-        values["model_dir"] = flag_values.model_dir or ""
-        return cls.from_mapping(values, model=ModelConfig.from_flags(flag_values))
+        if model is not None:
+            values["model"] = model
+        return options.from_mapping(cls, values, "training config")
 
     def to_dict(self) -> dict:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        values["model"] = self.model.to_dict()
-        values["perceptual_layer_weights"] = list(self.perceptual_layer_weights)
-        return values
+        return options.to_dict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def to_flagfile(self) -> str:
+        """The configuration as a flagfile (the run's flags.cfg): read back by trainers/train.py
+        --flagfile and by keras_sf2f.runs, it gives this configuration again."""
+        return ("# The effective configuration of this training run (TrainConfig, with its "
+                "model),\n# written by training; --flagfile=<this file> gives it again.\n"
+                + "\n".join(options.flag_lines(self)) + "\n")
+
+    def _value_problems(self) -> list[str]:
+        problems = options.bound_problems(self)
+        if self.crop_frames_max < self.crop_frames_min:
+            problems.append(f"crop_frames_max ({self.crop_frames_max}) < crop_frames_min "
+                            f"({self.crop_frames_min})")
+        if len(self.perceptual_layer_weights) != 4:
+            problems.append(f"perceptual_layer_weights needs 4 values (repeat_1, repeat_2, "
+                            f"repeat_3, embedding), got {list(self.perceptual_layer_weights)}")
+        return problems
+
+    def check_parsed(self) -> None:
+        """Run on the training flags once they are parsed (keras_sf2f/flags.py): what the
+        values show by themselves; ``validate`` checks the whole run before training."""
+        problems = self._value_problems()
+        if problems:
+            raise ValueError("invalid training configuration: " + "; ".join(problems))
 
     def validate(self, require_dirs: bool = True) -> "TrainConfig":
         """Raises ValueError listing every problem (model configuration included)."""
@@ -138,51 +230,21 @@ class TrainConfig:
         if require_dirs and not self.data_dir:
             problems.append("data_dir is required: a prepared data directory "
                             "(trainers/prepare_data.py)")
-        positive = ("train_steps", "batch_size", "checkpoint_every_steps", "keep_checkpoints",
-                    "eval_batch_size", "eval_max_windows", "summary_every_steps",
-                    "fuser_windows", "crop_frames_min")
-        for name in positive:
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        problems += self._value_problems()
         for name in ("learning_rate", "adam_epsilon", "lr_decay_final_factor"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("adversarial_start_step", "adversarial_ramp_steps"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("adam_beta1", "adam_beta2", "generator_ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.eval_every_steps < 0:
-            problems.append(f"eval_every_steps must be >= 0 (0 = no validation), "
-                            f"got {self.eval_every_steps}")
-        if self.num_image_identities < 0:
-            problems.append(f"num_image_identities must be >= 0, got {self.num_image_identities}")
-        if self.crop_frames_max < self.crop_frames_min:
-            problems.append(f"crop_frames_max ({self.crop_frames_max}) < crop_frames_min "
-                            f"({self.crop_frames_min})")
-        if len(self.perceptual_layer_weights) != 4:
-            problems.append(f"perceptual_layer_weights needs 4 values (repeat_1, repeat_2, "
-                            f"repeat_3, embedding), got {list(self.perceptual_layer_weights)}")
-        elif self.perceptual_weight > 0 and max(self.perceptual_layer_weights) <= 0:
+        if len(self.perceptual_layer_weights) == 4 and self.perceptual_weight > 0 and \
+                max(self.perceptual_layer_weights) <= 0:
             problems.append("perceptual_weight > 0 but every perceptual layer weight is <= 0")
         if self.perceptual_weight > 0 and not self.face_network:
             problems.append("perceptual_weight > 0 needs --face_network (the face-identity "
                             "network: a directory from trainers/train_face_identity.py or a "
                             ".keras file, e.g. imported VGGFace2 FaceNet weights); or set "
                             "--perceptual_weight=0 to train without the perceptual loss")
-        if self.strategy not in STRATEGIES:
-            problems.append(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.mixed_precision not in PRECISIONS:
-            problems.append(f"mixed_precision must be one of {PRECISIONS}, "
-                            f"got {self.mixed_precision!r}")
-        if self.fast_conv not in FAST_CONV_MODES:
-            problems.append(f"fast_conv must be one of {FAST_CONV_MODES}, got {self.fast_conv!r}")
-        if self.best_l1_metric not in BEST_L1_METRICS:
-            problems.append(f"best_l1_metric must be one of {BEST_L1_METRICS}, "
-                            f"got {self.best_l1_metric!r}")
-        if self.fuser_init not in FUSER_INITS:
-            problems.append(f"fuser_init must be one of {FUSER_INITS}, got {self.fuser_init!r}")
         if self.train_fuser_only and self.model.fuser != "attention":
             problems.append("train_fuser_only needs a model with --fuser=attention")
         if (self.model.fuser == "attention" and self.train_fuser_only
@@ -192,9 +254,3 @@ class TrainConfig:
         if problems:
             raise ValueError("invalid training configuration:\n  " + "\n  ".join(problems))
         return self
-
-
-# The fields set by training flags (everything but the model and the data/model dirs, which
-# have their own sections or handling).
-TRAINING_FIELDS = tuple(name for name in TrainConfig.field_names()
-                        if name not in ("model", "data_dir", "model_dir"))

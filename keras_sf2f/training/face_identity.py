@@ -49,6 +49,7 @@ import keras
 from keras_sf2f.data import table as table_lib
 from keras_sf2f.evaluation import metrics
 from keras_sf2f.evaluation.embedders import FaceNetEmbedder
+from keras_sf2f.image_ranges import pixels_to_normalized
 from keras_sf2f.models import face_preprocessing
 from keras_sf2f.models.face_network import (FORMAT, INFO_FILE, WEIGHTS_FILE, build_face_network,
                                             load_face_network, save_face_network)
@@ -194,14 +195,10 @@ def heldout_identification(embeddings, labels) -> dict:
 # ------------------------------------------------------------------------------------------
 # Input chain
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def generator_space(pixels: tf.Tensor) -> tf.Tensor:
-    """uint8 or [0, 255] float RGB -> the generator's ImageNet-normalised space."""
-    x = tf.cast(pixels, tf.float32) / 255.0
-    return (x - tf.constant(_IMAGENET_MEAN)) / tf.constant(_IMAGENET_STD)
+def generator_space(pixels: tf.Tensor, normalize_method: str = "imagenet") -> tf.Tensor:
+    """uint8 or [0, 255] float RGB -> the generator's normalised space (``normalize_method``
+    must be the one the chain after it denormalises with)."""
+    return pixels_to_normalized(pixels, normalize_method)
 
 
 def augment_pixels(pixels: tf.Tensor, seed: tf.Tensor, *, max_shift: float, brightness: float,
@@ -287,8 +284,10 @@ def evaluate_network(model_or_embedder, faces: FaceSet,
     embedder = (FaceNetEmbedder(model_or_embedder, normalize_method=normalize_method,
                                 batch_size=128)
                 if isinstance(model_or_embedder, FaceNet) else model_or_embedder)
-    return heldout_identification(embedder.embed(generator_space(faces.images).numpy()),
-                                  faces.labels)
+    # The embedder denormalises with its own method: normalise with the same one.
+    method = getattr(embedder, "normalize_method", normalize_method)
+    return heldout_identification(
+        embedder.embed(generator_space(faces.images, method).numpy()), faces.labels)
 
 
 def train_face_identity(data_dir: str, output_dir: str | None, config: FaceIdentityConfig,
@@ -347,7 +346,7 @@ def train_face_identity(data_dir: str, output_dir: str | None, config: FaceIdent
                 max_shift=config.max_shift, brightness=config.brightness,
                 contrast=config.contrast)
         inputs = face_preprocessing.facenet_inputs_from_generator_images(
-            generator_space(pixels), config.normalize_method)
+            generator_space(pixels, config.normalize_method), config.normalize_method)
         with tf.GradientTape() as tape:
             embedding = model(inputs, training=True)
             logits = head(embedding, labels)

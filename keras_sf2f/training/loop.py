@@ -14,8 +14,9 @@ Model directory layout (``config.model_dir``)::
                                             validation scalars and face grids (Validation/)
                                             and the HParams session; tag names in
                                             keras_sf2f.evaluation.summaries
-    train_config.json                       the TrainConfig; the entry point adds flags.cfg
-                                            (a flagfile) and flags.json
+    flags.cfg                               the effective configuration (TrainConfig, model
+                                            included) as a flagfile: what keras_sf2f.runs
+                                            and --flagfile read back
 
 Resumption: the data pipelines are stateless functions of (seed, step), so the data position
 is the step; re-running the same command restores the latest checkpoint and continues with
@@ -57,6 +58,7 @@ from keras_sf2f import files, runs
 from keras_sf2f.data import pipelines
 from keras_sf2f.data.table import DataError, load_split
 from keras_sf2f.evaluation import metrics, summaries
+from keras_sf2f.image_ranges import normalized_to_unit
 from keras_sf2f.models import builder
 from keras_sf2f.models.face_network import load_face_network
 from keras_sf2f.progress import Progress
@@ -203,9 +205,7 @@ def _rewrite_checkpoint_state(model_dir: str, kept: list) -> None:
     lines += [f"all_model_checkpoint_timestamps: {stamp!r}" for stamp in timestamps]
     lines.append(f"last_preserved_timestamp: {preserved!r}")
     path = os.path.join(model_dir, "checkpoint")
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    files.write_text(path, "\n".join(lines) + "\n")
 
 
 def newest_readable_checkpoint(model_dir: str, *, set_aside: bool = True) -> str | None:
@@ -280,7 +280,7 @@ class _StopRequest:
 def face_grid(real, fake) -> np.ndarray:
     """[k,S,S,3] real and generated (generator space) -> one [1, 2S, kS, 3] picture in [0,1]:
     real faces on top, generated below."""
-    rows = [np.concatenate(list(pipelines.imagenet_denormalize(tf.constant(x)).numpy()), axis=1)
+    rows = [np.concatenate(list(normalized_to_unit(tf.constant(x)).numpy()), axis=1)
             for x in (real, fake)]
     return np.concatenate(rows, axis=0)[None]
 
@@ -393,7 +393,7 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
       face_network: the perceptual loss's face network (a Keras model or a zero-argument
         callable); default ``load_face_network(config.face_network)`` when one is configured.
       step_callback: ``f(step, values)`` after every step (values: the step's scalars).
-      extra_files: {file name: text} written into model_dir by the chief (e.g. flags.cfg).
+      extra_files: {file name: text} written into model_dir by the chief, after flags.cfg.
       handle_signals: install the SIGTERM/SIGINT save-and-stop handler (main thread only).
     Returns a TrainResult. Raises NonFiniteLossError, DataError or ValueError.
     """
@@ -473,7 +473,7 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
         trainer.copy_generator_to_ema()
     os.makedirs(model_dir, exist_ok=True)
     if is_chief:
-        files.write_text(os.path.join(model_dir, "train_config.json"), config.to_json() + "\n")
+        files.write_text(os.path.join(model_dir, runs.FLAGS_FILE), config.to_flagfile())
         for name, text in (extra_files or {}).items():
             files.write_text(os.path.join(model_dir, name), text)
     step = int(step_var.numpy())

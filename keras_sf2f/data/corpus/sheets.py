@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from keras_sf2f import files
+
 # Anchors of a viridis-like, monotonically brightening colour path.
 _ANCHORS = np.array([
     (68, 1, 84), (72, 40, 120), (62, 74, 137), (49, 104, 142), (38, 130, 142),
@@ -106,7 +108,8 @@ def write_contact_sheet(path: str, images: Sequence[np.ndarray], labels: Sequenc
             text = text[:-1]
         draw.text((x0, y0 + cell_h + 1), text, fill=(0, 0, 0), font=font)
     _ensure_dir(path)
-    sheet.save(path, format="PNG")
+    with files.atomic_write(path, "wb") as f:
+        sheet.save(f, format="PNG")
     return np.asarray(sheet)
 
 
@@ -277,5 +280,6 @@ def write_spectrogram_png(path: str, log_mels: Sequence[np.ndarray], titles: Seq
                          first_panel_top + max(0, (bar_h - font.getlength(bar_title)) / 2)),
                    bar_title, font, black)
     _ensure_dir(path)
-    img.save(path, format="PNG")
+    with files.atomic_write(path, "wb") as f:
+        img.save(f, format="PNG")
     return np.asarray(img)
