@@ -141,6 +141,18 @@ class TrainConfig:
         "Compile each replica's forward and backward pass (losses and gradients) with XLA; "
         "the cross-replica gradient sum and the optimizer updates stay TensorFlow ops. For "
         "GPUs; the first step compiles for a while.")
+    sync_batch_norm: bool = option(
+        False,
+        "Synchronised BatchNorm: in the trained models (generator, image discriminators, "
+        "identity classifiers), BatchNorm in training mode normalises with the mean and "
+        "variance of the global batch, all-reduced over the replicas, instead of each "
+        "replica's own slice. Off (the reference, whose DataParallel normalises per GPU): "
+        "each replica normalises its batch_size / replicas examples. Turn it on when the "
+        "per-replica batch is small (many GPUs, small --batch_size), so that training does "
+        "not depend on the number of replicas. Costs three small all-reduces (per-channel "
+        "sum, sum of squares, count) per BatchNorm layer call in training mode, each step. "
+        "Changes nothing with one replica, nor for models, checkpoints and export (a run can "
+        "be resumed with it switched).")
     fast_conv: str = option(
         "auto",
         "Convolution input gradients computed with the forward kernel "

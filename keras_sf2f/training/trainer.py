@@ -24,11 +24,12 @@ reference's iteration:
 Every loss is a per-example vector averaged over the **global** batch
 (``losses.average_over_global_batch``), so the summed gradients of all replicas are those of
 the global-batch mean. With several replicas, BatchNorm normalises with per-replica batch
-statistics (as the reference's DataParallel) and the moving statistics are averaged over the
-replicas after every step, so all workers hold identical weights. Returned values are global
-scalars (summed over replicas): weighted loss terms under ``loss/`` (generator) and
-``d_loss/`` (discriminators), accuracies under ``d_acc/``. A loss weight <= 0 switches its
-term off; a discriminator whose terms are all off is neither run nor trained.
+statistics (as the reference's DataParallel; ``sync_batch_norm``: with the global batch's,
+all-reduced in every BatchNorm layer of the trained models) and the moving statistics are
+averaged over the replicas after every step, so all workers hold identical weights. Returned
+values are global scalars (summed over replicas): weighted loss terms under ``loss/``
+(generator) and ``d_loss/`` (discriminators), accuracies under ``d_acc/``. A loss weight <= 0
+switches its term off; a discriminator whose terms are all off is neither run nor trained.
 
 Stage 2 (``train_fuser_only``): only the fuser's variables are in the generator optimizer; the
 encoder and decoder are frozen and called with ``training=False`` (BatchNorm uses and keeps its
@@ -159,6 +160,21 @@ def strategy_device_types(strategy) -> list[str] | None:
     return sorted({tf.DeviceSpec.from_string(d).device_type or "CPU" for d in devices})
 
 
+def synchronize_batch_norm(models) -> list:
+    """Sets ``synchronized = True`` on every ``keras.layers.BatchNormalization`` inside
+    ``models`` and returns those layers. Under a tf.distribute strategy such a layer, called in
+    training mode, normalises with the batch mean and variance all-reduced over the replicas
+    (Keras 3, TensorFlow backend); inference mode and the weights are unchanged."""
+    layers = []
+    for model in models:
+        for layer in model._flatten_layers(include_self=True, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization) and \
+                    all(layer is not seen for seen in layers):
+                layer.synchronized = True
+                layers.append(layer)
+    return layers
+
+
 class GanTrainer:
     """Models, optimizers and the distributed SF2F training step (see module docstring).
 
@@ -247,6 +263,21 @@ class GanTrainer:
         self.moving_statistics = [
             w for model in updated for w in model.non_trainable_weights
             if w.path.rsplit("/", 1)[-1] in ("moving_mean", "moving_variance")]
+        # --sync_batch_norm: those models' BatchNorm layers normalise with global-batch
+        # statistics. Keras reads ``synchronized`` when the layer is called (while the step
+        # traces), so setting it here changes neither the layers' weights nor the
+        # checkpoints; with one replica there is nothing to synchronise and the layers are
+        # left as they are (Keras' synchronised moments compute the variance as
+        # E[x^2] - E[x]^2, which would round differently).
+        self.sync_batch_norm = bool(config.sync_batch_norm) and self.num_replicas > 1
+        self.synchronized_batch_norms = []
+        if self.sync_batch_norm:
+            if config.jit_compile and self.device_types != ["GPU"]:
+                raise ValueError(
+                    "sync_batch_norm with jit_compile needs every replica on a GPU: the "
+                    "BatchNorm all-reduces run inside the XLA-compiled replica step, which "
+                    "MirroredStrategy supports on all-GPU machines only; drop one of the two")
+            self.synchronized_batch_norms = synchronize_batch_norm(updated)
         # Multi-worker runs agree on stopping (a signal reaching one worker) through one tiny
         # all-reduce per step; single-worker runs need none.
         task_type, _, _ = worker_info(self.strategy)
@@ -537,7 +568,9 @@ class GanTrainer:
         its own copy from its own batch statistics and the copies would drift apart across
         workers. The reference (DataParallel) keeps replica 0's; the mean of all replicas'
         updates is used here. Batch statistics themselves stay per replica, as in the
-        reference."""
+        reference, unless ``sync_batch_norm`` (then every replica's update is already the
+        same, and the average keeps the copies bit-identical whatever the all-reduce's
+        rounding)."""
         if self.num_replicas == 1 or not self.moving_statistics:
             return
         context = tf.distribute.get_replica_context()
