@@ -1,10 +1,17 @@
 """keras-sf2f against a PyTorch implementation, side by side, in one run.
 
     python benchmarks/run.py [--quick] [--sections=peak,training,inference,features,modules]
-        [--out_dir=benchmarks]
+        [--out_dir=benchmarks] [--index_only]
 
-Writes ``results.md`` and ``results.json`` (in ``--out_dir``) with the machine (CPU model,
-cores, SIMD flags, whether AVX512_BF16 / AMX exist), library versions and the date, then:
+Results are kept per CPU kind (``keras_sf2f.machine.cpu_kind_slug``: vendor and family plus the
+SIMD level that decides the kernels, e.g. ``amd_epyc_avx2``, ``intel_xeon_amx_bf16``): a run
+writes ``results/<kind>.md`` and ``results/<kind>.json`` (in ``--out_dir``) with the machine
+(CPU model, cores, SIMD flags, whether AVX512_BF16 / AMX exist), library versions and the date,
+then regenerates ``results.md``, the index of every kind under ``results/`` with its headline
+ratios (and, with the default ``--out_dir``, the marked benchmark block of the README). A run
+with a subset of ``--sections`` merges into its kind's JSON: the sections it did not rerun stay,
+each section carrying the date it was measured. ``--index_only`` only regenerates the index and
+the README block from the JSON files. The sections:
 
 1. machine peak: float32 4096 x 4096 matmul GFLOP/s in TensorFlow and PyTorch, and bfloat16
    matmul GFLOP/s (size reduced when bf16 is too slow to time at 4096);
@@ -33,6 +40,8 @@ import subprocess
 import sys
 import time
 import traceback
+
+from keras_sf2f import machine
 
 # The bench_*.py modules are imported by their plain names: this script's folder is on sys.path
 # (and the children are this script again).
@@ -362,7 +371,10 @@ def render(results: dict) -> str:
         "",
         f"Produced by `{meta['command']}` on {meta['date']} "
         f"({'quick' if meta['quick'] else 'full'} mode, {meta['total_seconds'] / 60:.1f} min). "
-        "Every figure below was measured in that run; nothing is copied from elsewhere.",
+        "Every figure below was measured in that run; nothing is copied from elsewhere."
+        + (" Sections measured by an earlier run on this CPU kind say so under their heading."
+           if any(isinstance(results.get(n), dict) and results[n].get("date")
+                  not in (None, meta["date"]) for n in SECTIONS) else ""),
         "",
         "## Machine and versions",
         "",
@@ -393,6 +405,10 @@ def render(results: dict) -> str:
             continue
         result = results[name]
         lines += [f"## {TITLES[name]}", ""]
+        if result.get("date") and result["date"] != meta["date"]:
+            lines += [f"Measured on {result['date']} "
+                      f"({'quick' if result.get('quick') else 'full'} mode) by "
+                      f"`{result.get('command', 'an earlier run')}`.", ""]
         if result.get("skipped"):
             lines += [result["skipped"], ""]
             continue
@@ -474,6 +490,306 @@ def render_section(name: str, result: dict, results: dict) -> list:
     return lines + [""]
 
 
+
+# ------------------------------------------------------------------------------------------
+# One file per CPU kind, the index of all kinds, the README block
+# ------------------------------------------------------------------------------------------
+
+RESULTS_DIR = "results"
+README_BEGIN = "<!-- benchmarks/run.py: per-CPU-kind results (generated) -->"
+README_END = "<!-- end of benchmarks/run.py block -->"
+INFERENCE_AUDIO = ("1.25 s", "5 s", "30 s")
+KERAS_INFERENCE_PATH = "keras graph (features included)"
+
+
+def cpu_kind(machine_info_: dict) -> str:
+    """The CPU-kind slug of a run's ``meta.machine`` (see ``keras_sf2f.machine.cpu_kind_slug``)."""
+    return machine.cpu_kind_slug(machine_info_.get("cpu_model"), machine_info_.get("flags", {}))
+
+
+def stamp_sections(results: dict) -> dict:
+    """Gives every section without its own date the run's date, mode and command (results
+    written before sections carried them); returns ``results``."""
+    meta = results.get("meta", {})
+    for name in SECTIONS:
+        section = results.get(name)
+        if isinstance(section, dict) and not section.get("date"):
+            section.update(date=meta.get("date"), quick=meta.get("quick", False),
+                           command=meta.get("command"))
+    return results
+
+
+def merge_results(existing: dict | None, new: dict) -> dict:
+    """``new`` (a run of some sections) merged into its kind's ``existing`` results: the new
+    run's meta and sections, the other sections as they were (each with its own date; a section
+    the run skipped does not replace a measured one); the target verdicts are recomputed over
+    the merged sections."""
+    merged = {"meta": dict(new["meta"])}
+    old = stamp_sections(json.loads(json.dumps(existing))) if existing else {}
+    for name in SECTIONS:
+        # A section the run skipped (modules in --quick mode) keeps an earlier measurement.
+        if name in new and not (new[name].get("skipped") and name in old
+                                and not old[name].get("skipped")):
+            merged[name] = new[name]
+        elif name in old:
+            merged[name] = old[name]
+    merged["meta"]["sections_rerun"] = [name for name in SECTIONS if name in new
+                                        and merged.get(name) is new[name]]
+    merged["targets"] = summarize_targets(merged)
+    return merged
+
+
+def kind_paths(out_dir: str, kind: str) -> tuple[str, str]:
+    base = os.path.join(out_dir, RESULTS_DIR, kind)
+    return base + ".json", base + ".md"
+
+
+def load_kind(out_dir: str, kind: str) -> dict | None:
+    path = kind_paths(out_dir, kind)[0]
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_kinds(out_dir: str) -> dict:
+    """{kind: results} for every ``results/<kind>.json`` in ``out_dir``, by kind name."""
+    directory = os.path.join(out_dir, RESULTS_DIR)
+    kinds = {}
+    if os.path.isdir(directory):
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".json"):
+                with open(os.path.join(directory, name)) as f:
+                    kinds[name[:-len(".json")]] = json.load(f)
+    return kinds
+
+
+def write_kind(out_dir: str, kind: str, results: dict) -> str:
+    """Writes ``results/<kind>.json`` and ``.md``; returns the Markdown."""
+    json_path, md_path = kind_paths(out_dir, kind)
+    os.makedirs(os.path.dirname(json_path), exist_ok=True)
+    with open(json_path, "w") as f:
+        json.dump(results, f, indent=2, default=str)
+    text = render(results)
+    with open(md_path, "w") as f:
+        f.write(text + "\n")
+    return text
+
+
+def _day(date) -> str:
+    return str(date or "?")[:10]
+
+
+def _ratio(value) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _short(value) -> str:
+    """GFLOP/s and milliseconds for the index: 3 significant figures, no more decimals than 1
+    above 10."""
+    if value is None:
+        return ""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
+def measured_line(results: dict) -> str:
+    """"2026-11-24, full mode", or per section when the sections come from different runs."""
+    meta = results.get("meta", {})
+    stamps = [(name, _day(results[name].get("date", meta.get("date"))),
+               "quick" if results[name].get("quick", meta.get("quick")) else "full")
+              for name in SECTIONS if isinstance(results.get(name), dict)]
+    if len({(d, q) for _, d, q in stamps}) <= 1:
+        day, mode = (stamps[0][1:] if stamps
+                     else (_day(meta.get("date")), "quick" if meta.get("quick") else "full"))
+        return f"{day}, {mode} mode"
+    return ", ".join(f"{name} {day} {mode}" for name, day, mode in stamps)
+
+
+def machine_line(results: dict) -> str:
+    m = results.get("meta", {}).get("machine", {})
+    v = results.get("meta", {}).get("versions", {})
+    flags = m.get("flags", {})
+    simd = ", ".join(f"{label} {'yes' if flags.get(key) else 'no'}" for key, label in
+                     (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512_BF16"),
+                      ("amx_bf16", "AMX-BF16")))
+    return (f"{m.get('cpu_model')}, {m.get('logical_cpus')} logical CPUs"
+            f"{' under a hypervisor' if m.get('hypervisor') else ''}; {simd}; "
+            f"TensorFlow {v.get('tensorflow')}, PyTorch {v.get('torch')}, "
+            f"{results.get('meta', {}).get('threads')} threads per framework")
+
+
+def training_headline(results: dict) -> list:
+    """Per training row: Keras and PyTorch steps/s and the ratios. ``vs_torch_same`` is the
+    row's own ratio (PyTorch in the same precision); ``vs_torch_float32`` compares samples/s
+    with the same configuration's PyTorch float32 row (batches may differ)."""
+    rows = [r for r in results.get("training", {}).get("rows", []) if isinstance(r, dict)]
+    out = []
+    for r in rows:
+        reference = next((f for f in rows if f.get("config") == r.get("config")
+                          and f.get("windows") == r.get("windows")
+                          and f.get("precision") == "float32" and f.get("torch_steps_per_s")),
+                         None)
+        vs_float32 = None
+        if reference and r.get("keras_steps_per_s"):
+            vs_float32 = (r["keras_steps_per_s"] * r["batch"]
+                          / (reference["torch_steps_per_s"] * reference["batch"]))
+        out.append({"config": r.get("config"), "precision": r.get("precision"),
+                    "batch": r.get("batch"), "windows": r.get("windows"),
+                    "keras_steps_per_s": r.get("keras_steps_per_s"),
+                    "torch_steps_per_s": r.get("torch_steps_per_s"),
+                    "vs_torch_same": r.get("ratio"), "vs_torch_float32": vs_float32})
+    return out
+
+
+def inference_headline(results: dict) -> dict:
+    """{config: {audio: (keras graph p50 ms, best PyTorch eager p50 ms without features,
+    PyTorch / Keras)}} at 1.25, 5 and 30 s."""
+    rows = [r for r in results.get("inference", {}).get("rows", []) if isinstance(r, dict)]
+    out = {}
+    for r in rows:
+        if r.get("path") != KERAS_INFERENCE_PATH or r.get("audio") not in INFERENCE_AUDIO:
+            continue
+        torch_p50 = min((t["p50_ms"] for t in rows
+                         if t.get("config") == r["config"] and t.get("audio") == r["audio"]
+                         and t.get("path", "").startswith("PyTorch eager")
+                         and "features excluded" in t.get("path", "")), default=None)
+        ratio = (torch_p50 / r["p50_ms"] if torch_p50 and r.get("p50_ms")
+                 else r.get("torch_eager_over_this"))
+        out.setdefault(r["config"], {})[r["audio"]] = (r.get("p50_ms"), torch_p50, ratio)
+    return out
+
+
+def _training_label(row: dict) -> str:
+    return f"b{row['batch']}" + (f" x{row['windows']} windows" if row.get("windows") else "")
+
+
+def render_kind_summary(kind: str, results: dict, link: str) -> list:
+    """The index's section for one CPU kind."""
+    lines = [f"## {kind}", "",
+             f"- Machine: {machine_line(results)}",
+             f"- Measured: {measured_line(results)}; all figures: [{link}]({link})"]
+    peaks = [(framework, dtype, peak_gflops(results, framework, dtype))
+             for dtype in ("float32", "bfloat16") for framework in ("tensorflow", "pytorch")]
+    if any(value for _, _, value in peaks):
+        lines.append("- Matmul peak GFLOP/s (TensorFlow / PyTorch): float32 "
+                     + " / ".join(_short(v) for _, d, v in peaks if d == "float32")
+                     + ", bfloat16 " + " / ".join(_short(v) for _, d, v in peaks
+                                                 if d == "bfloat16"))
+    lines.append("")
+    training = training_headline(results)
+    if training:
+        lines += ["Training step (G+D), Keras / PyTorch (>= 1: keras-sf2f faster); bfloat16 "
+                  "rows also against PyTorch float32 in samples/s:", "",
+                  "| config | precision | batch | Keras steps/s | PyTorch steps/s (same "
+                  "precision) | vs PyTorch same precision | vs PyTorch float32 |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in training:
+            lines.append(f"| {r['config']} | {r['precision']} | {_training_label(r)} | "
+                         f"{_fmt(r['keras_steps_per_s'])} | {_fmt(r['torch_steps_per_s'])} | "
+                         f"{_ratio(r['vs_torch_same'])} | {_ratio(r['vs_torch_float32'])} |")
+        lines.append("")
+    elif "training" in results:
+        why = results["training"].get("error") or results["training"].get("skipped")
+        lines += [f"Training: not measured ({why}).", ""]
+    inference = inference_headline(results)
+    if inference:
+        lines += ["Inference latency, batch 1, p50: Keras graph with features / the better "
+                  "PyTorch eager without (>= 1: keras-sf2f faster; ms in brackets):", "",
+                  "| config | " + " | ".join(INFERENCE_AUDIO) + " |",
+                  "|---|" + "---|" * len(INFERENCE_AUDIO)]
+        for config, cells in inference.items():
+            parts = []
+            for audio in INFERENCE_AUDIO:
+                keras_ms, torch_ms, ratio = cells.get(audio, (None, None, None))
+                parts.append(f"{_ratio(ratio)} ({_short(keras_ms)} vs {_short(torch_ms)})"
+                             if ratio is not None else "")
+            lines.append(f"| {config} | " + " | ".join(parts) + " |")
+        lines.append("")
+    verdicts = results.get("targets", [])
+    if verdicts:
+        lines += [f"- {'MET' if v['met'] else 'MISSED'}: {v['target']} ({v['detail']})"
+                  for v in verdicts] + [""]
+    return lines
+
+
+def render_index(kinds: dict) -> str:
+    lines = [
+        "# Benchmarks: keras-sf2f and PyTorch, one section per CPU kind",
+        "",
+        "A CPU kind is the CPU family plus the SIMD level that decides the kernels TensorFlow "
+        "(oneDNN) and PyTorch use: AMX-BF16 or AVX512_BF16 (native bfloat16 kernels), AVX-512, "
+        "or AVX2 only (bfloat16 emulated). Each kind keeps its own results in "
+        f"`benchmarks/{RESULTS_DIR}/<kind>.md` and `.json`; "
+        "`python benchmarks/run.py --sections=peak,training,inference,features` on a machine "
+        "adds or updates its kind's files (sections it does not rerun stay, with their date) "
+        "and regenerates this page. Every figure was measured by that script on that kind.",
+        "",
+    ]
+    if not kinds:
+        lines += ["(no results yet)", ""]
+    for kind, results in sorted(kinds.items()):
+        lines += render_kind_summary(kind, results, f"{RESULTS_DIR}/{kind}.md")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def readme_block(kinds: dict) -> str:
+    """A short table per CPU kind for the README, between ``README_BEGIN`` and ``README_END``."""
+    lines = [README_BEGIN, ""]
+    for kind, results in sorted(kinds.items()):
+        m = results.get("meta", {}).get("machine", {})
+        lines += [f"**{kind}** ({m.get('cpu_model')}, {m.get('logical_cpus')} logical CPUs; "
+                  f"{measured_line(results)}; "
+                  f"[all figures](benchmarks/{RESULTS_DIR}/{kind}.md)):",
+                  "", "| Keras / PyTorch (>= 1: keras-sf2f faster) | ratio |", "|---|---|"]
+        training = training_headline(results)
+        for precision in ("float32", "mixed_bfloat16"):
+            rows = [r for r in training if r["precision"] == precision]
+            if not rows:
+                continue
+            names = " / ".join(f"{r['config']} {_training_label(r)}" for r in rows)
+            if precision == "float32":
+                lines.append(f"| training step, float32: {names} | "
+                             + " / ".join(_ratio(r["vs_torch_same"]) for r in rows) + " |")
+            else:
+                lines.append(f"| training step, {precision}: {names}; vs PyTorch bf16, vs "
+                             "PyTorch float32 (samples/s) | "
+                             + " / ".join(f"{_ratio(r['vs_torch_same'])}, "
+                                          f"{_ratio(r['vs_torch_float32'])}" for r in rows)
+                             + " |")
+        for config, cells in inference_headline(results).items():
+            lines.append(f"| inference p50, batch 1, {config}: "
+                         + " / ".join(INFERENCE_AUDIO) + " | "
+                         + " / ".join(_ratio(cells.get(a, (None, None, None))[2])
+                                      for a in INFERENCE_AUDIO) + " |")
+        lines.append("")
+    lines.append(README_END)
+    return "\n".join(lines)
+
+
+def replace_readme_block(text: str, block: str) -> str:
+    """``text`` with its block between the markers replaced; unchanged without markers."""
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        return text
+    return text[:begin] + block + text[end + len(README_END):]
+
+
+def write_index(out_dir: str, readme_path: str | None = None) -> str:
+    """Regenerates ``results.md`` from ``results/*.json`` (and the README's block); returns
+    the index."""
+    kinds = load_kinds(out_dir)
+    text = render_index(kinds)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(text)
+    if readme_path and os.path.exists(readme_path):
+        with open(readme_path) as f:
+            readme = f.read()
+        updated = replace_readme_block(readme, readme_block(kinds))
+        if updated != readme:
+            with open(readme_path, "w") as f:
+                f.write(updated)
+    return text
+
 # ------------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -484,9 +800,21 @@ def main() -> None:
     parser.add_argument("--out_dir", default=HERE)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child_out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--index_only", action="store_true",
+                        help="only regenerate results.md (and the README block) from "
+                             "results/*.json")
+    parser.add_argument("--readme", default=None,
+                        help="README whose benchmark block to regenerate (default: the "
+                             "repository's README.md when --out_dir is benchmarks/, else none)")
     args = parser.parse_args()
     if args.child:
         sys.exit(child(args.child, args.quick, args.threads, args.child_out))
+    readme_path = args.readme
+    if readme_path is None and os.path.abspath(args.out_dir) == HERE:
+        readme_path = os.path.join(os.path.dirname(HERE), "README.md")
+    if args.index_only:
+        print(write_index(args.out_dir, readme_path or None))
+        return
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -529,12 +857,13 @@ def main() -> None:
               + (f" (error: {results[name]['error']})" if "error" in results[name] else ""),
               file=sys.stderr, flush=True)
     results["meta"]["total_seconds"] = time.perf_counter() - started
-    results["targets"] = summarize_targets(results)
-    with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2, default=str)
-    text = render(results)
-    with open(os.path.join(args.out_dir, "results.md"), "w") as f:
-        f.write(text + "\n")
+    for name in sections:
+        results[name].update(date=results["meta"]["date"], quick=args.quick, command=command)
+    kind = cpu_kind(results["meta"]["machine"])
+    results["meta"]["cpu_kind"] = kind
+    merged = merge_results(load_kind(args.out_dir, kind), results)
+    text = write_kind(args.out_dir, kind, merged)
+    write_index(args.out_dir, readme_path)
     print(text)
 
 

@@ -7,6 +7,7 @@ kernels by the SIMD features); the benchmark scripts record them beside their re
 from __future__ import annotations
 
 import platform
+import re
 
 
 def cpu_info() -> dict:
@@ -31,3 +32,30 @@ def cpu_flags(info: dict | None = None) -> set[str]:
     """The CPU's feature flags ("avx2", "avx512_bf16", "amx_tile", ...); empty when unknown."""
     info = cpu_info() if info is None else info
     return set(info.get("flags", "").split())
+
+
+# The SIMD level that decides the kernel library's path, best first: AMX-BF16 and AVX512_BF16
+# give oneDNN's native bfloat16 kernels, AVX-512 and AVX2 only float32 kernels (bfloat16 is
+# emulated there).
+_SIMD_LEVELS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+_SIMD_NAMES = {"avx512f": "avx512"}
+_VENDORS = ("intel", "amd", "arm", "apple", "ampere", "hygon", "zhaoxin", "via")
+
+
+def cpu_kind_slug(model: str | None, flags) -> str:
+    """A short name for the kind of CPU a measurement ran on: vendor and family from the model
+    name plus the decisive SIMD level, e.g. "amd_epyc_avx2", "intel_xeon_amx_bf16".
+
+    ``flags``: feature flag names (a set or list) or a {name: bool} mapping. Machines of one
+    kind run the same kernel paths, so their speed figures are comparable."""
+    if isinstance(flags, dict):
+        flags = {name for name, on in flags.items() if on}
+    else:
+        flags = set(flags or ())
+    text = re.sub(r"\((?:r|tm)\)", " ", (model or "").lower())
+    words = [w for w in re.findall(r"[a-z0-9]+", text)
+             if w not in ("cpu", "processor", "genuine", "authentic")]
+    start = next((i for i, w in enumerate(words) if w in _VENDORS), 0)
+    family = "_".join(words[start:start + 2]) or "unknown_cpu"
+    level = next((f for f in _SIMD_LEVELS if f in flags), None)
+    return f"{family}_{_SIMD_NAMES.get(level, level) if level else 'no_avx2'}"
