@@ -20,6 +20,7 @@ from keras_sf2f.data import records  # noqa: E402
 from keras_sf2f.data.prepare import DatasetWriter  # noqa: E402
 from keras_sf2f.data.procedural import face_pngs  # noqa: E402
 from keras_sf2f.evaluation import evaluate as ev  # noqa: E402
+from keras_sf2f.image_ranges import normalized_to_uint8_np  # noqa: E402
 from keras_sf2f.evaluation.embedders import FaceNetEmbedder  # noqa: E402
 from keras_sf2f.models import builder  # noqa: E402
 from keras_sf2f.models.facenet import FaceNet  # noqa: E402
@@ -126,9 +127,9 @@ def test_figure1_with_baseline_column(evaluated, tmp_path):
     rows = 3  # 5 identities in two groups
     first = evaluator.first_faces
     for i in range(NUM_TEST):
-        expected = [ev.to_uint8(evaluator.faces[first[i]][None])[0],
-                    ev.to_uint8(samples["SF2F"]["5 s"][i][None])[0],
-                    ev.to_uint8(samples["voice2face"]["5 s"][i][None])[0]]
+        expected = [normalized_to_uint8_np(evaluator.faces[first[i]][None])[0],
+                    normalized_to_uint8_np(samples["SF2F"]["5 s"][i][None])[0],
+                    normalized_to_uint8_np(samples["voice2face"]["5 s"][i][None])[0]]
         for column, picture in enumerate(expected):
             big = np.asarray(Image.fromarray(picture).resize((128, 128), Image.NEAREST))
             np.testing.assert_array_equal(_picture(sheet, column, i, rows, 3), big,
@@ -154,7 +155,7 @@ def test_figure1_without_baseline_says_why(evaluated, tmp_path):
     sheet = np.asarray(Image.open(tmp_path / "figure1_1.25s.png").convert("RGB"))
     expected_width = _cell_origin(0, 3, 3, 2)[0] + 2 * 128 + 2 + 2 * 8
     assert sheet.shape[1] == expected_width  # two picture columns per group
-    generated = ev.to_uint8(samples["SF2F"]["1.25 s"][4][None])[0]
+    generated = normalized_to_uint8_np(samples["SF2F"]["1.25 s"][4][None])[0]
     big = np.asarray(Image.fromarray(generated).resize((128, 128), Image.NEAREST))
     np.testing.assert_array_equal(_picture(sheet, 1, 4, 3, 2), big)
 
@@ -174,7 +175,7 @@ def test_faces_grid_shows_64px_faces_at_128px_nearest_neighbour(evaluated, tmp_p
     head = sheet.shape[0] - n * step
     for i in (0, n - 1):
         for j, images in enumerate(columns):
-            face = ev.to_uint8(images[i:i + 1])[0]
+            face = normalized_to_uint8_np(images[i:i + 1])[0]
             big = np.asarray(Image.fromarray(face).resize((128, 128), Image.NEAREST))
             x, y = label_w + j * step, head + i * step
             np.testing.assert_array_equal(sheet[y:y + 128, x:x + 128], big)

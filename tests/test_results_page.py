@@ -36,6 +36,7 @@ from PIL import Image  # noqa: E402
 from keras_sf2f.audio import features  # noqa: E402
 from keras_sf2f.data import pipelines, prepare, procedural, records, table  # noqa: E402
 from keras_sf2f.data.corpus.face import draw_face  # noqa: E402
+from keras_sf2f.image_ranges import normalized_to_uint8_np  # noqa: E402
 from keras_sf2f.data.prepare import DatasetWriter  # noqa: E402
 from keras_sf2f.evaluation import evaluate as ev  # noqa: E402
 from keras_sf2f.evaluation import results_page, speech_audio  # noqa: E402
@@ -286,7 +287,7 @@ def test_evaluation_page_shows_every_identity_input_model_and_resolution(evaluat
         assert f"images/r{i:02d}_o0_128.png" in refs  # the oracle, once per identity
     # The 128 px face on the page is the scored one; the 64 px one comes from the same pass.
     page_face = np.asarray(Image.open(os.path.join(report_dir, "images", "r01_c0_5_s_128.png")))
-    np.testing.assert_array_equal(page_face, ev.to_uint8(out["samples"]["5 s"][1:2])[0])
+    np.testing.assert_array_equal(page_face, normalized_to_uint8_np(out["samples"]["5 s"][1:2])[0])
     saved = np.load(os.path.join(report_dir, "samples.npz"))
     np.testing.assert_array_equal(
         np.asarray(Image.open(os.path.join(report_dir, "images", "r01_c0_5_s_64.png"))),

@@ -27,6 +27,7 @@ import argparse
 import os
 import sys
 
+from keras_sf2f import files
 from keras_sf2f.config import options
 from keras_sf2f.config.groups import ClientOptions
 
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
             sys.stderr.write(f"{path}: server error{status}: {e.message}\n")
             failures += 1
             continue
-        with open(png_path, "wb") as f:
+        with files.atomic_write(png_path, "wb") as f:  # no half-written PNG on a crash
             f.write(prediction.png)
         typicality = prediction.voice_typicality
         if typicality is None:

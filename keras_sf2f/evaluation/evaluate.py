@@ -336,7 +336,7 @@ class Evaluator:
         out = {}
         if not self.wants_figures:
             return out
-        pixels = to_uint8(images)
+        pixels = normalized_to_uint8_np(images)
         if self.detector is not None:
             out["detection_rate"] = self.detector.rate(pixels)
         if self.config.diversity:
@@ -344,7 +344,7 @@ class Evaluator:
                 embeddings = {e.name: e.embed(images) for e in self.embedders}
             first = self.first_faces
             out.update(diversity.diversity_figures(
-                pixels, to_uint8(self.faces[first]), embeddings,
+                pixels, normalized_to_uint8_np(self.faces[first]), embeddings,
                 {name: emb[first] for name, emb in self.face_embeddings.items()}))
         if self.config.attributes:
             reader, targets = self.attributes()
@@ -574,9 +574,6 @@ def load_generator(checkpoint_dir: str, model_config) -> tuple:
 
 # -- report ---------------------------------------------------------------------------------
 
-# The report's name for the one conversion (results_page imports it under this name).
-to_uint8 = normalized_to_uint8_np
-
 
 def _wrap(text: str, width: float, draw) -> list:
     """``text`` as lines no wider than ``width`` pixels where words allow."""
@@ -635,7 +632,7 @@ def write_grid(path: str, columns: dict, names: list, n: int, cell: int = MIN_CE
         y = head + i * (shown + pad)
         draw.text((2, y + shown // 2 - 6), names[i][-16:], fill=(0, 0, 0))
         for j, t in enumerate(titles):
-            picture = Image.fromarray(to_uint8(columns[t][i:i + 1])[0])
+            picture = Image.fromarray(normalized_to_uint8_np(columns[t][i:i + 1])[0])
             if shown != size:
                 picture = picture.resize((shown, shown), Image.NEAREST)
             sheet.paste(picture, (label_w + j * (shown + pad), y))
@@ -804,15 +801,15 @@ def write_report(report_dir: str, config: EvaluationConfig, evaluator: Evaluator
     grid = os.path.join(report_dir, "faces.png")
     write_grid(grid, columns, names, n)
 
-    ground_truth = to_uint8(evaluator.faces[first[:n]])
+    ground_truth = normalized_to_uint8_np(evaluator.faces[first[:n]])
     saved = {"names": np.asarray(names[:n]), "ground_truth": ground_truth}
     for model, samples in samples_by_model.items():
         for protocol, images in samples.items():
-            saved[f"{model}|{protocol}"] = to_uint8(images[:n])
+            saved[f"{model}|{protocol}"] = normalized_to_uint8_np(images[:n])
             for size, lower in sample_resolutions(samples, protocol, n).items():
                 if size != images.shape[1]:
                     saved[page.RESOLUTION_KEY.format(model=model, label=protocol,
-                                                     size=size)] = to_uint8(lower)
+                                                     size=size)] = normalized_to_uint8_np(lower)
         typicality = getattr(samples, "typicality", None)
         if typicality is not None:  # the pictured identities' values, for the ablation page
             saved.update(page.typicality_npz(model, typicality, n))

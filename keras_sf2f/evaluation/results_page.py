@@ -48,6 +48,7 @@ from absl import logging
 from PIL import Image
 
 from keras_sf2f import files
+from keras_sf2f.image_ranges import normalized_to_uint8_np
 
 __all__ = ["DISPLAY_PX", "PAGE_FILE", "Column", "Row", "Page", "write_page",
            "markdown_to_html", "write_evaluation_page", "write_ablation_page",
@@ -741,8 +742,7 @@ def _data_text(config, evaluator) -> str:
 def _uint8(images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8:
         return images
-    from keras_sf2f.evaluation.evaluate import to_uint8  # noqa: PLC0415
-    return to_uint8(images)
+    return normalized_to_uint8_np(images)
 
 
 def _clips(config, table, count: int, data_dir: str | None = None) -> tuple:
