@@ -123,7 +123,8 @@ def main(argv):
     progress = Progress(protocols * len(models), "evaluating", unit="runs", write=logging.info)
     results, samples, figures = {}, {}, {}
     for model_name, g in models.items():
-        out = evaluator.evaluate(ev.FaceGenerator(g, config.batch_size), progress)
+        out = evaluator.evaluate(ev.FaceGenerator(g, config.batch_size), progress,
+                                 typicality=model_name != "untrained")
         results[model_name], samples[model_name] = out["results"], out["samples"]
         figures[model_name] = out["figures"]
 

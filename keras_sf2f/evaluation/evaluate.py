@@ -472,7 +472,8 @@ class Evaluator:
         info["windows_per_identity"] = capacity
         return VoiceTypicality(values, threshold, "", info)
 
-    def evaluate(self, face_generator: FaceGenerator, progress=None) -> dict:
+    def evaluate(self, face_generator: FaceGenerator, progress=None, *,
+                 typicality: bool = True) -> dict:
         """``{"results": {protocol: {embedder: {metric: {mean, variance, runs}}}}, "samples":
         {protocol label: first run's faces}, "figures": {protocol: {figure: {mean, variance,
         runs}}}}`` (figures empty unless the config asks for them). ``samples`` is a
@@ -517,7 +518,9 @@ class Evaluator:
             samples["all windows"] = images
             results["fuser_all_windows"], figures["fuser_all_windows"], _ = \
                 self.score_runs_with_figures([images])
-        if self.config.typicality:
+        # typicality=False for models whose typicality no page or report shows (the untrained
+        # baseline): it costs one pass over the training split.
+        if self.config.typicality and typicality:
             samples.typicality = self.voice_typicality(face_generator.generator)
         return {"results": results, "samples": samples,
                 "figures": {k: v for k, v in figures.items() if v}}
