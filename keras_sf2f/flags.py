@@ -1,11 +1,15 @@
 """Each tool's absl flags, derived from the option dataclasses, and the rules for reading them.
 
 The options themselves are declared once, as dataclass fields (keras_sf2f/config/options.py
-says how): ``ModelConfig`` (keras_sf2f/models/builder.py), ``TrainConfig``
-(keras_sf2f/training/config.py) and the groups of keras_sf2f/config/groups.py. :data:`TOOLS`
-says which groups each tool uses; :class:`ToolFlags` is one tool's ``absl.flags.FlagValues``
-holding exactly those groups' flags (plus absl's logging flags), grouped by section in its
-``--help``, and builds the dataclasses back from the parsed values (``FLAGS.config(group)``).
+says how): the library's ``ModelConfig`` (keras_sf2f/models/builder.py), ``TrainConfig``
+(keras_sf2f/training/config.py), ``FaceIdentityConfig``
+(keras_sf2f/training/face_identity_config.py) and ``CurationConfig``
+(keras_sf2f/curation/config.py), and the tools' own groups of keras_sf2f/config/groups.py. A
+flag is named after its field unless the field's declaration names it (``FaceIdentityConfig``'s
+``steps`` is ``--face_net_steps``). :data:`TOOLS` says which groups each tool uses;
+:class:`ToolFlags` is one tool's ``absl.flags.FlagValues`` holding exactly those groups' flags
+(plus absl's logging flags), grouped by section in its ``--help``, and builds the dataclasses
+back from the parsed values (``FLAGS.config(group)``).
 The library never reads flags: the tools in keras_sf2f/cli/ hand it the dataclasses.
 
 What a tool does with a flag name:
@@ -29,14 +33,16 @@ from absl import flags
 
 from keras_sf2f import runs
 from keras_sf2f.config import groups, options
+from keras_sf2f.curation.config import CurationConfig
 from keras_sf2f.models.builder import ModelConfig
 from keras_sf2f.training.config import TrainConfig
+from keras_sf2f.training.face_identity_config import FaceIdentityConfig
 
 # Which option groups each tool uses (keras_sf2f/cli/<tool>.py; the client parses its own with
 # argparse). A group's nested groups come with it (TrainConfig brings ModelConfig).
 TOOLS = {
     "prepare_data": (groups.PrepareOptions,),
-    "train_face_identity": (groups.FaceIdentityOptions,),
+    "train_face_identity": (groups.FaceIdentityOptions, FaceIdentityConfig),
     "train": (ModelConfig, TrainConfig),
     "evaluate": (groups.EvaluateOptions, groups.EvalProtocolOptions, ModelConfig),
     "ablations": (groups.AblationOptions, groups.EvalProtocolOptions),
@@ -46,7 +52,7 @@ TOOLS = {
     "client": (groups.ClientOptions,),
     "import_reference_checkpoint": (groups.ReferenceImportOptions, ModelConfig),
     "import_facenet_weights": (groups.FacenetImportOptions,),
-    "curate_faces": (groups.CurationOptions,),
+    "curate_faces": (groups.CurationOptions, CurationConfig),
     "review_faces": (groups.ReviewOptions,),
 }
 
@@ -81,7 +87,7 @@ def tool_options(tool: str) -> dict[str, options.Option]:
     found = {}
     for group in tool_groups(tool):
         for opt in options.options_of(group):
-            found.setdefault(opt.name, opt)
+            found.setdefault(opt.flag, opt)
     return found
 
 
@@ -99,36 +105,39 @@ def owners(name: str) -> tuple[str, ...]:
 
 def _define(opt: options.Option, section: str, flag_values: flags.FlagValues) -> None:
     spec, default = opt.spec, opt.default
-    common = dict(flag_values=flag_values, module_name=section)
+    name, common = opt.flag, dict(flag_values=flag_values, module_name=section)
     if opt.kind is bool:
-        flags.DEFINE_bool(opt.name, default, opt.help, **common)
+        flags.DEFINE_bool(name, default, opt.help, **common)
     elif spec.choices is not None:
-        flags.DEFINE_enum(opt.name, None if default is None else str(default),
+        flags.DEFINE_enum(name, None if default is None else str(default),
                           [str(c) for c in spec.choices], opt.help, **common)
     elif opt.kind is int:
-        flags.DEFINE_integer(opt.name, default, opt.help, lower_bound=spec.lower,
+        flags.DEFINE_integer(name, default, opt.help, lower_bound=spec.lower,
                              upper_bound=spec.upper, **common)
     elif opt.kind is float:
-        flags.DEFINE_float(opt.name, default, opt.help, lower_bound=spec.lower,
+        flags.DEFINE_float(name, default, opt.help, lower_bound=spec.lower,
                            upper_bound=spec.upper, **common)
     elif opt.kind is tuple:
-        flags.DEFINE_list(opt.name, [str(v) for v in default], opt.help, **common)
+        flags.DEFINE_list(name, [str(v) for v in default], opt.help, **common)
     else:
-        flags.DEFINE_string(opt.name, default, opt.help, **common)
+        flags.DEFINE_string(name, default, opt.help, **common)
 
 
 def _register_check(group: type, flag_values: flags.FlagValues) -> None:
     """A group's ``check_parsed()`` (ModelConfig's whole validation, TrainConfig's value checks)
     as an absl validator: a bad combination stops the command while its flags are parsed."""
-    def check(values):
+    group_options = options.options_of(group)
+
+    def check(values):  # {flag name: value}
         try:
-            options.from_mapping(group, values, group.SECTION).check_parsed()
+            options.from_mapping(group, {opt.name: values[opt.flag] for opt in group_options},
+                                 group.SECTION).check_parsed()
         except ValueError as e:
             raise flags.ValidationError(str(e)) from None
         return True
 
     flags.register_multi_flags_validator(
-        [opt.name for opt in options.options_of(group)], check,
+        [opt.flag for opt in group_options], check,
         message=f"invalid {group.SECTION} options", flag_values=flag_values)
 
 
@@ -138,7 +147,7 @@ def define_groups(group_list: Iterable[type], flag_values: flags.FlagValues) -> 
     (a shared one) is not defined again."""
     for group in group_list:
         for opt in options.options_of(group):
-            if opt.name not in flag_values:
+            if opt.flag not in flag_values:
                 _define(opt, group.SECTION, flag_values)
         if hasattr(group, "check_parsed"):
             _register_check(group, flag_values)
@@ -146,7 +155,7 @@ def define_groups(group_list: Iterable[type], flag_values: flags.FlagValues) -> 
 
 def build(group: type, flag_values: flags.FlagValues):
     """The ``group`` dataclass of parsed flags (nested groups from their own flags)."""
-    values = {opt.name: flag_values[opt.name].value for opt in options.options_of(group)}
+    values = {opt.name: flag_values[opt.flag].value for opt in options.options_of(group)}
     for name, nested in options.nested_groups(group):
         values[name] = build(nested, flag_values)
     return options.from_mapping(group, values, group.SECTION)
@@ -259,10 +268,10 @@ class ToolFlags(flags.FlagValues):
         return build(group, self)
 
     def given(self, group: type) -> dict:
-        """``{name: value}`` of ``group``'s options that the command line or a flagfile set
-        (not those left at their defaults)."""
-        return {opt.name: options.coerce(opt, self[opt.name].value)
-                for opt in options.options_of(group) if self[opt.name].present}
+        """``{field name: value}`` of ``group``'s options that the command line or a flagfile
+        set (not those left at their defaults)."""
+        return {opt.name: options.coerce(opt, self[opt.flag].value)
+                for opt in options.options_of(group) if self[opt.flag].present}
 
     # -- help ------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from keras_sf2f.data import records
 from keras_sf2f.data.corpus import CorpusSpec
 from keras_sf2f.data.procedural import face_pngs
 from keras_sf2f.evaluation import ablations
+from keras_sf2f.evaluation.ablations import catalog
 
 # Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
 pytestmark = pytest.mark.slow
@@ -367,7 +368,7 @@ def test_selection_adds_what_a_variant_starts_from():
 
 def test_baseline_decoder_scales_the_reference_channels():
     # The reference's deconvolution decoder for its 512-d embedding.
-    assert ablations._baseline_decoder_channels(512) == "1024,512,256,128,64"
+    assert catalog._baseline_decoder_channels(512) == "1024,512,256,128,64"
     by_name = {v.name: v for v in ablations.variants(128)}
     assert "--deconv_decoder_channels=256,128,64,32,16" in by_name["baseline_decoder"].overrides
 
@@ -446,4 +447,4 @@ def test_demo_voice2face_config_matches_the_demo_scale():
     for field in ("batch_size", "learning_rate", "train_steps", "generator_ema_decay"):
         assert getattr(v2f, field) == getattr(sf2f, field), field
     assert v2f.model.deconv_decoder_channels == tuple(
-        int(c) for c in ablations._baseline_decoder_channels(sf2f.model.embedding_dim).split(","))
+        int(c) for c in catalog._baseline_decoder_channels(sf2f.model.embedding_dim).split(","))

@@ -7,6 +7,7 @@ flag; a run's flags.cfg reads back as its configuration; an overlay flagfile alo
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -17,9 +18,11 @@ from keras_sf2f import flags as sf2f_flags
 from keras_sf2f import runs
 from keras_sf2f.config import groups, options
 from keras_sf2f.config.options import option
+from keras_sf2f.curation.config import CurationConfig
 from keras_sf2f.flags import OptionError, ToolFlags
 from keras_sf2f.models.builder import ModelConfig
 from keras_sf2f.training.config import TrainConfig
+from keras_sf2f.training.face_identity_config import FaceIdentityConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
@@ -89,18 +92,72 @@ def test_client_options_are_its_argparse_arguments():
     assert groups.TYPICALITY_WARNING_BELOW.default == DEFAULT_TYPICALITY_WARNING_BELOW
 
 
-def test_option_groups_keep_the_library_defaults():
-    from keras_sf2f.curation.pipeline import CurationConfig
-    from keras_sf2f.training.face_identity import FaceIdentityConfig
-    from keras_sf2f.cli import curate_faces, train_face_identity
-    for command, expected in ((train_face_identity, FaceIdentityConfig()),
-                              (curate_faces, CurationConfig())):
-        command.FLAGS.unparse_flags()
-        try:
-            command.FLAGS([command.FLAGS.tool_name])
-            assert command.config_from_flags() == expected, command.__name__
-        finally:
-            command.FLAGS.unparse_flags()
+def test_library_configs_are_their_tools_option_groups():
+    """FaceIdentityConfig and CurationConfig declare their tools' options themselves: the tool
+    builds the library dataclass from its flags (defaults included), under the flag names users
+    type, which for some fields are not the field names."""
+    for tool, group in (("train_face_identity", FaceIdentityConfig),
+                        ("curate_faces", CurationConfig)):
+        assert _parsed(tool).config(group) == group(), tool
+    face_net = _parsed("train_face_identity", "--face_net_steps=7", "--face_net_dropout=0.5",
+                       "--face_net_repeats=1,1,1", "--noface_net_augment", "--data_dir=d")
+    assert face_net.config(FaceIdentityConfig) == FaceIdentityConfig(
+        steps=7, dropout_rate=0.5, repeats=(1, 1, 1), augment=False)
+    assert face_net.given(FaceIdentityConfig) == {"steps": 7, "dropout_rate": 0.5,
+                                                  "repeats": (1, 1, 1), "augment": False}
+    assert {"steps", "dropout_rate", "face_net_dropout"} & set(face_net) == {"face_net_dropout"}
+    curate = _parsed("curate_faces", "--curation_sizes=64,128", "--min_interpupil_px=40",
+                     "--curation_model_dir=/m")
+    assert curate.config(CurationConfig) == CurationConfig(
+        output_sizes=(64, 128), min_interpupil_px=40.0, model_dir="/m")
+    assert "output_sizes" not in curate and "model_dir" not in curate
+    # Every option is in the tool's help, by its flag name, with its help text.
+    for tool, group in (("train_face_identity", FaceIdentityConfig),
+                        ("curate_faces", CurationConfig)):
+        text = ToolFlags(tool).help_text()
+        for opt in options.options_of(group):
+            # (absl writes "--[no]name" for a boolean, an enum's choices before its help)
+            assert re.search(rf"--(\[no\])?{opt.flag}: (<[^>]*>: )?"
+                             rf"{re.escape(opt.help.split()[0])}", text), opt.flag
+    assert "--face_net_steps: Training steps" in ToolFlags("train_face_identity").help_text()
+
+
+def test_flag_names_other_than_the_field_names():
+    config = FaceIdentityConfig(steps=5, dropout_rate=0.0, augment=False)
+    lines = options.flag_lines(config)
+    assert "--face_net_steps=5" in lines and "--face_net_dropout=0.0" in lines
+    assert "--noface_net_augment" in lines
+    assert _parsed("train_face_identity", *lines).config(FaceIdentityConfig) == config
+    # Problems name the flag beside the field.
+    with pytest.raises(ValueError, match=r"steps \(--face_net_steps\) must be >= 1, got 0"):
+        FaceIdentityConfig(steps=0).validate()
+    with pytest.raises(ValueError, match=r"repeats \(--face_net_repeats\) must have 3"):
+        FaceIdentityConfig(repeats=(1, 2)).validate()
+    with pytest.raises(ValueError, match=r"learning_rate \(--face_net_learning_rate\) must "
+                                         r"be > 0"):
+        FaceIdentityConfig(learning_rate=0.0).validate()
+    with pytest.raises(ValueError, match=r"output_sizes \(--curation_sizes\) must be >= 16"):
+        CurationConfig(output_sizes=(8,)).validate()
+    with pytest.raises(ValueError, match=r"mtcnn_min_score must be <= 1.0"):
+        CurationConfig(mtcnn_min_score=2.0).validate()
+    # ... and so do the tools, while parsing.
+    with pytest.raises(absl_flags.IllegalFlagValueError, match="--face_net_repeats"):
+        _parsed("train_face_identity", "--face_net_repeats=1,2")
+    with pytest.raises(absl_flags.IllegalFlagValueError, match="face_net_steps"):
+        _parsed("train_face_identity", "--face_net_steps=0")
+    with pytest.raises(absl_flags.IllegalFlagValueError, match="--curation_sizes"):
+        _parsed("curate_faces", "--curation_sizes=8")
+    with pytest.raises(absl_flags.IllegalFlagValueError, match="mask_low < mask_high"):
+        _parsed("curate_faces", "--mask_low=0.8")
+    # A flag name is taken by one declaration only: the field name is not a flag of any tool.
+    assert not sf2f_flags.owners("output_sizes") and not sf2f_flags.owners("dropout_rate")
+
+
+def test_the_curation_fingerprint_keeps_its_keys():
+    """Every manifest row stores the settings' fingerprint and a re-run redoes the rows whose
+    fingerprint differs: the field names (not the flag names) and values must hash as
+    before."""
+    assert CurationConfig().fingerprint() == "b8d328071a523a25"
 
 
 # -- another tool's options, unknown names -------------------------------------------------------
@@ -147,6 +204,7 @@ def test_another_tools_option_in_a_shared_flagfile_is_skipped(tmp_path):
     assert evaluate.given(ModelConfig)["fuser"] == "attention"
     face_net = _parsed("train_face_identity", f"--flagfile={DEMO}", "--data_dir=d")
     assert set(face_net.given(groups.FaceIdentityOptions)) == {"data_dir"}
+    assert not face_net.given(FaceIdentityConfig)
     # A nested flagfile, and --name value / --noname forms, follow the same rule.
     (tmp_path / "outer.cfg").write_text(f"--flagfile={DEMO}\n--review_port=9\n--nojit_compile\n")
     train = _parsed("train", "--flagfile", str(tmp_path / "outer.cfg"), "--batch_size", "7")
@@ -177,7 +235,9 @@ def test_values_are_checked_as_the_options_declare():
     with pytest.raises(absl_flags.IllegalFlagValueError, match="does not match decoder"):
         _parsed("describe_model", "--image_size=128")
     assert _parsed("train_face_identity", "--face_net_image_size=128").config(
-        groups.FaceIdentityOptions).face_net_image_size == 128
+        FaceIdentityConfig).image_size == 128
+    with pytest.raises(absl_flags.IllegalFlagValueError, match="face_net_image_size"):
+        _parsed("train_face_identity", "--face_net_image_size=96")
     with pytest.raises(ValueError, match=r"batch_size must be >= 1, got 0"):
         TrainConfig(batch_size=0).validate(require_dirs=False)
 

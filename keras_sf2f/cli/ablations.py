@@ -13,8 +13,8 @@ OUTPUT_DIR/ablations.md, ablations.csv, figure1_*.png and per-variant model and 
 directories. Re-running skips finished variants. SIGTERM or Ctrl-C lets the running training
 save a checkpoint, writes the tables so far and exits; the same command resumes.
 
-Default --train_steps and timing: keras_sf2f/evaluation/ablations.py (DEFAULT_TRAIN_STEPS).
-Variants: keras_sf2f.evaluation.ablations.variants.
+Default --train_steps and timing: keras_sf2f/evaluation/ablations/plan.py (DEFAULT_TRAIN_STEPS).
+Variants: keras_sf2f/evaluation/ablations/catalog.py.
 """
 
 import os

@@ -15,21 +15,10 @@ import sys
 from absl import app, logging
 
 from keras_sf2f.cli import run_absl_tool
+from keras_sf2f.curation.config import CurationConfig
 from keras_sf2f.flags import ToolFlags
 
 FLAGS = ToolFlags("curate_faces")
-
-
-def config_from_flags():
-    from keras_sf2f.curation.pipeline import CurationConfig  # noqa: PLC0415
-    return CurationConfig(
-        min_interpupil_px=FLAGS.min_interpupil_px, max_pose_asymmetry=FLAGS.max_pose_asymmetry,
-        max_non_neutral_score=FLAGS.max_non_neutral_score,
-        min_relative_face_size=FLAGS.min_relative_face_size,
-        mtcnn_min_score=FLAGS.mtcnn_min_score, blazeface_min_score=FLAGS.blazeface_min_score,
-        output_sizes=tuple(int(s) for s in FLAGS.curation_sizes),
-        mask_low=FLAGS.mask_low, mask_high=FLAGS.mask_high,
-        model_dir=FLAGS.curation_model_dir)
 
 
 def main(argv):
@@ -43,10 +32,7 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     from keras_sf2f.curation import pipeline  # noqa: PLC0415
     from keras_sf2f.curation.models import ModelFileError  # noqa: PLC0415
-    try:
-        config = config_from_flags().validate()
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
+    config = FLAGS.config(CurationConfig)  # validated while the flags were parsed
     try:
         counts = pipeline.curate(FLAGS.input_dir, FLAGS.output_dir, config,
                                  num_shards=FLAGS.curation_shards,

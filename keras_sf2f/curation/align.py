@@ -21,9 +21,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from keras_sf2f.curation.config import OUTPUT_SIZES
 from keras_sf2f.data.corpus.face import EYE_LEFT_128, EYE_RIGHT_128
-
-OUTPUT_SIZES = (64, 128, 224)
 
 
 def pupil_targets(size: int) -> np.ndarray:

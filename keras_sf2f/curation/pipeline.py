@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import time
 import traceback
@@ -43,57 +42,18 @@ from PIL import Image, ImageOps
 
 from keras_sf2f import files
 from keras_sf2f.curation import align
+# The settings are declared without the image libraries, for the tool's flags; they are part
+# of this module's interface all the same.
+from keras_sf2f.curation.config import CurationConfig
 from keras_sf2f.curation.manifest import Manifest, now
 from keras_sf2f.image_ranges import uint8_to_unit_np
 from keras_sf2f.progress import Progress
 
-PIPELINE_VERSION = 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
                     ".jfif", ".ppm", ".pgm")
 KINDS = ("origin", "masked")
 # Decoding limit: the largest images HQ-VoxCeleb's crawl met are ~6245x8093 (50 Mpx).
 Image.MAX_IMAGE_PIXELS = 200_000_000
-
-
-@dataclasses.dataclass(frozen=True)
-class CurationConfig:
-    min_interpupil_px: float = 30.0
-    max_pose_asymmetry: float = 0.2
-    max_non_neutral_score: float = 0.5
-    min_relative_face_size: float = 0.3
-    mtcnn_min_score: float = 0.9
-    blazeface_min_score: float = 0.6
-    output_sizes: tuple = align.OUTPUT_SIZES
-    mask_low: float = 0.3
-    mask_high: float = 0.7
-    model_dir: str | None = None
-
-    def validate(self) -> "CurationConfig":
-        problems = []
-        if not self.output_sizes or any(int(s) < 16 for s in self.output_sizes):
-            problems.append(f"output_sizes must be >= 16 px, got {self.output_sizes}")
-        if not 0.0 <= self.mask_low < self.mask_high <= 1.0:
-            problems.append(f"need 0 <= mask_low < mask_high <= 1, got {self.mask_low}, "
-                            f"{self.mask_high}")
-        if not 0.0 < self.max_non_neutral_score <= 1.0:
-            problems.append(f"max_non_neutral_score must be in (0, 1], got "
-                            f"{self.max_non_neutral_score}")
-        if self.min_interpupil_px < 0 or self.max_pose_asymmetry <= 0:
-            problems.append("min_interpupil_px must be >= 0 and max_pose_asymmetry > 0")
-        if not 0.0 <= self.min_relative_face_size <= 1.0:
-            problems.append(f"min_relative_face_size must be in [0, 1], got "
-                            f"{self.min_relative_face_size}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    def fingerprint(self) -> str:
-        """Hash of everything that changes a decision or an output (not model_dir)."""
-        d = dataclasses.asdict(self)
-        d.pop("model_dir")
-        d["output_sizes"] = sorted(int(s) for s in d["output_sizes"])
-        d["version"] = PIPELINE_VERSION
-        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class UnreadableImage(Exception):

@@ -28,11 +28,13 @@ PyTorch (no ``.0``), otherwise a Sequential.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from keras_sf2f import files
 from keras_sf2f.models import state_dict as sd
 from keras_sf2f.models.facenet import (BasicConv2d, FaceNet, DEFAULT_REPEATS,
                                        FACENET_INPUT_SIZE)
@@ -175,6 +177,28 @@ def import_facenet(paths_or_state, include_logits: bool = True,
     if not model.built:
         model.build((None, input_size, input_size, 3))
     return load_facenet_state_dict(model, state)
+
+
+# What each output kind is written with; Keras wants the name to end in the kind's extension,
+# so the temporary file keeps it too.
+SAVE_SUFFIXES = (".keras", ".weights.h5")
+
+
+def save_facenet(model: FaceNet, path: str) -> str:
+    """Writes ``model`` to ``path``: ``*.keras`` the whole model (configuration and weights),
+    ``*.weights.h5`` the weights only. The file is written under a temporary name and renamed
+    when complete (``keras_sf2f.files.atomic_path``), so an interrupted or failed save leaves
+    the previous file, or none, never a half-written one. Returns ``path``."""
+    suffix = next((s for s in SAVE_SUFFIXES if path.endswith(s)), None)
+    if suffix is None:
+        raise ValueError(f"{path}: a FaceNet file ends in .keras or .weights.h5")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with files.atomic_path(path, suffix=suffix) as tmp:
+        if suffix == ".keras":
+            model.save(tmp)
+        else:
+            model.save_weights(tmp)
+    return path
 
 
 def expected_keys(model: FaceNet) -> Iterable[str]:

@@ -55,6 +55,9 @@ from keras_sf2f.models.face_network import (FORMAT, INFO_FILE, WEIGHTS_FILE, bui
                                             load_face_network, save_face_network)
 from keras_sf2f.models.facenet import FaceNet, trainable_parameter_count
 from keras_sf2f.progress import Progress, format_duration
+# The settings are declared in a module without TensorFlow, from which the tool's flags are
+# derived; they are part of this module's interface all the same.
+from keras_sf2f.training.face_identity_config import FaceIdentityConfig
 
 __all__ = [
     "TRAIN_SPLIT", "CHECK_SPLITS", "FaceIdentityConfig", "FaceSet", "load_faces",
@@ -68,56 +71,10 @@ __all__ = [
 
 TRAIN_SPLIT = "faceid"
 CHECK_SPLITS = ("val", "test")
-
-
-@dataclasses.dataclass
-class FaceIdentityConfig:
-    """Settings of one training run. Defaults: the documented small network (706,880
-    trainable parameters) on the default corpus (250 faceid identities x 10 faces at 64 px):
-    300 steps of 64 faces, ~0.6 s per step on 2 idle CPU cores (about 3-4 minutes with
-    tracing and the held-out check); 8 minutes measured on a 2-core machine shared with
-    other jobs (load 6-8). Held-out 1-NN identity accuracy 0.996 (faceid, 250 identities)
-    and 1.0 (val and test, 50 unseen identities each)."""
-
-    image_size: int = 64            # generator resolution the faces are taken at (64 or 128)
-    width_multiplier: float = 0.25
-    repeats: Sequence[int] = (1, 2, 1)
-    embedding_dim: int = 128
-    dropout_rate: float = 0.2
-    steps: int = 300
-    batch_size: int = 64
-    learning_rate: float = 2e-3     # AdamW peak; linear warm-up then cosine decay to 0
-    warmup_steps: int = 50          # at most a quarter of the steps
-    weight_decay: float = 1e-4
-    logit_scale: float = 16.0
-    margin: float = 0.1
-    augment: bool = True
-    max_shift: float = 0.04         # fraction of the image side
-    brightness: float = 0.1         # +- fraction of the full pixel range
-    contrast: float = 0.1           # +- relative contrast change
-    seed: int = 0
-    normalize_method: str = "imagenet"
-
-    def validate(self) -> "FaceIdentityConfig":
-        if self.image_size not in (64, 128):
-            raise ValueError(f"image_size must be 64 or 128, got {self.image_size}")
-        if len(tuple(self.repeats)) != 3:
-            raise ValueError(f"repeats must have 3 entries, got {self.repeats!r}")
-        for name in ("steps", "batch_size", "embedding_dim"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout_rate < 1:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
-        if self.width_multiplier <= 0 or self.learning_rate <= 0:
-            raise ValueError("width_multiplier and learning_rate must be positive")
-        return self
-
-    def architecture(self) -> dict:
-        """Keyword arguments of ``FaceNet`` (without the classifier head)."""
-        return {"embedding_dim": int(self.embedding_dim),
-                "width_multiplier": float(self.width_multiplier),
-                "repeats": [int(r) for r in self.repeats],
-                "dropout_rate": float(self.dropout_rate)}
+# The generator's image normalisation: training faces are put in it before the input chain,
+# and face_identity.json records it, by which the network's users read generator images. Not
+# an option: a network trained in another space would misread every generated face.
+NORMALIZE_METHOD = "imagenet"
 
 
 # ------------------------------------------------------------------------------------------
@@ -346,7 +303,7 @@ def train_face_identity(data_dir: str, output_dir: str | None, config: FaceIdent
                 max_shift=config.max_shift, brightness=config.brightness,
                 contrast=config.contrast)
         inputs = face_preprocessing.facenet_inputs_from_generator_images(
-            generator_space(pixels, config.normalize_method), config.normalize_method)
+            generator_space(pixels, NORMALIZE_METHOD), NORMALIZE_METHOD)
         with tf.GradientTape() as tape:
             embedding = model(inputs, training=True)
             logits = head(embedding, labels)
@@ -370,7 +327,7 @@ def train_face_identity(data_dir: str, output_dir: str | None, config: FaceIdent
                                  f"train acc {np.mean(accs[window]):.2f}")
     train_seconds = time.monotonic() - t_train
 
-    embedder = FaceNetEmbedder(model, normalize_method=config.normalize_method, batch_size=128)
+    embedder = FaceNetEmbedder(model, normalize_method=NORMALIZE_METHOD, batch_size=128)
     results = {TRAIN_SPLIT: evaluate_network(embedder, faces)}
     for split in check_splits:
         try:
@@ -394,7 +351,7 @@ def train_face_identity(data_dir: str, output_dir: str | None, config: FaceIdent
         "trainable_parameters": trainable_parameter_count(model),
         "image_size": int(config.image_size),
         "input": {"space": "generator images, ImageNet-normalised",
-                  "normalize_method": config.normalize_method, "crop": "vgg_box",
+                  "normalize_method": NORMALIZE_METHOD, "crop": "vgg_box",
                   "size": face_preprocessing.FACENET_INPUT_SIZE,
                   "chain": "face_preprocessing.facenet_inputs_from_generator_images"},
         "training": {"steps": int(config.steps), "batch_size": batch,

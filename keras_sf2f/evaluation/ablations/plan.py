@@ -1,0 +1,69 @@
+"""What one ablations command runs: the plan (flagfiles, directories, steps, evaluation
+protocol) and the flagfile reader the plan's defaults come from."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+from keras_sf2f import runs
+from keras_sf2f.evaluation.ablations.catalog import AblationError
+
+# The checkout: the variants run its trainers/ scripts, from it.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+
+# Stage-1 steps of the reference-loss rows: the demo's former length (600 steps with GAN and
+# AC, about the wall time of the demo's 1200 cheaper steps without them), so that the
+# adversarial-delay row's terms (on from step 300, full from 400) take part; the demo-recipe
+# row runs twice as many. Per idle core pair a reference-loss SF2F step takes ~0.8-1.0 s, a
+# demo-recipe step ~0.4 s, voice2face and the no-perceptual variant less; start-up, tracing,
+# validation and evaluation add ~2 minutes per variant, so the 13 trainings and evaluations
+# take about 2.5 hours. Each variant's measured wall and CPU seconds are in ablations.md.
+DEFAULT_TRAIN_STEPS = 600
+DEFAULT_EVAL_RUNS = 5
+
+
+def read_flagfile(path: str) -> dict:
+    """``{flag: value as text}`` of an absl flagfile, read as absl reads it
+    (``keras_sf2f.runs.read_flagfile``: nested --flagfile followed, later lines win, ``--name``
+    / ``--noname`` as "true" / "false")."""
+    try:
+        return runs.read_flagfile(path)
+    except runs.RunError as e:
+        raise AblationError(str(e)) from None
+
+
+@dataclasses.dataclass
+class Plan:
+    output_dir: str
+    data_dir: str
+    face_network: str
+    base_config: str
+    fuser_config: str
+    voice2face_config: str
+    wild_data_dir: str | None = None
+    train_steps: int = DEFAULT_TRAIN_STEPS
+    fuser_steps: int | None = None
+    jobs: int = 1
+    eval_runs: int = DEFAULT_EVAL_RUNS
+    eval_durations: tuple = (1.25, 5.0)
+    eval_seed: int = 0
+    eval_split: str = "test"
+    eval_dlib: bool = True
+    eval_max_windows: int = 20
+    python: str = sys.executable
+
+    def evaluation_config(self):
+        """The ``evaluate.EvaluationConfig`` every variant is evaluated with."""
+        from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
+        return ev.EvaluationConfig(
+            data_dir=self.data_dir, split=self.eval_split, durations=tuple(self.eval_durations),
+            runs=self.eval_runs, seed=self.eval_seed, max_windows=self.eval_max_windows)
+
+    def __post_init__(self):
+        if self.wild_data_dir is None:
+            self.wild_data_dir = os.path.join(self.output_dir, "data_in_the_wild")
+        if self.fuser_steps is None:
+            self.fuser_steps = int(read_flagfile(self.fuser_config).get("train_steps", 60))
