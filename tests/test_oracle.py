@@ -51,6 +51,49 @@ def test_oracle_takes_exactly_the_face_only_attributes_from_the_donor():
     assert not np.array_equal(face, draw_face(SEED, identity, 0, 64))
 
 
+def test_voice_only_oracle_keeps_only_the_voice_linked_factors():
+    # Replaying an identity's own draws with its own factors is the identity itself, for
+    # every kind of identity (the replay must not move the corpus's random stream).
+    for identity in range(60):
+        own = identity_attributes(SEED, identity)
+        assert oracle.voice_only_attributes(SEED, identity, identity) == own
+        assert identity_attributes(SEED, identity, shared=own) == own
+    identity, donor = 11, 42
+    own, other = identity_attributes(SEED, identity), identity_attributes(SEED, donor)
+    mixed = oracle.voice_only_attributes(SEED, identity, donor)
+    for name in SHARED_FIELDS:
+        assert getattr(mixed, name) == getattr(own, name), name
+    for name in oracle.FACE_ONLY_ATTRIBUTES:
+        assert getattr(mixed, name) == getattr(other, name), name
+    # The appearance draws are re-derived from the identity's factors with the donor's
+    # randomness: not simply either identity's values.
+    derived = ("skin_tone", "hair_colour", "hair_length", "greyness", "baldness", "beard",
+               "brow_thickness")
+    assert any(getattr(mixed, n) != getattr(own, n) for n in derived)
+    assert any(getattr(mixed, n) != getattr(other, n) for n in derived)
+    # What the factors decide holds: a female-like voice gets no beard and no baldness, and
+    # the skin tone stays within the noise of the identity's accent.
+    females = [i for i in range(60) if identity_attributes(SEED, i).gender < 0]
+    for i in females[:10]:
+        a = oracle.voice_only_attributes(SEED, i, donor)
+        assert a.beard == 0.0 and a.baldness == 0.0
+        assert abs(a.skin_tone - identity_attributes(SEED, i).accent) < 0.25
+
+
+def test_mean_faces_average_voice_only_draws():
+    identities, rows = [3, 4, 5], np.array([[20, 21, 22], [23, 24, 25], [26, 27, 28]])
+    one = oracle.mean_faces(SEED, identities, rows[:1], 64)
+    np.testing.assert_array_equal(one, oracle.oracle_faces(SEED, identities, rows[0], 64,
+                                                           voice_only=True))
+    mean = oracle.mean_faces(SEED, identities, rows, 64)
+    stack = np.stack([oracle.oracle_faces(SEED, identities, r, 64, voice_only=True)
+                      for r in rows]).astype(np.float64)
+    assert mean.dtype == np.uint8 and mean.shape == (3, 64, 64, 3)
+    np.testing.assert_array_equal(mean, np.floor(stack.mean(0) + 0.5).astype(np.uint8))
+    with pytest.raises(ValueError, match="at least one row"):
+        oracle.mean_faces(SEED, identities, rows[:0], 64)
+
+
 def test_donor_draws_are_reproducible_distinct_and_in_range():
     a = oracle.donor_draws((0, 40), 10, 3, seed=1)
     np.testing.assert_array_equal(a, oracle.donor_draws((0, 40), 10, 3, seed=1))
@@ -127,6 +170,23 @@ def test_evaluator_scores_the_oracle_against_the_ground_truth(tmp_path):
     config = ev.EvaluationConfig(data_dir=d, runs=3, durations=(1.25,))
     evaluator = ev.Evaluator(config, [_ColourEmbedder()], 64)
     out = evaluator.oracle()
+    kinds = [ev.ORACLE_PROTOCOL, ev.ORACLE_VOICE_ONLY_PROTOCOL, ev.ORACLE_VOICE_MEAN_PROTOCOL]
+    assert list(out["results"]) == kinds and list(out["samples"]) == kinds
+    for kind in kinds:
+        assert out["results"][kind]["centre_colour"]["recall@5"]["runs"] == 3
+    # The voice-only draws use the drawn oracle's donors; the mean has donors of its own.
+    donors = oracle.donor_draws(TRAIN_RANGE, TEST_RANGE[1] - TEST_RANGE[0], 3, config.seed)
+    from keras_sf2f.image_ranges import pixels_to_normalized  # noqa: PLC0415
+    np.testing.assert_allclose(
+        out["samples"][ev.ORACLE_VOICE_ONLY_PROTOCOL], pixels_to_normalized(
+            oracle.oracle_faces(SEED, range(*TEST_RANGE), donors[0], 64, voice_only=True)
+        ).numpy(), atol=1e-6)
+    mean_donors = oracle.donor_draws(TRAIN_RANGE, TEST_RANGE[1] - TEST_RANGE[0],
+                                     3 * oracle.MEAN_DRAWS, config.seed + 1)
+    np.testing.assert_allclose(
+        out["samples"][ev.ORACLE_VOICE_MEAN_PROTOCOL], pixels_to_normalized(
+            oracle.mean_faces(SEED, range(*TEST_RANGE), mean_donors[:oracle.MEAN_DRAWS], 64)
+        ).numpy(), atol=1e-6)
     cell = out["results"][ev.ORACLE_PROTOCOL]["centre_colour"]
     assert cell["recall@5"]["runs"] == 3
     assert 0.0 <= cell["recall@1"]["mean"] <= cell["recall@5"]["mean"] <= 1.0

@@ -284,7 +284,8 @@ def test_evaluation_page_shows_every_identity_input_model_and_resolution(evaluat
             assert f"audio/r{i:02d}_{label}.wav" in refs
             for size in (64, 128):
                 assert f"images/r{i:02d}_c0_{label}_{size}.png" in refs
-        assert f"images/r{i:02d}_o0_128.png" in refs  # the oracle, once per identity
+        for j in range(3):  # the oracle's three kinds of faces, once per identity
+            assert f"images/r{i:02d}_o{j}_128.png" in refs
     # The 128 px face on the page is the scored one; the 64 px one comes from the same pass.
     page_face = np.asarray(Image.open(os.path.join(report_dir, "images", "r01_c0_5_s_128.png")))
     np.testing.assert_array_equal(page_face, normalized_to_uint8_np(out["samples"]["5 s"][1:2])[0])
@@ -660,7 +661,8 @@ def test_page_in_headless_chromium(evaluation, tmp_path):
         images = driver.execute_script(
             "return [...document.images].map(i => [i.getAttribute('src'), i.complete, "
             "i.naturalWidth])")
-        assert len(images) == 3 * (1 + 3 * 2 + 1)  # photo, 3 inputs x 2 sizes, oracle
+        # photo, 3 inputs x 2 sizes, the oracle's three kinds
+        assert len(images) == 3 * (1 + 3 * 2 + 3)
         assert all(done and width > 0 for _, done, width in images), images
         count = driver.execute_script("return document.querySelectorAll('audio').length")
         assert count == 3 * 3

@@ -136,13 +136,20 @@ def main(argv):
             results[ev.ORACLE_MODEL], samples[ev.ORACLE_MODEL] = out["results"], out["samples"]
             figures[ev.ORACLE_MODEL] = out["figures"]
             notes.append(
-                f"`{ev.ORACLE_MODEL}`: no model; for each test identity a face drawn with its "
-                "own voice-linked attributes (gender, age, size, weight, accent, breathiness "
-                "and the appearance derived from them) and a training identity's face-only "
-                "ones (eye colour and spacing, clothes, hair volume, nose width, style, pose), "
-                f"{config.runs} runs with fresh donors. The most any voice-only model can be "
-                "expected to reach with each embedder on this corpus "
-                "(keras_sf2f/evaluation/oracle.py).")
+                f"`{ev.ORACLE_MODEL}`: no model, three kinds of faces per test identity, "
+                f"{config.runs} runs with fresh donors (training identities). "
+                f"`{ev.ORACLE_PROTOCOL}`: the identity's own voice-linked attributes (gender, "
+                "age, size, weight, accent, breathiness) and its own appearance draws (skin "
+                "tone, hair colour and length, grey hair, baldness, beard, brows), with a "
+                "donor's face-only attributes (eye colour and spacing, clothes, hair volume, "
+                "nose width, style, pose): generous, since no voice decides those draws. "
+                f"`{ev.ORACLE_VOICE_ONLY_PROTOCOL}`: only the voice-linked attributes are the "
+                "identity's; everything else is the donor's draw: a perfect reading of the "
+                "voice, drawn as one sharp face. "
+                f"`{ev.ORACLE_VOICE_MEAN_PROTOCOL}`: the pixel mean of that many voice-only "
+                "faces, what a model trained with a pixel loss aims at when it reads the voice "
+                "perfectly. A voice-only model can be expected to reach the voice-only rows, "
+                "not the drawn one (keras_sf2f/evaluation/oracle.py).")
 
     # The ground-truth photos' figures are the ceiling the models are read against: the
     # report's first row, not a TensorBoard run (they have no training step).

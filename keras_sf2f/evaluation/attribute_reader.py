@@ -30,7 +30,7 @@ Every key starts with ``attribute_`` so that the figures are easy to find among 
 ``metrics.json`` (``face_figures``) and TensorBoard (``Validation_faces/``).
 
 Read on the ground-truth photos the figures are the reader's ceiling; on the voice-attribute
-oracle they are the most a voice can give; the face-only attributes are the control: no voice
+oracle's voice-only faces they are the most a voice can give; the face-only attributes are the control: no voice
 carries them, so a voice model (and the oracle, which takes them from another identity) should
 sit near 0 there. With N = 50 an r below about 0.28 is not distinguishable from 0 at the 5 %
 level, which is why the report calls an attribute *carried* from r >= 0.3.

@@ -80,6 +80,8 @@ CLASSIFIER_LOGIT_SCALE = 16.0
 #: Model and protocol names of the voice-attribute oracle's rows (``oracle.py``).
 ORACLE_MODEL = "voice-attribute oracle"
 ORACLE_PROTOCOL = "drawn"
+ORACLE_VOICE_ONLY_PROTOCOL = "voice only"
+ORACLE_VOICE_MEAN_PROTOCOL = f"voice only, mean of {oracle.MEAN_DRAWS}"
 #: Model and protocol names of the ground-truth photos' rows in the face-figure tables.
 GROUND_TRUTH_MODEL = "ground truth"
 GROUND_TRUTH_PROTOCOL = "photos"
@@ -404,21 +406,41 @@ class Evaluator:
 
     def oracle(self) -> dict | None:
         """The voice-attribute oracle's faces scored like a model's (``oracle.py``), one run per
-        evaluation run with fresh donors: ``{"results": {ORACLE_PROTOCOL: ...}, "samples":
-        {ORACLE_PROTOCOL: faces of the first run}}``; ``None`` unless the data is the
-        procedural corpus."""
+        evaluation run with fresh donors, as three protocols: ``ORACLE_PROTOCOL`` (generous:
+        the identity's own appearance draws), ``ORACLE_VOICE_ONLY_PROTOCOL`` (the same donors,
+        their appearance draws too) and ``ORACLE_VOICE_MEAN_PROTOCOL`` (the pixel mean of
+        ``oracle.MEAN_DRAWS`` voice-only faces). ``{"results": {protocol: ...}, "samples":
+        {protocol: faces of the first run}, "figures": {protocol: ...}}``; ``None`` unless the
+        data is the procedural corpus."""
         info = oracle.procedural_identities(self.config.data_dir, self.config.split,
                                             self.split.names)
         if info is None:
             return None
-        donors = oracle.donor_draws(info["donor_range"], len(info["identities"]),
-                                    self.config.runs, self.config.seed)
-        runs = (pixels_to_normalized(oracle.oracle_faces(
-            info["seed"], info["identities"], d, self.image_size, info["quality"])).numpy()
-                for d in donors)
-        results, figures, first = self.score_runs_with_figures(runs)
-        return {"results": {ORACLE_PROTOCOL: results}, "samples": {ORACLE_PROTOCOL: first},
-                "figures": {ORACLE_PROTOCOL: figures} if figures else {}}
+        seed, identities, quality = info["seed"], info["identities"], info["quality"]
+        runs = self.config.runs
+        donors = oracle.donor_draws(info["donor_range"], len(identities), runs,
+                                    self.config.seed)
+        # The mean's donors: their own reproducible draw, MEAN_DRAWS rows per run.
+        mean_donors = oracle.donor_draws(info["donor_range"], len(identities),
+                                         runs * oracle.MEAN_DRAWS, self.config.seed + 1)
+        kinds = {
+            ORACLE_PROTOCOL: lambda r: oracle.oracle_faces(
+                seed, identities, donors[r], self.image_size, quality),
+            ORACLE_VOICE_ONLY_PROTOCOL: lambda r: oracle.oracle_faces(
+                seed, identities, donors[r], self.image_size, quality, voice_only=True),
+            ORACLE_VOICE_MEAN_PROTOCOL: lambda r: oracle.mean_faces(
+                seed, identities,
+                mean_donors[r * oracle.MEAN_DRAWS:(r + 1) * oracle.MEAN_DRAWS],
+                self.image_size, quality),
+        }
+        out = {"results": {}, "samples": {}, "figures": {}}
+        for protocol, draw in kinds.items():
+            results, figures, first = self.score_runs_with_figures(
+                pixels_to_normalized(draw(r)).numpy() for r in range(runs))
+            out["results"][protocol], out["samples"][protocol] = results, first
+            if figures:
+                out["figures"][protocol] = figures
+        return out
 
     def voice_typicality(self, generator) -> VoiceTypicality:
         """How typical each identity's voice is of the voices ``generator`` was trained on:

@@ -52,8 +52,9 @@ ATTRIBUTE_TEXT = (
     "rounding, counts as constant and scores 0), and for gender also the fraction with the "
     "right sign (a constant reading scores the share of identities on its side, about 0.5). "
     "The ground-truth column is the reader's ceiling (what can be read from a photo at all), "
-    "the voice-attribute oracle what a voice can give. The face-only attributes are the "
-    "control: no voice carries them, so a voice model should be near 0 there. With 50 "
+    "the voice-attribute oracle's voice-only rows what a voice can give. The face-only "
+    "attributes are the control: no voice carries them, so a voice model should be near 0 "
+    "there. With 50 "
     f"identities r below about 0.28 is indistinguishable from 0 (5 % level); the sentences call "
     f"an attribute carried from r >= {ar.CARRIED_R}, weakly from {ar.WEAK_R}. "
     "(`keras_sf2f/evaluation/attribute_reader.py`)")

@@ -70,6 +70,27 @@ TYPICALITY_VALUES_KEY = "typicality|{model}"
 TYPICALITY_META_KEY = "typicality_meta|{model}"
 
 
+#: What each kind of oracle face is, under its column's title (keras_sf2f/evaluation/oracle.py).
+ORACLE_NOTES = {
+    "drawn": "no model, no speech: the identity's voice-linked attributes and its own "
+             "appearance draws (hair colour, beard, ...), which no voice decides",
+    "voice only": "no model, no speech: only what the voice decides is the identity's; "
+                  "hair colour, beard and the rest drawn at random (a perfect reading of the "
+                  "voice, drawn sharp)",
+}
+
+
+def _oracle_key(model: str, label: str) -> str:
+    return f"{model}|{label}"
+
+
+def _oracle_note(label: str) -> str:
+    if label.startswith("voice only, mean of"):
+        return ("no model, no speech: the pixel mean of that many voice-only faces (what a "
+                "model trained with a pixel loss draws from a perfect reading of the voice)")
+    return ORACLE_NOTES.get(label, "")
+
+
 @dataclasses.dataclass
 class Column:
     key: str                 # the model's key in Row.faces
@@ -784,9 +805,12 @@ def write_evaluation_page(report_dir: str, config, evaluator, samples_by_model: 
         title = titles.get(model, model)
         from_speech = any(label in samples for label in inputs)
         if model == ev.ORACLE_MODEL:
-            note = ("no model, no speech: drawn from the identity's voice-linked attributes "
-                    "(the reference ceiling)")
-        elif getattr(samples, "has_fuser", False):
+            # No speech: a column per kind of oracle face (oracle.py), keyed by its protocol.
+            for label in samples:
+                columns.append(Column(_oracle_key(model, label), f"{title}: {label}",
+                                      _oracle_note(label), from_speech=False))
+            continue
+        if getattr(samples, "has_fuser", False):
             note = "with its attention fuser"
             fuser_titles.append(title)
         else:
@@ -804,7 +828,8 @@ def write_evaluation_page(report_dir: str, config, evaluator, samples_by_model: 
         row = Row(names[i], ground_truth[i], clips[i] if i < len(clips) else {})
         for model, samples in samples_by_model.items():
             for label in samples:
-                key = (model, label if label in inputs else None)
+                key = ((_oracle_key(model, label), None) if model == ev.ORACLE_MODEL
+                       else (model, label if label in inputs else None))
                 per_size = ev.sample_resolutions(samples, label, n)
                 row.faces[key] = {s: _uint8(x[i:i + 1])[0] for s, x in per_size.items()}
         row.typicality = {m: _row_typicality(t, i) for m, t in typicality.items()}

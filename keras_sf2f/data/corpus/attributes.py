@@ -133,8 +133,17 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
 _ACCENT_CENTRES = (0.1, 0.38, 0.64, 0.9)
 
 
-def identity_attributes(seed: int, identity: int) -> IdentityAttributes:
-    """The attributes of ``identity`` in the corpus of ``seed`` (deterministic, ~50 us)."""
+def identity_attributes(seed: int, identity: int,
+                        shared: IdentityAttributes | None = None) -> IdentityAttributes:
+    """The attributes of ``identity`` in the corpus of ``seed`` (deterministic, ~50 us).
+
+    With ``shared`` (another identity's attributes), the result is what ``identity``'s random
+    draws give for ``shared``'s voice-linked factors (``SHARED_FIELDS``): the face-only factors
+    are ``identity``'s, and the appearance details (skin tone, hair colour and length,
+    greyness, baldness, beard, brows) are derived from ``shared``'s factors with
+    ``identity``'s own randomness. That is a face a voice with ``shared``'s factors is as
+    likely to belong to as ``shared``'s own (keras_sf2f/evaluation/oracle.py uses it). The
+    draws are made either way, so the stream and the corpus do not change."""
     rng = rng_for(seed, identity, 0, STREAM_ATTRIBUTES)
     # The draw order below is part of the corpus definition: append, never reorder.
     mode = 1.0 if rng.random() < 0.5 else -1.0
@@ -155,6 +164,9 @@ def identity_attributes(seed: int, identity: int) -> IdentityAttributes:
     hair_volume = float(rng.random())
     nose_width = float(rng.uniform(-1.0, 1.0))
 
+    if shared is not None:
+        gender, age, size, weight, accent, breathiness = (
+            getattr(shared, name) for name in SHARED_FIELDS)
     skin_tone = float(np.clip(accent + 0.04 * rng.standard_normal(), 0.0, 1.0))
     # Hair colour odds: light-skinned groups have every colour, dark-skinned mostly black.
     dark = skin_tone
