@@ -72,6 +72,14 @@ class TrainConfig:
         100.0,
         "Weight of the FaceNet perceptual loss per resolution; <= 0 switches it off (no "
         "--face_network needed then).")
+    voice_pretrain_steps: int = option(
+        0,
+        "Steps, counted in --train_steps, that train the voice encoder alone before any "
+        "image loss: a Dense read-out of the voice embedding regresses the face network's "
+        "embedding of the speaker's face (cosine distance), as Speech2Face trains its voice "
+        "encoder; the generator's losses take over after them. The decoder then learns from "
+        "an encoder that already tells speakers apart by how their faces look. 0 (the "
+        "reference): none. Stage 1 only (no fuser); needs --face_network.", lower=0)
     adversarial_start_step: int = option(
         0,
         "The generator's adversarial terms (patch-GAN and AC real/fake) are off before this "
@@ -257,6 +265,16 @@ class TrainConfig:
                             "network: a directory from trainers/train_face_identity.py or a "
                             ".keras file, e.g. imported VGGFace2 FaceNet weights); or set "
                             "--perceptual_weight=0 to train without the perceptual loss")
+        if self.voice_pretrain_steps > 0:
+            if not self.face_network:
+                problems.append("voice_pretrain_steps > 0 needs --face_network (its "
+                                "embeddings of the speakers' faces are the target)")
+            if self.model.fuser == "attention" or self.train_fuser_only:
+                problems.append("voice_pretrain_steps is for stage 1: set "
+                                "--voice_pretrain_steps=0 for a model with the fuser")
+            if self.voice_pretrain_steps >= self.train_steps:
+                problems.append(f"voice_pretrain_steps ({self.voice_pretrain_steps}) leaves "
+                                f"no generator step within train_steps ({self.train_steps})")
         if self.train_fuser_only and self.model.fuser != "attention":
             problems.append("train_fuser_only needs a model with --fuser=attention")
         if (self.model.fuser == "attention" and self.train_fuser_only

@@ -555,8 +555,10 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
                 if not trainer.sync_stop:
                     break
                 trainer.stop_flag.assign(1.0)  # the other workers learn it in this step
-            values = {name: float(value)
-                      for name, value in trainer.train_step(iterator).items()}
+            # --voice_pretrain_steps: the first steps train the voice encoder alone.
+            pretraining = step < config.voice_pretrain_steps
+            run_step = trainer.voice_pretrain_step if pretraining else trainer.train_step
+            values = {name: float(value) for name, value in run_step(iterator).items()}
             stop_everywhere = values.pop("control/stop", 0.0) > 0
             step += 1
             interval_steps += 1
@@ -580,9 +582,18 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
                     tf.summary.scalar("perf/examples_per_s",
                                       config.batch_size / step_time if step_time > 0 else 0.0)
                 interval_start, interval_steps = time.monotonic(), 0
-            progress.update(1, extra=f"G {values['loss/total_loss']:.4f}" + (
-                f" D {values['d_loss/total_loss']:.4f}" if "d_loss/total_loss" in values
-                else ""))
+            if pretraining:
+                progress.update(1, extra="voice pre-training, cosine distance "
+                                f"{values['voice_pretrain/cosine_distance']:.4f}")
+                if step == config.voice_pretrain_steps:
+                    # The moving average (if any) starts from the pre-trained encoder.
+                    trainer.copy_generator_to_ema()
+                    logging.info("voice pre-training done at step %d; the generator's "
+                                 "losses take over", step)
+            else:
+                progress.update(1, extra=f"G {values['loss/total_loss']:.4f}" + (
+                    f" D {values['d_loss/total_loss']:.4f}" if "d_loss/total_loss" in values
+                    else ""))
             if step_callback is not None:
                 step_callback(step, values)
             if step % config.checkpoint_every_steps == 0:

@@ -256,6 +256,21 @@ class GanTrainer:
             if self.identity_classifier_variables:
                 self.identity_classifier_optimizer = _adam(config, schedule(False))
                 self.identity_classifier_optimizer.build(self.identity_classifier_variables)
+            # --voice_pretrain_steps: the encoder's read-out onto the face network's embedding
+            # and its own optimizer (the generator's Adam state starts fresh after them).
+            self.voice_head = self.voice_pretrain_optimizer = None
+            self.voice_pretrain_variables = []
+            if config.voice_pretrain_steps > 0:
+                if self.face_network is None:
+                    raise ValueError("voice_pretrain_steps > 0 needs a face network")
+                self.voice_head = keras.layers.Dense(int(self.face_network.embedding_dim),
+                                                     name="voice_pretrain_head")
+                self.voice_head.build((None, config.model.embedding_dim))
+                self.voice_pretrain_variables = (
+                    list(generator.encoder.trainable_variables)
+                    + list(self.voice_head.trainable_variables))
+                self.voice_pretrain_optimizer = _adam(config, config.learning_rate)
+                self.voice_pretrain_optimizer.build(self.voice_pretrain_variables)
 
         # BatchNorm moving statistics of the models that are updated in training mode.
         updated = ([] if config.train_fuser_only else [self.models.generator]) + \
@@ -286,6 +301,8 @@ class GanTrainer:
         # autograph=False: the step has no tensor-dependent Python control flow, and converting
         # every Keras call with autograph doubles the tracing time.
         self.train_step = tf.function(self._distributed_step, autograph=False)
+        self.voice_pretrain_step = tf.function(self._distributed_voice_pretrain_step,
+                                               autograph=False)
         # Traced once per replica device (MirroredStrategy retraces functions per device), so
         # each replica's computation captures its own copies of the variables.
         self._local_step = (tf.function(self._local_gradients, jit_compile=True,
@@ -345,8 +362,12 @@ class GanTrainer:
                                 0.0, 1.0)
 
     def checkpoint_objects(self) -> dict:
-        """Models and optimizers by checkpoint name."""
-        return {**self.model_objects(), **self.optimizers()}
+        """Models and optimizers by checkpoint name (with the voice pre-training's read-out
+        and optimizer, which only training needs)."""
+        pretrain = {} if self.voice_head is None else {
+            "voice_pretrain_head": self.voice_head,
+            "voice_pretrain_optimizer": self.voice_pretrain_optimizer}
+        return {**self.model_objects(), **self.optimizers(), **pretrain}
 
     def learning_rates(self) -> dict:
         return {f"lr/{name.replace('_optimizer', '')}":
@@ -384,10 +405,18 @@ class GanTrainer:
     # -- the step --------------------------------------------------------------------------
 
     def _distributed_step(self, iterator):
+        return self._on_replicas(self._replica_step, iterator)
+
+    def _distributed_voice_pretrain_step(self, iterator):
+        return self._on_replicas(self._voice_pretrain_replica_step, iterator)
+
+    def _on_replicas(self, replica_step, iterator):
+        """The next global batch through ``replica_step`` on every replica; its values
+        summed over replicas."""
         # Python runs only while tracing: the fast_conv setting applies to the traced step.
         with fast_conv.enabled(self.fast_conv):
             batch = next(iterator)
-            per_replica = self.strategy.run(self._replica_step, args=(batch,))
+            per_replica = self.strategy.run(replica_step, args=(batch,))
             return {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
                     for name, value in per_replica.items()}
 
@@ -424,6 +453,25 @@ class GanTrainer:
                 out[f"control/loss_scale/{name.replace('_optimizer', '')}"] = (
                     tf.identity(optimizer.dynamic_scale) / self.num_replicas)
         return self._with_stop(out)
+
+    def _voice_pretrain_replica_step(self, batch):
+        """One --voice_pretrain_steps step: the encoder and its read-out regress the face
+        network's embedding of the batch's real faces (cosine distance)."""
+        images, mels, _ = batch
+        face = tf.cast(losses.downsample_nearest(images, max(self.resolutions)), tf.float32)
+        target = tf.stop_gradient(self._embed_faces(face))
+        encoder = self.models.generator.encoder
+        with tf.GradientTape() as tape:
+            embedding = tf.cast(encoder(mels, training=True), tf.float32)
+            guess = self.voice_head(tf.reshape(embedding, [tf.shape(embedding)[0], -1]))
+            cosine = tf.reduce_sum(tf.math.l2_normalize(tf.cast(guess, tf.float32), -1)
+                                   * tf.math.l2_normalize(target, -1), -1)
+            loss = self._average(1.0 - cosine)
+            objective = self._scaled(self.voice_pretrain_optimizer, loss)
+        gradients = tape.gradient(objective, self.voice_pretrain_variables)
+        self.voice_pretrain_optimizer.apply_gradients(
+            zip(gradients, self.voice_pretrain_variables))
+        return self._with_stop({"voice_pretrain/cosine_distance": loss})
 
     def _agree_on_overflow(self, groups):
         """Makes every replica see non-finite gradients for an optimizer when any replica has.
