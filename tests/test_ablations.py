@@ -8,7 +8,7 @@ The dataset (aligned faces, and the same voices with "in-the-wild" faces), the f
 discriminators) are made here, so the command's time goes to its training runs, each 2 steps
 (1 for the fuser), two at a time. Their cost is start-up and tracing, 25-30 CPU-seconds per run
 whatever the model size, so the end-to-end run trains six variants (one of each kind of change)
-and a pure test checks all twelve variants' commands through the flag parser.
+and a pure test checks every variant's command through the flag parser.
 """
 
 import csv
@@ -257,7 +257,7 @@ def test_rerun_skips_finished_variants(ablation_run):
 
 
 def test_every_variant_command_changes_only_what_it_names(tmp_path):
-    """All twelve variants of the default plan (the demo flagfiles), through absl's parser: the
+    """Every variant of the default plan (the demo flagfiles), through absl's parser: the
     training configuration each command produces differs from full SF2F's exactly by the
     variant's change. (The end-to-end test above trains a subset to stay fast.)"""
     from keras_sf2f.flags import ToolFlags
@@ -305,9 +305,13 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
     assert {k: trained["sf2f"][k] for k in ("l1_weight", "gan_weight", "ac_weight",
                                             "perceptual_weight")} == {
         "l1_weight": 10.0, "gan_weight": 1.0, "ac_weight": 0.05, "perceptual_weight": 100.0}
+    # The demo: 2 x 300 steps of voice pre-training, then 2 x 300 generator steps.
     assert changes("demo_recipe") == {"gan_weight": 0.0, "ac_weight": 0.0,
-                                      "perceptual_weight": 10.0, "train_steps": 600,
-                                      "eval_every_steps": 600}
+                                      "perceptual_weight": 10.0, "train_steps": 1200,
+                                      "eval_every_steps": 1200, "voice_pretrain_steps": 600}
+    assert changes("demo_no_pretrain") == {"gan_weight": 0.0, "ac_weight": 0.0,
+                                           "perceptual_weight": 10.0, "train_steps": 600,
+                                           "eval_every_steps": 600}
     fused = changes("sf2f_fuser")
     assert {k: fused.get(k) for k in ("model.fuser", "train_fuser_only", "train_steps",
                                       "init_checkpoint")} == {
@@ -444,7 +448,10 @@ def test_demo_voice2face_config_matches_the_demo_scale():
     # Same width, batch, schedule and identity count as the demo SF2F it is compared with.
     for field in ("encoder_channels", "embedding_dim", "num_train_identities"):
         assert getattr(v2f.model, field) == getattr(sf2f.model, field), field
-    for field in ("batch_size", "learning_rate", "train_steps", "generator_ema_decay"):
+    for field in ("batch_size", "learning_rate", "generator_ema_decay"):
         assert getattr(v2f, field) == getattr(sf2f, field), field
+    # As many generator steps (the demo's voice pre-training comes before its own).
+    assert v2f.train_steps == sf2f.train_steps - sf2f.voice_pretrain_steps
+    assert v2f.voice_pretrain_steps == 0
     assert v2f.model.deconv_decoder_channels == tuple(
         int(c) for c in catalog._baseline_decoder_channels(sf2f.model.embedding_dim).split(","))

@@ -603,7 +603,9 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
                     stop.signum = signal.SIGTERM
                     logging.warning("another worker is stopping: saving and stopping too")
                 break
-            if validator is not None and step % config.eval_every_steps == 0:
+            # No validation while only the voice encoder trains: the decoder draws nothing yet.
+            if validator is not None and step % config.eval_every_steps == 0 and \
+                    step > config.voice_pretrain_steps:
                 result.last_validation = validate(step)
         if last_saved is None or int(last_saved.rsplit("-", 1)[-1]) != step:
             last_saved = manager.save(step)

@@ -33,6 +33,10 @@ class Variant:
     # keeps the base flagfile's own losses and runs steps_factor times the plan's steps.
     reference_losses: bool = True
     steps_factor: int = 1
+    # Voice pre-training steps (--voice_pretrain_steps) in units of the plan's steps, run
+    # before the variant's steps_factor units of generator steps; 0: none, whatever the base
+    # flagfile says (the paper's recipe has none).
+    pretrain_factor: int = 0
 
 
 def _baseline_decoder_channels(embedding_dim: int) -> str:
@@ -64,8 +68,11 @@ def variants(embedding_dim: int) -> list:
                 ("--generator_ema_decay=0.99",)),
         Variant("adversarial_delay", "+ adversarial terms from step 300 (ramp 100)", ("2",),
                 ("--adversarial_start_step=300", "--adversarial_ramp_steps=100")),
-        Variant("demo_recipe", "demo recipe (L1 + perceptual 10, no GAN / AC, 2x steps)",
-                ("2",), reference_losses=False, steps_factor=2),
+        Variant("demo_recipe", "demo recipe (voice pre-training, then L1 + perceptual 10, "
+                "no GAN / AC; 2x + 2x steps)", ("2",), reference_losses=False, steps_factor=2,
+                pretrain_factor=2),
+        Variant("demo_no_pretrain", "demo recipe without the voice pre-training", ("2",),
+                reference_losses=False, steps_factor=2),
     ]
 
 

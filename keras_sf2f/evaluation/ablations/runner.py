@@ -44,7 +44,9 @@ class Ablations:
         return os.path.join(self.variant_dir(name), "model")
 
     def steps(self, v: Variant) -> int:
-        return self.plan.fuser_steps if v.stage2_of else self.plan.train_steps * v.steps_factor
+        if v.stage2_of:
+            return self.plan.fuser_steps
+        return self.plan.train_steps * (v.steps_factor + v.pretrain_factor)
 
     def train_args(self, v: Variant) -> list:
         p = self.plan
@@ -65,6 +67,8 @@ class Ablations:
             args.append(f"--init_checkpoint={self.model_dir(v.stage2_of)}")
         if v.config == "base" and v.reference_losses:
             args += list(REFERENCE_LOSS_FLAGS)
+        if v.config == "base" and not v.stage2_of:
+            args.append(f"--voice_pretrain_steps={self.plan.train_steps * v.pretrain_factor}")
         return args + list(v.overrides)
 
     def _stamp(self, text: str) -> None:
