@@ -70,25 +70,26 @@ TYPICALITY_VALUES_KEY = "typicality|{model}"
 TYPICALITY_META_KEY = "typicality_meta|{model}"
 
 
-#: What each kind of oracle face is, under its column's title (keras_sf2f/evaluation/oracle.py).
-ORACLE_NOTES = {
-    "drawn": "no model, no speech: the identity's voice-linked attributes and its own "
-             "appearance draws (hair colour, beard, ...), which no voice decides",
-    "voice only": "no model, no speech: only what the voice decides is the identity's; "
-                  "hair colour, beard and the rest drawn at random (a perfect reading of the "
-                  "voice, drawn sharp)",
-}
-
-
 def _oracle_key(model: str, label: str) -> str:
     return f"{model}|{label}"
 
 
 def _oracle_note(label: str) -> str:
-    if label.startswith("voice only, mean of"):
-        return ("no model, no speech: the pixel mean of that many voice-only faces (what a "
-                "model trained with a pixel loss draws from a perfect reading of the voice)")
-    return ORACLE_NOTES.get(label, "")
+    """What each kind of oracle face is (keras_sf2f/evaluation/oracle.py), under its column's
+    title; keyed by the evaluation's own protocol names."""
+    from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415 - evaluate imports this
+    return {
+        ev.ORACLE_PROTOCOL:
+            "no model, no speech: the identity's voice-linked attributes and its own "
+            "appearance draws (hair colour, beard, ...), which no voice decides",
+        ev.ORACLE_VOICE_ONLY_PROTOCOL:
+            "no model, no speech: only what the voice decides is the identity's; hair "
+            "colour, beard and the rest drawn at random (a perfect reading of the voice, "
+            "drawn sharp)",
+        ev.ORACLE_VOICE_MEAN_PROTOCOL:
+            "no model, no speech: the pixel mean of that many voice-only faces (what a "
+            "model trained with a pixel loss draws from a perfect reading of the voice)",
+    }.get(label, "")
 
 
 @dataclasses.dataclass
