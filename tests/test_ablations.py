@@ -328,6 +328,65 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
     assert "train_steps" not in v2f  # same schedule as the SF2F rows
 
 
+def test_demo_recipe_rows_change_only_what_they_name(tmp_path):
+    """--ablation_recipe=demo: every SF2F row is the demo flagfile's own recipe at its length
+    (1200 voice pre-training + 1200 generator steps) changed by one thing; the paper's GAN and
+    AC terms are rows that add them; --ablation_seed reaches every training."""
+    from keras_sf2f.flags import ToolFlags
+    from keras_sf2f.training.config import TrainConfig
+
+    configs = os.path.join(REPO_ROOT, "configs")
+    plan = ablations.Plan(output_dir=str(tmp_path / "out"), data_dir="/d", face_network="/f",
+                          base_config=os.path.join(configs, "demo.cfg"),
+                          fuser_config=os.path.join(configs, "demo_fuser.cfg"),
+                          voice2face_config=os.path.join(configs, "demo_voice2face.cfg"),
+                          recipe="demo", train_seed=7)
+    demo = ablations.read_flagfile(plan.base_config)
+    generator_steps = int(demo["train_steps"]) - int(demo["voice_pretrain_steps"])
+    assert plan.train_steps == generator_steps
+    runner = ablations.Ablations(plan)
+    assert [v.name for v in runner.variants] == list(catalog.DEMO_VARIANT_NAMES)
+    flag_values = ToolFlags("train")
+    trained = {}
+    for v in runner.variants:
+        flag_values.unparse_flags()
+        try:
+            flag_values(["test", *runner.train_args(v)])
+            trained[v.name] = flag_values.config(TrainConfig).validate().to_dict()
+        finally:
+            flag_values.unparse_flags()
+    sf2f = trained["sf2f"]
+    # Full SF2F is the demo flagfile as it is, seed aside.
+    for key in ("l1_weight", "gan_weight", "ac_weight", "perceptual_weight", "train_steps",
+                "voice_pretrain_steps", "learning_rate"):
+        assert str(sf2f[key]) == demo[key] or float(sf2f[key]) == float(demo[key]), key
+    assert {v["seed"] for v in trained.values()} == {7}
+
+    def changes(name):
+        return {k: x for k, x in trained[name].items()
+                if k not in ("model", "model_dir") and x != sf2f[k]} | {
+            f"model.{k}": x for k, x in trained[name]["model"].items()
+            if x != sf2f["model"][k]}
+
+    assert changes("no_l1") == {"l1_weight": 0.0}
+    assert changes("no_perceptual") == {"perceptual_weight": 0.0}
+    assert changes("with_gan") == {"gan_weight": 1.0}
+    assert changes("with_ac") == {"ac_weight": 0.05}
+    assert changes("baseline_encoder") == {"model.encoder": "cnn"}
+    assert changes("low_quality_faces") == {"data_dir": plan.wild_data_dir}
+    assert changes("generator_ema") == {"generator_ema_decay": 0.99}
+    assert changes("no_pretrain") == {"voice_pretrain_steps": 0,
+                                      "train_steps": generator_steps,
+                                      "eval_every_steps": generator_steps}
+    fused = changes("sf2f_fuser")
+    assert fused["model.fuser"] == "attention" and fused["voice_pretrain_steps"] == 0
+    assert "gan_weight" not in fused and "perceptual_weight" not in fused
+    with pytest.raises(ablations.AblationError, match="unknown ablation recipe"):
+        ablations.Plan(output_dir="o", data_dir="d", face_network="f",
+                       base_config=plan.base_config, fuser_config=plan.fuser_config,
+                       voice2face_config=plan.voice2face_config, recipe="paper")
+
+
 def test_evaluate_entry_point_with_baseline_and_reference_galleries(ablation_run):
     root, _, _ = ablation_run
     variants_dir = root / "ablations" / "variants"
@@ -423,7 +482,16 @@ def test_orderings_verdicts():
     assert verdicts["`sf2f_fuser` above voice2face"] == "holds"
     assert verdicts["the fuser helps (sf2f_fuser above sf2f)"] == "holds"
     assert verdicts["5 s above 1.25 s for `sf2f`"] == "holds"
-    assert verdicts["full SF2F above every Table-2 variant (1.25 s)"].startswith("mixed")
+    assert verdicts["the paper's side of every Table-2 row (1.25 s)"].startswith("mixed")
+    # The demo recipe's rows that add a paper term: the paper predicts the row above sf2f.
+    demo = ablations.variants(128, "demo")
+    results.update(with_gan=model(0.30, 0.30), with_ac=model(0.41, 0.60))
+    verdicts = {claim: verdict for claim, verdict, _ in
+                ablations.orderings(results, "e", chosen=demo)}
+    assert verdicts["adding for `with_gan` helps"] == "reversed"
+    assert verdicts["adding for `with_ac` helps"] == "mixed: within noise, holds"
+    assert verdicts["removing/replacing for `no_l1` hurts"] == "holds"
+    assert "removing/replacing for `no_gan` hurts" not in verdicts  # not a demo-recipe row
 
 
 def test_demo_voice2face_config_matches_the_demo_scale():

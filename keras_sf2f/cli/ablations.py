@@ -46,7 +46,7 @@ def main(argv):
     for name in ("ablation_config", "ablation_fuser_config", "ablation_voice2face_config"):
         if not os.path.isfile(_repo_path(getattr(FLAGS, name))):
             raise app.UsageError(f"--{name}={getattr(FLAGS, name)} does not exist")
-    plan = ablations.Plan(
+    plan_args = dict(
         output_dir=os.path.abspath(FLAGS.output_dir),
         data_dir=os.path.abspath(FLAGS.data_dir or _repo_path("runs/demo/data")),
         face_network=os.path.abspath(FLAGS.face_network or _repo_path("runs/demo/face_net")),
@@ -56,8 +56,8 @@ def main(argv):
         wild_data_dir=os.path.abspath(FLAGS.wild_data_dir) if FLAGS.wild_data_dir else None,
         # --train_steps is training's option (default: the reference's 132k steps); here only
         # an explicit value counts, as for --eval_runs.
-        train_steps=(FLAGS.train_steps if FLAGS["train_steps"].present
-                     else ablations.DEFAULT_TRAIN_STEPS),
+        train_steps=FLAGS.train_steps if FLAGS["train_steps"].present else None,
+        recipe=FLAGS.ablation_recipe, train_seed=FLAGS.ablation_seed,
         fuser_steps=FLAGS.fuser_steps,
         jobs=FLAGS.ablation_jobs,
         eval_runs=FLAGS.eval_runs if FLAGS["eval_runs"].present else ablations.DEFAULT_EVAL_RUNS,
@@ -65,13 +65,14 @@ def main(argv):
         eval_seed=FLAGS.eval_seed, eval_split=FLAGS.eval_split, eval_dlib=FLAGS.eval_dlib,
         eval_max_windows=FLAGS.eval_max_windows)
     try:
+        plan = ablations.Plan(**plan_args)
         runner = ablations.Ablations(plan, FLAGS.variants)
         failed = runner.run()
     except ablations.AblationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"Interrupted; tables so far in {plan.output_dir}. Run the same command to "
+        print(f"Interrupted; tables so far in {plan_args['output_dir']}. Run the same command to "
               f"resume.")
         return 130
     print(f"Tables: {os.path.join(plan.output_dir, 'ablations.md')}")

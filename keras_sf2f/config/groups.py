@@ -272,9 +272,21 @@ class AblationOptions:
     train_steps: int = TRAIN_STEPS.field()
     variants: tuple[str, ...] = option(
         (),
-        "Variants to run (default: all). Table 2: sf2f, no_l1, no_gan, no_ac, no_perceptual, "
-        "baseline_encoder, baseline_decoder, low_quality_faces; Table 3: sf2f, sf2f_fuser, "
-        "voice2face. Variants a chosen one depends on are run too.")
+        "Variants to run (default: all of the recipe's). Table 3: sf2f, sf2f_fuser, voice2face; "
+        "Table 2 of the reference recipe: sf2f, no_l1, no_gan, no_ac, no_perceptual, "
+        "baseline_encoder, baseline_decoder, low_quality_faces, generator_ema, "
+        "adversarial_delay, demo_recipe, demo_no_pretrain; of the demo recipe: sf2f, no_l1, "
+        "no_perceptual, baseline_encoder, baseline_decoder, low_quality_faces, no_pretrain, "
+        "with_ac, with_gan, generator_ema. Variants a chosen one depends on are run too.")
+    ablation_recipe: str = option(
+        "reference",
+        "What full SF2F is: 'reference' (the reference's L1 + GAN + AC + perceptual losses, "
+        "each 'w/o' row removing one; 600 steps unless --train_steps) or 'demo' (the demo "
+        "flagfile's own recipe, voice pre-training then L1 + perceptual, at its length; rows "
+        "add the GAN and AC terms instead of removing them).", choices=("reference", "demo"))
+    ablation_seed: int | None = option(
+        None, "--seed of every variant's training (default: the flagfiles'); run the command "
+        "once per seed, each into its own --output_dir, to see the spread over training.")
     ablation_config: str = option(
         "configs/demo.cfg",
         "The flagfile of full SF2F (stage 1), which every Table-2 variant modifies by one "

@@ -1,5 +1,16 @@
 """The variants: one row of the seed's Table 2 or 3 each, as the change it makes to the
-training flags of full SF2F (or the voice2face flagfile it trains instead)."""
+training flags of full SF2F (or the voice2face flagfile it trains instead).
+
+Two recipes for what "full SF2F" is (``--ablation_recipe``):
+
+* ``reference``: the reference's four loss terms (L1, GAN, AC, perceptual) at its weights,
+  each "w/o" row removing one of them; the demo's own recipe is a row of its own. At the
+  demo's scale these terms collapse the generator to a few templates, so the rows mostly
+  measure how much each change weakens the adversarial game.
+* ``demo``: the demo's recipe (configs/demo.cfg: voice pre-training, then L1 + perceptual,
+  no GAN / AC), which draws faces, as every row's base; the GAN and AC terms, absent from it,
+  are tested by adding each at the reference's weight.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +24,15 @@ import dataclasses
 REFERENCE_LOSS_FLAGS = ("--l1_weight=10", "--gan_weight=1", "--ac_weight=0.05",
                         "--perceptual_weight=100")
 
+
+
+RECIPES = ("reference", "demo")
+
+# What the paper says about a row, as checked by orderings.py: removing or replacing a part
+# makes the model worse (full SF2F above the row), or adding a paper term to a base that lacks
+# it makes it better (the row above full SF2F). Rows without a claim are levers of ours.
+BASE_ABOVE = "base_above"
+ROW_ABOVE = "row_above"
 
 
 class AblationError(RuntimeError):
@@ -37,6 +57,7 @@ class Variant:
     # before the variant's steps_factor units of generator steps; 0: none, whatever the base
     # flagfile says (the paper's recipe has none).
     pretrain_factor: int = 0
+    claim: str | None = None  # BASE_ABOVE, ROW_ABOVE or None (see above)
 
 
 def _baseline_decoder_channels(embedding_dim: int) -> str:
@@ -46,22 +67,33 @@ def _baseline_decoder_channels(embedding_dim: int) -> str:
     return ",".join(str(max(1, c)) for c in (2 * e, e, e // 2, e // 4, e // 8))
 
 
-def variants(embedding_dim: int) -> list:
-    """Every variant, in run order (a stage-2 variant after the one it starts from)."""
+def variants(embedding_dim: int, recipe: str = "reference") -> list:
+    """Every variant of ``recipe``, in run order (a stage-2 variant after the one it starts
+    from)."""
+    if recipe not in RECIPES:
+        raise AblationError(f"unknown ablation recipe {recipe!r}; choose from "
+                            f"{', '.join(RECIPES)}")
+    deconv = ("--decoder=deconv_64",
+              f"--deconv_decoder_channels={_baseline_decoder_channels(embedding_dim)}")
+    if recipe == "demo":
+        return _demo_variants(deconv)
     return [
         Variant("sf2f", "SF2F (full)", ("2", "3")),
         Variant("sf2f_fuser", "SF2F + fuser", ("3",), stage2_of="sf2f"),
         Variant("voice2face", "voice2face", ("3",), config="voice2face"),
-        Variant("no_l1", "w/o L1 (image reconstruction)", ("2",), ("--l1_weight=0",)),
-        Variant("no_gan", "w/o L_G (GAN)", ("2",), ("--gan_weight=0",)),
-        Variant("no_ac", "w/o L_C (auxiliary classifier)", ("2",), ("--ac_weight=0",)),
-        Variant("no_perceptual", "w/o L_P (perceptual)", ("2",), ("--perceptual_weight=0",)),
-        Variant("baseline_encoder", "baseline encoder (1D-CNN)", ("2",), ("--encoder=cnn",)),
-        Variant("baseline_decoder", "baseline decoder (deconvolution)", ("2",),
-                ("--decoder=deconv_64",
-                 f"--deconv_decoder_channels={_baseline_decoder_channels(embedding_dim)}")),
+        Variant("no_l1", "w/o L1 (image reconstruction)", ("2",), ("--l1_weight=0",),
+                claim=BASE_ABOVE),
+        Variant("no_gan", "w/o L_G (GAN)", ("2",), ("--gan_weight=0",), claim=BASE_ABOVE),
+        Variant("no_ac", "w/o L_C (auxiliary classifier)", ("2",), ("--ac_weight=0",),
+                claim=BASE_ABOVE),
+        Variant("no_perceptual", "w/o L_P (perceptual)", ("2",), ("--perceptual_weight=0",),
+                claim=BASE_ABOVE),
+        Variant("baseline_encoder", "baseline encoder (1D-CNN)", ("2",), ("--encoder=cnn",),
+                claim=BASE_ABOVE),
+        Variant("baseline_decoder", "baseline decoder (deconvolution)", ("2",), deconv,
+                claim=BASE_ABOVE),
         Variant("low_quality_faces", "lower-quality training faces (in the wild)", ("2",),
-                wild_faces=True),
+                wild_faces=True, claim=BASE_ABOVE),
         # The training levers beyond the reference (BUILD_NOTES.md, "The demo's training
         # levers"), each added on its own to the base config, which does not use them.
         Variant("generator_ema", "+ generator moving average (0.99)", ("2",),
@@ -76,7 +108,43 @@ def variants(embedding_dim: int) -> list:
     ]
 
 
+def _demo_variants(deconv: tuple) -> list:
+    """The rows on the demo's recipe: every SF2F row keeps the base flagfile's losses and
+    pre-trains its voice encoder for as many steps as it then trains the generator (as
+    configs/demo.cfg does: 1200 + 1200)."""
+    def row(name, label, tables, overrides=(), **kw):
+        kw.setdefault("pretrain_factor", 1)
+        return Variant(name, label, tables, overrides, reference_losses=False, **kw)
+
+    return [
+        row("sf2f", "SF2F (demo recipe: voice pre-training, L1 + perceptual)", ("2", "3")),
+        Variant("sf2f_fuser", "SF2F + fuser", ("3",), stage2_of="sf2f",
+                reference_losses=False),
+        Variant("voice2face", "voice2face", ("3",), config="voice2face"),
+        row("no_l1", "w/o L1 (image reconstruction)", ("2",), ("--l1_weight=0",),
+            claim=BASE_ABOVE),
+        row("no_perceptual", "w/o L_P (perceptual)", ("2",), ("--perceptual_weight=0",),
+            claim=BASE_ABOVE),
+        row("baseline_encoder", "baseline encoder (1D-CNN)", ("2",), ("--encoder=cnn",),
+            claim=BASE_ABOVE),
+        row("baseline_decoder", "baseline decoder (deconvolution)", ("2",), deconv,
+            claim=BASE_ABOVE),
+        row("low_quality_faces", "lower-quality training faces (in the wild)", ("2",),
+            wild_faces=True, claim=BASE_ABOVE),
+        row("no_pretrain", "w/o voice pre-training (generator steps only)", ("2",),
+            pretrain_factor=0),
+        # The paper's two adversarial terms, which the demo's recipe leaves out, each added
+        # at the reference's weight: the paper's "each loss helps" predicts a better row.
+        row("with_ac", "+ L_C (auxiliary classifier, weight 0.05)", ("2",),
+            ("--ac_weight=0.05",), claim=ROW_ABOVE),
+        row("with_gan", "+ L_G (GAN, weight 1)", ("2",), ("--gan_weight=1",), claim=ROW_ABOVE),
+        row("generator_ema", "+ generator moving average (0.99)", ("2",),
+            ("--generator_ema_decay=0.99",)),
+    ]
+
+
 VARIANT_NAMES = tuple(v.name for v in variants(128))
+DEMO_VARIANT_NAMES = tuple(v.name for v in variants(128, "demo"))
 
 
 def select(all_variants: list, names) -> list:

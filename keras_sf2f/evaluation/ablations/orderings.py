@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from keras_sf2f.evaluation.ablations.catalog import BASE_ABOVE, variants
+
 # The seed's tables' protocols: one random crop of 1.25 s and of 5 s per identity and run.
 TABLE_PROTOCOLS = ("crops_1.25s", "crops_5s")
 
@@ -25,12 +27,17 @@ def _compare(results: dict, a: str, b: str, protocol: str, embedder: str, metric
     return ca["mean"] - cb["mean"], 2 * se
 
 
-def orderings(results: dict, embedder: str, metric: str = "recall@10") -> list:
+def orderings(results: dict, embedder: str, metric: str = "recall@10",
+              chosen: list | None = None) -> list:
     """The paper's orderings, checked on these results: ``[(claim, verdict, detail)]``.
 
+    ``chosen``: the plan's variants (``catalog.Variant``), whose ``claim`` says which way the
+    paper predicts each Table-2 row against full SF2F (default: the reference recipe's).
     A comparison "holds" when the difference has the paper's sign and exceeds two standard
     errors over evaluation runs, is "reversed" when it has the opposite sign beyond that, and
     is "within noise" otherwise. (Runs share crops across models, so this is conservative.)"""
+    if chosen is None:
+        chosen = variants(128)
     out = []
 
     def verdict(diffs):
@@ -45,20 +52,24 @@ def orderings(results: dict, embedder: str, metric: str = "recall@10") -> list:
     def detail(pairs):
         return "; ".join(f"{label}: {d:+.3f} (±{n:.3f})" for label, (d, n) in pairs)
 
-    table2 = [n for n in ("no_l1", "no_gan", "no_ac", "no_perceptual", "baseline_encoder",
-                          "baseline_decoder", "low_quality_faces") if n in results]
+    def better_worse(v):
+        """(the row the paper says is better, the one it says is worse)."""
+        return ("sf2f", v.name) if v.claim == BASE_ABOVE else (v.name, "sf2f")
+
+    table2 = [v for v in chosen if v.claim and v.name in results]
     if "sf2f" in results and table2:
         for protocol in TABLE_PROTOCOLS:
-            pairs = [(n, c) for n in table2
-                     if (c := _compare(results, "sf2f", n, protocol, embedder, metric))]
-            out.append((f"full SF2F above every Table-2 variant ({protocol_label(protocol)})",
+            pairs = [(v, c) for v in table2
+                     if (c := _compare(results, *better_worse(v), protocol, embedder, metric))]
+            out.append((f"the paper's side of every Table-2 row ({protocol_label(protocol)})",
                         verdict([c for _, c in pairs]),
-                        detail([(f"sf2f - {n}", c) for n, c in pairs])))
-        for n in table2:
+                        detail([(" - ".join(better_worse(v)), c) for v, c in pairs])))
+        for v in table2:
             pairs = [(protocol_label(p), c) for p in TABLE_PROTOCOLS
-                     if (c := _compare(results, "sf2f", n, p, embedder, metric))]
-            out.append((f"removing/replacing for `{n}` hurts", verdict([c for _, c in pairs]),
-                        detail(pairs)))
+                     if (c := _compare(results, *better_worse(v), p, embedder, metric))]
+            claim = (f"removing/replacing for `{v.name}` hurts" if v.claim == BASE_ABOVE
+                     else f"adding for `{v.name}` helps")
+            out.append((claim, verdict([c for _, c in pairs]), detail(pairs)))
     for model in ("sf2f", "sf2f_fuser"):
         if model in results and "voice2face" in results:
             pairs = [(protocol_label(p), c) for p in TABLE_PROTOCOLS

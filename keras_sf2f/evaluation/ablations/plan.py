@@ -8,7 +8,7 @@ import os
 import sys
 
 from keras_sf2f import runs
-from keras_sf2f.evaluation.ablations.catalog import AblationError
+from keras_sf2f.evaluation.ablations.catalog import RECIPES, AblationError
 
 # The checkout: the variants run its trainers/ scripts, from it.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -21,6 +21,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 # demo-recipe step ~0.4 s, voice2face and the no-perceptual variant less; start-up, tracing,
 # validation and evaluation add ~2 minutes per variant, so the 13 trainings and evaluations
 # take about 2.5 hours. Each variant's measured wall and CPU seconds are in ablations.md.
+# With --ablation_recipe=demo the rows default to the demo's own length instead (its flagfile's
+# generator steps, after as many voice pre-training steps): see Plan.__post_init__.
 DEFAULT_TRAIN_STEPS = 600
 DEFAULT_EVAL_RUNS = 5
 
@@ -44,7 +46,9 @@ class Plan:
     fuser_config: str
     voice2face_config: str
     wild_data_dir: str | None = None
-    train_steps: int = DEFAULT_TRAIN_STEPS
+    train_steps: int | None = None  # None: the recipe's default (see DEFAULT_TRAIN_STEPS)
+    recipe: str = "reference"       # catalog.RECIPES
+    train_seed: int | None = None   # --seed of every training run (None: the flagfiles')
     fuser_steps: int | None = None
     jobs: int = 1
     eval_runs: int = DEFAULT_EVAL_RUNS
@@ -63,7 +67,23 @@ class Plan:
             runs=self.eval_runs, seed=self.eval_seed, max_windows=self.eval_max_windows)
 
     def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise AblationError(f"unknown ablation recipe {self.recipe!r}; choose from "
+                                f"{', '.join(RECIPES)}")
+        if self.train_steps is None:
+            self.train_steps = (self._demo_generator_steps() if self.recipe == "demo"
+                                else DEFAULT_TRAIN_STEPS)
         if self.wild_data_dir is None:
             self.wild_data_dir = os.path.join(self.output_dir, "data_in_the_wild")
         if self.fuser_steps is None:
             self.fuser_steps = int(read_flagfile(self.fuser_config).get("train_steps", 60))
+
+    def _demo_generator_steps(self) -> int:
+        """The base flagfile's generator steps (its --train_steps after its
+        --voice_pretrain_steps): the demo recipe's rows run as long as the demo."""
+        base = read_flagfile(self.base_config)
+        steps = int(base.get("train_steps", 0)) - int(base.get("voice_pretrain_steps", 0))
+        if steps < 1:
+            raise AblationError(f"{self.base_config} sets no generator steps (--train_steps "
+                                f"after --voice_pretrain_steps); pass --train_steps")
+        return steps

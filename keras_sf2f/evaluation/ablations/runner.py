@@ -27,7 +27,7 @@ class Ablations:
         self.plan = plan
         self.log = log or (lambda line: print(line, flush=True))
         embedding_dim = int(read_flagfile(plan.base_config).get("embedding_dim", 512))
-        self.all = variants(embedding_dim)
+        self.all = variants(embedding_dim, plan.recipe)
         self.variants = select(self.all, list(names))
         self.t0 = time.monotonic()
         self.failed = {}
@@ -69,6 +69,8 @@ class Ablations:
             args += list(REFERENCE_LOSS_FLAGS)
         if v.config == "base" and not v.stage2_of:
             args.append(f"--voice_pretrain_steps={self.plan.train_steps * v.pretrain_factor}")
+        if p.train_seed is not None:
+            args.append(f"--seed={p.train_seed}")
         return args + list(v.overrides)
 
     def _stamp(self, text: str) -> None:
@@ -111,7 +113,8 @@ class Ablations:
     def run(self) -> int:
         p = self.plan
         os.makedirs(p.output_dir, exist_ok=True)
-        self._stamp(f"{len(self.variants)} variants, {p.train_steps} stage-1 steps, "
+        self._stamp(f"{len(self.variants)} variants ({p.recipe} recipe), {p.train_steps} "
+                    f"stage-1 generator steps, "
                     f"{p.fuser_steps} fuser steps, {p.eval_runs} evaluation runs -> "
                     f"{p.output_dir}")
         self.ensure_inputs()

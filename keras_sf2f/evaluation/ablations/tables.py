@@ -43,6 +43,14 @@ def _largest_recall(results: dict) -> str | None:
 
 ORACLE_LABEL = "voice-attribute oracle (no model; reference)"
 
+RECIPE_TEXT = {
+    "reference": "full SF2F trains with the reference's four loss terms and weights, each "
+                 "'w/o' row drops one; the demo's recipe is a row of its own",
+    "demo": "full SF2F is the demo's recipe, voice pre-training then L1 + perceptual without "
+            "GAN or AC, which every row changes by one thing; the paper's GAN and AC terms "
+            "are rows that add them at the reference's weights",
+}
+
 
 def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed: dict,
                  embedders: list, elapsed: float, oracle: dict | None = None,
@@ -95,9 +103,13 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
     sep = "---|" * len(keys)
     lines = [
         "# Ablations on the embedded procedural corpus", "",
-        f"Every row is its own training run (`trainers/train.py`, flags below): "
-        f"{plan.train_steps} stage-1 steps per variant, {plan.fuser_steps} fuser steps on top "
-        f"of `sf2f` for `sf2f_fuser`. Base flagfile `{plan.base_config}`; voice2face "
+        f"Every row is its own training run (`trainers/train.py`, flags below) on the "
+        f"`{plan.recipe}` recipe ({RECIPE_TEXT[plan.recipe]}): "
+        f"{plan.train_steps} stage-1 generator steps per variant"
+        + (" after as many voice pre-training steps" if plan.recipe == "demo" else "")
+        + f", {plan.fuser_steps} fuser steps on top of `sf2f` for `sf2f_fuser`"
+        + (f", training seed {plan.train_seed}" if plan.train_seed is not None else "")
+        + f". Base flagfile `{plan.base_config}`; voice2face "
         f"`{plan.voice2face_config}`; fuser `{plan.fuser_config}`. Evaluation: the aligned "
         f"`{plan.eval_split}` faces of `{plan.data_dir}` for every row (also the one trained "
         f"on in-the-wild faces), {plan.eval_runs} runs of one random crop per identity and "
@@ -147,7 +159,7 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
         for metric in [m for m in (recall, "cosine_similarity") if m]:
             lines += [f"### {metric}", "", "| claim | verdict | differences |",
                       "|---|---|---|"]
-            for claim, verdict, text in orderings(results, embedders[0], metric):
+            for claim, verdict, text in orderings(results, embedders[0], metric, chosen):
                 lines.append(f"| {claim} | {verdict} | {text} |")
             lines.append("")
     if figures:
