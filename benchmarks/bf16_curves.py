@@ -4,7 +4,9 @@
         --face_network=runs/demo/face_net --output_dir=runs/bf16_check [--steps=60]
 
 Trains ``trainers/train.py --flagfile=configs/demo.cfg`` twice from the same seed (same initial
-weights, same batches): ``--mixed_precision=float32`` and ``--mixed_precision=mixed_bfloat16``.
+weights, same batches): ``--mixed_precision=float32`` and ``--mixed_precision=mixed_bfloat16``,
+both with the reference's four loss terms (the demo's own recipe has no GAN or AC term, so it
+would leave the discriminators out of the comparison) and without the voice pre-training.
 Reads both runs' generator and discriminator total losses from TensorBoard, draws them into
 ``OUTPUT_DIR/bf16_curves.png`` (and one PNG per further tag), and writes ``bf16_check.json``:
 per tag the mean absolute and relative difference over all steps, the means of the last
@@ -25,6 +27,7 @@ import time
 from absl import app, flags
 
 from curves import demo_train_command, plot, scalars, train_env  # beside this script
+from keras_sf2f.evaluation.ablations.catalog import REFERENCE_LOSS_FLAGS
 
 flags.DEFINE_string("data_dir", "runs/demo/data", "Prepared corpus (scripts/main_job.sh).")
 flags.DEFINE_string("face_network", "runs/demo/face_net", "Face-identity network.")
@@ -44,7 +47,8 @@ def _train(model_dir: str, precision: str) -> float:
     command = demo_train_command(
         model_dir, FLAGS.data_dir, FLAGS.face_network, f"--train_steps={FLAGS.steps}",
         f"--batch_size={FLAGS.batch_size}", f"--mixed_precision={precision}",
-        f"--checkpoint_every_steps={FLAGS.steps}", "--log_every_seconds=30")
+        f"--checkpoint_every_steps={FLAGS.steps}", "--log_every_seconds=30",
+        *REFERENCE_LOSS_FLAGS)
     log_path = model_dir + ".log"
     started = time.monotonic()
     with open(log_path, "w") as log:

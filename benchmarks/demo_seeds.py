@@ -1,11 +1,15 @@
 """The main job for several training seeds: mean ± standard deviation of every headline figure.
 
     python benchmarks/demo_seeds.py [--seeds=3] [--output_dir=runs/seeds] [--first_seed=0]
+    python benchmarks/demo_seeds.py --summarize_only [--seeds=3] [--output_dir=runs/seeds]
 
 Seed ``s`` runs ``scripts/main_job.sh`` with ``SEED=s`` (model initialisation and data order of
 both training stages) in ``<output_dir>/seed_<s>``; the corpus and the face-identity network do
 not depend on the training seed, so the first seed's are linked into the others' run
 directories. Each run resumes or skips what is done, so an interrupted command continues.
+
+``--summarize_only`` runs nothing: it rewrites the summary from the seed directories' finished
+reports (e.g. after seeds were run side by side as separate commands).
 
 Writes ``<output_dir>/seeds.json`` (every numeric figure of each run's ``report/metrics.json``,
 per seed and as mean / std / n) and ``seeds.md`` (the headline figures: recall@10 per embedder
@@ -25,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from keras_sf2f import machine
+from keras_sf2f import files, machine
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The figures the Markdown table shows (paths into metrics.json, matched as regular
@@ -124,11 +128,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="number of training seeds")
     parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--output_dir", default=os.path.join(REPO_ROOT, "runs", "seeds"))
+    parser.add_argument("--summarize_only", action="store_true",
+                        help="run nothing; summarise the seed directories' finished reports")
     parser.add_argument("extra", nargs="*", help="extra stage-1 flags (after --)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    if args.summarize_only:
+        return summarize_only(args.output_dir, seeds)
     first_dir = os.path.join(args.output_dir, f"seed_{seeds[0]}")
     per_seed, seconds = {}, {}
     for i, seed in enumerate(seeds):
@@ -143,16 +151,36 @@ def main(argv=None) -> int:
     return 0
 
 
+def summarize_only(output_dir: str, seeds: list) -> int:
+    """The summary of finished seed runs, keeping the run times an earlier summary recorded."""
+    missing = [s for s in seeds if not os.path.isfile(
+        os.path.join(output_dir, f"seed_{s}", "report", "metrics.json"))]
+    if missing:
+        print(f"error: no finished report for seed(s) {', '.join(map(str, missing))} in "
+              f"{output_dir} (seed_<s>/report/metrics.json)", file=sys.stderr)
+        return 1
+    seconds = {}
+    previous = os.path.join(output_dir, "seeds.json")
+    if os.path.isfile(previous):
+        with open(previous) as f:
+            seconds = {int(k): v for k, v in json.load(f).get("seconds", {}).items()
+                       if int(k) in seeds}
+    per_seed = {}
+    for seed in seeds:
+        with open(os.path.join(output_dir, f"seed_{seed}", "report", "metrics.json")) as f:
+            per_seed[seed] = numeric_leaves(json.load(f))
+    print(write_summary(output_dir, seeds, per_seed, seconds))
+    return 0
+
+
 def write_summary(output_dir: str, seeds: list, per_seed: dict, seconds: dict) -> str:
     summary = {"seeds": seeds, "date": datetime.date.today().isoformat(),
                "machine": {"cpu": cpu_kind(), "cpus": os.cpu_count(), "versions": versions()},
                "seconds": seconds, "figures": aggregate(per_seed),
                "per_seed": {str(k): v for k, v in per_seed.items()}}
-    with open(os.path.join(output_dir, "seeds.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    files.write_json(os.path.join(output_dir, "seeds.json"), summary, sort_keys=False)
     text = markdown(summary)
-    with open(os.path.join(output_dir, "seeds.md"), "w") as f:
-        f.write(text)
+    files.write_text(os.path.join(output_dir, "seeds.md"), text)
     return text
 
 

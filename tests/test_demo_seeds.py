@@ -1,5 +1,7 @@
-"""benchmarks/demo_seeds.py's aggregation of the runs' metrics.json (the runs themselves are
-the main job, too heavy for the suite)."""
+"""benchmarks/demo_seeds.py's aggregation of the runs' metrics.json and its --summarize_only
+mode (the runs themselves are the main job, too heavy for the suite)."""
+
+import json
 
 import pytest
 
@@ -35,3 +37,22 @@ def test_markdown_shows_headline_figures_with_the_machine():
     assert "AMD EPYC (avx2)" in text and "tensorflow 2.21.0" in text
     assert "| `x/recall@10` | 0.600 ± 0.141 | 0.500, 0.700 |" in text
     assert "pixel_l1" not in text  # not a headline figure
+
+
+def test_summarize_only_reads_finished_seeds_and_keeps_their_run_times(tmp_path, capsys):
+    for seed, recall in ((0, 0.5), (1, 0.7)):
+        report = tmp_path / f"seed_{seed}" / "report"
+        report.mkdir(parents=True)
+        (report / "metrics.json").write_text(json.dumps(
+            {"results": {"SF2F": {"crops_5s": {"dlib": {"recall@10": {"mean": recall}}}}}}))
+    (tmp_path / "seeds.json").write_text(json.dumps({"seconds": {"0": 600, "1": 700}}))
+    assert demo_seeds.main(["--summarize_only", "--seeds=2", f"--output_dir={tmp_path}"]) == 0
+    summary = json.loads((tmp_path / "seeds.json").read_text())
+    assert summary["seconds"] == {"0": 600, "1": 700}
+    cell = summary["figures"]["results/SF2F/crops_5s/dlib/recall@10"]
+    assert cell["values"] == [0.5, 0.7] and cell["mean"] == pytest.approx(0.6)
+    assert "0.600 ± 0.141" in (tmp_path / "seeds.md").read_text()
+    # A seed without a finished report is named, and nothing is rewritten.
+    assert demo_seeds.main(["--summarize_only", "--seeds=3", f"--output_dir={tmp_path}"]) == 1
+    assert "seed(s) 2" in capsys.readouterr().err
+    assert json.loads((tmp_path / "seeds.json").read_text())["seeds"] == [0, 1]
