@@ -4,7 +4,7 @@
   (python_speech_features ``logfbank`` semantics) and its normalisation.
 * :mod:`~keras_sf2f.audio.vad` — the reference's offline webrtcvad collector and a pure-TF
   energy gate for graphs.
-* :mod:`~keras_sf2f.audio.io` — loading WAV/FLAC/OGG/MP3 (and M4A with ffmpeg) as 16 kHz mono
+* :mod:`~keras_sf2f.audio.io` — loading WAV/FLAC/OGG/MP3 (and M4A with PyAV or ffmpeg) as 16 kHz mono
   int16-scale samples, with clear errors; ``speech_log_mel`` runs the whole offline pipeline.
 
 The names below are exported lazily: ``import keras_sf2f.audio.io`` or ``.vad`` does not import

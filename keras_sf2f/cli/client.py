@@ -7,7 +7,7 @@ r"""Turns audio files into faces with a served keras-sf2f model (TF-Serving or t
 REST: POST /v1/models/<model>:predict with {"instances": [{"audio": {"b64": ...}}]}; gRPC:
 PredictionService/Predict (tensorflow_serving.apis). One request per file; writes
 <out>/<file stem>.png. The served graph decodes WAV only: a WAV it decodes is sent as it is,
-any other file the project's audio loader reads (FLAC, Ogg, MP3, M4A with ffmpeg, u-law WAV,
+any other file the project's audio loader reads (FLAC, Ogg, MP3, M4A, u-law WAV,
 unusual sample rates ...) is converted to WAV first. A server error is printed verbatim (e.g.
 "audio[0]: too short: ...") and the exit status is 1 when any file failed.
 

@@ -437,7 +437,7 @@ def _init_feature_worker() -> None:
 
 
 def _read_voxceleb_identity(job: _IdentityJob):
-    """One identity's usable speech and faces: decode (ffmpeg for M4A), VAD, features and
+    """One identity's usable speech and faces: decode (PyAV or ffmpeg for M4A), VAD, features and
     the face PNGs, all per-item work of the preparation, run in a worker process.
 
     Returns ``(identity, utterances, faces, skips)``: ``utterances = [(utterance id, log mel
