@@ -10,9 +10,14 @@ the same model work: the evaluation / serving protocol of 125-frame windows (str
 most 20) encoded one by one, fused (attention fuser for the ``*_fuser`` configs), decoded to
 the largest image. Random weights (time does not depend on them).
 
-* ``keras graph``: one ``tf.function`` from the int16 waveform to the image: log mel
-  filterbank (``keras_sf2f.audio.features``, default precision), normalisation, windows,
-  generator. Features included.
+* ``keras graph``: one ``tf.function`` from the int16 waveform to the image
+  (``keras_sf2f.serving.inference.waveform_to_face_function``): the samples of the windows
+  used, then log mel filterbank (``keras_sf2f.audio.features``, default precision),
+  normalisation, windows and generator as one XLA cluster (``jit_compile``; compiled once per
+  window count, during the warm-up requests). Features included. The SavedModel rows run
+  no XLA (TF-Serving's XLA:CPU is off by default).
+* ``no-XLA keras graph``: the previous Keras graph, for comparison: one plain ``tf.function``
+  with the features of the whole waveform and the generator.
 * ``keras eager``: the same steps with the Keras model called eagerly (op by op), as a
   PyTorch user would call a module. Features included (the feature function is traced).
 * ``SavedModel predict_waveform``: the exported model (``keras_sf2f.serving.savedmodel``,
@@ -197,9 +202,12 @@ class TorchWorker:
 # ------------------------------------------------------------------------------------------
 
 def keras_paths(generator):
-    """(graph fn, eager fn): int16 waveform [S] -> largest image [1, H, W, 3]."""
+    """(graph fn, eager fn, no-XLA graph fn): int16 waveform [S] -> largest image
+    [1, H, W, 3]. The no-XLA graph is the previous "keras graph": features of the whole
+    waveform and the generator in one plain ``tf.function``."""
     import tensorflow as tf  # noqa: PLC0415
     from keras_sf2f.audio import features  # noqa: PLC0415
+    from keras_sf2f.serving import inference  # noqa: PLC0415
 
     def windows_of(waveform):
         mel = features.normalize_log_mel(features.log_mel_filterbank(waveform, RATE))
@@ -210,9 +218,11 @@ def keras_paths(generator):
         images, _ = generator(windows_of(waveform), training=False)
         return images[-1]
 
-    graph = tf.function(forward, input_signature=[tf.TensorSpec([None], tf.int16)],
+    graph = inference.waveform_to_face_function(generator, RATE, MAX_WINDOWS)
+    plain = tf.function(forward, input_signature=[tf.TensorSpec([None], tf.int16)],
                         autograph=False)
-    return (lambda x: graph(x).numpy()), (lambda x: forward(x).numpy())
+    return ((lambda x: graph(x)[0].numpy()), (lambda x: forward(x).numpy()),
+            (lambda x: plain(x).numpy()))
 
 
 def model_flops(generator, windows: int) -> float | None:
@@ -254,7 +264,7 @@ def measure(quick: bool = False, threads: int = 2, configs=None, requests: int |
             loaded = exported.loaded
             predict_waveform = loaded.signatures["predict_waveform"]
             serving_default = loaded.signatures["serving_default"]
-            graph_fn, eager_fn = keras_paths(generator)
+            graph_fn, eager_fn, plain_fn = keras_paths(generator)
             size = generator.output_resolutions[-1]
             for label, seconds in DURATIONS:
                 clips = [audio_int16(seconds, seed) for seed in range(3)]
@@ -282,6 +292,10 @@ def measure(quick: bool = False, threads: int = 2, configs=None, requests: int |
                 for round_index in range(rounds):
                     first = round_index == 0
                     timed("keras graph (features included)", graph_fn, tensors, first,
+                          per_round)
+                    # The previous Keras graph (no XLA), for the A/B in the same rounds; not
+                    # named "keras graph ..." so that run.py's verdict keeps to the one above.
+                    timed("no-XLA keras graph (features included)", plain_fn, tensors, first,
                           per_round)
                     timed("SavedModel predict_waveform (features included)",
                           lambda x: predict_waveform(

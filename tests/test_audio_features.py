@@ -475,3 +475,24 @@ def test_block_framing_rates_in_batches(sr, monkeypatch):
     for precision in (tf.float64, tf.float32):
         got = F.log_mel_filterbank_batch(w, lengths, sr, compute_dtype=precision)[0]
         np.testing.assert_allclose(got[0].numpy(), _ref(w[0], sr), atol=0.05)
+
+
+@pytest.mark.parametrize("sr", (16000, 44100))
+def test_compilable_features_under_xla(sr, speech_like):
+    """``log_mel_filterbank_compilable``: without XLA exactly ``log_mel_filterbank``; compiled
+    by XLA (``jit_compile``) within 1e-5 of it (float rounding) and within the reference
+    tolerance, on speech with digital silence (log(eps) frames) and 6.5 s of frames (one
+    chunk of 650 frames, more than CHUNK_FRAMES)."""
+    x = np.clip(speech_like(sr, 6.5, sr, gaps=[(1.0, 1.7)]), -32768, 32767).astype(np.int16)
+    expected = F.log_mel_filterbank(x, sr).numpy()
+    plain = tf.function(lambda w: F.log_mel_filterbank_compilable(w, sr), autograph=False)
+    compiled = tf.function(lambda w: F.log_mel_filterbank_compilable(w, sr), autograph=False,
+                           jit_compile=True)
+    np.testing.assert_array_equal(plain(tf.constant(x)).numpy(), expected)
+    got = compiled(tf.constant(x)).numpy()
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-5
+    assert np.abs(got - _ref(x.astype(np.float64), sr)).max() <= TOL
+    with pytest.raises(ValueError, match="Python sample rate"):
+        tf.function(lambda w, r: F.log_mel_filterbank_compilable(w, r), autograph=False)(
+            tf.constant(x), tf.constant(sr))

@@ -607,6 +607,58 @@ def test_only_stock_ops_and_saved_model_cli_show(tiny):
         assert name in text
 
 
+def test_no_xla_in_the_savedmodel(tiny, tmp_path):
+    """No function of the export asks for XLA (TF-Serving's XLA:CPU is off by default and
+    would fail those requests); the check itself does see a ``jit_compile`` function."""
+    assert savedmodel.xla_compiled_functions(tiny.version_dir) == []
+    module = tf.Module()
+    module.f = tf.function(lambda x: 2.0 * x, jit_compile=True,
+                           input_signature=[tf.TensorSpec([None], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "xla"),
+                        signatures=module.f.get_concrete_function())
+    assert savedmodel.xla_compiled_functions(str(tmp_path / "xla"))
+
+
+@pytest.mark.parametrize("seconds,max_windows", [(1.3, 20), (3.0, 20), (3.0, 1)])
+def test_python_waveform_to_face_function(seconds, max_windows, speech_like):
+    """``waveform_to_face_function`` (the benchmark's Keras graph path): features and
+    generator compiled by XLA give the plain graph's faces and embeddings (float rounding
+    only), and feeding only the samples the windows use gives exactly the same result as the
+    features of the whole waveform."""
+    from keras_sf2f.serving.inference import waveform_to_face_function  # noqa: PLC0415
+    generator = builder.build_generator(builder.ModelConfig(**TINY_CONFIG))
+    # Random encoder and fuser (different voices, different embeddings); the decoder keeps its
+    # initialisation: randomize()'s BatchNorm statistics amplify any float rounding ~1e5x
+    # (eager vs graph execution alone differ by ~5e-3 on its faces), which would test that
+    # amplification rather than the compiled path.
+    randomize(generator.encoder, seed=3)
+    samples = np.clip(np.rint(speech_like(seed=4, seconds=seconds)), -32768, 32767)
+    waveform = tf.constant(samples.astype(np.int16))
+    # Reference: features of the whole waveform, windows, the uncompiled generator, in one
+    # graph (eager execution rounds differently from graphs with oneDNN's fusions, and the
+    # randomised tiny model amplifies rounding: ~5e-3 between eager and graph).
+    @tf.function(autograph=False)
+    def reference(waveform):
+        mel = features.normalize_log_mel(features.log_mel_filterbank(waveform, 16000))
+        count = tf.minimum(tf.shape(mel)[0] // 125, max_windows)
+        images, embedding = generator(tf.reshape(mel[:count * 125], [1, count, 125, 40]),
+                                      training=False)
+        return images[-1], embedding
+
+    expected = [t.numpy() for t in reference(waveform)]
+    plain = waveform_to_face_function(generator, max_windows=max_windows, jit_compile=False)
+    compiled = waveform_to_face_function(generator, max_windows=max_windows)
+    for fn, atol in ((plain, 0.0), (compiled, 1e-5)):
+        image, emb = fn(waveform)
+        assert image.shape == expected[0].shape and emb.shape == expected[1].shape
+        np.testing.assert_allclose(image.numpy(), expected[0], rtol=0, atol=atol)
+        np.testing.assert_allclose(emb.numpy(), expected[1], rtol=0, atol=atol)
+    graph = compiled.get_concrete_function(tf.TensorSpec([None], tf.int16)).graph
+    assert savedmodel.xla_marked(graph.as_graph_def())        # runs under XLA
+    graph = plain.get_concrete_function(tf.TensorSpec([None], tf.int16)).graph
+    assert savedmodel.xla_marked(graph.as_graph_def()) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # Export command: configuration, checkpoints, versions
 # ---------------------------------------------------------------------------------------------

@@ -592,6 +592,26 @@ def op_types(saved_model_dir: str) -> set:
     return types
 
 
+def xla_marked(graph_def) -> list:
+    """Names of the functions and nodes of ``graph_def`` (and its function library) that ask
+    for XLA compilation (``_XlaMustCompile``, what ``tf.function(jit_compile=True)`` sets)."""
+    marked = [node.name for node in graph_def.node if node.attr["_XlaMustCompile"].b]
+    for function in graph_def.library.function:
+        if function.attr["_XlaMustCompile"].b:
+            marked.append(function.signature.name)
+        marked.extend(f"{function.signature.name}/{node.name}" for node in function.node_def
+                      if node.attr["_XlaMustCompile"].b)
+    return marked
+
+
+def xla_compiled_functions(saved_model_dir: str) -> list:
+    """:func:`xla_marked` over every meta graph of the SavedModel. An export must have none:
+    TF-Serving runs XLA:CPU only when started with ``--xla_cpu_compilation_enabled`` (off by
+    default) and otherwise fails the requests that reach such a function."""
+    proto = loader_impl.parse_saved_model(saved_model_dir)
+    return [name for meta_graph in proto.meta_graphs for name in xla_marked(meta_graph.graph_def)]
+
+
 def unregistered_ops(saved_model_dir: str) -> list:
     """Op types of the SavedModel that this process's TensorFlow does not register (names of
     the library's functions, called as ops, are not op types and are skipped)."""
