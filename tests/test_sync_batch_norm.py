@@ -70,6 +70,9 @@ SCRIPT = textwrap.dedent("""
                     synchronized=len(trainer.synchronized_batch_norms),
                     statistics=len(trainer.moving_statistics))
 
+    # Fixed initial weights: how far per-replica statistics move the losses depends on them, and
+    # an unlucky draw once moved the total loss by only 1e-5.
+    keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     # Distinct halves: each replica's batch statistics differ from the global batch's.
     batch = (rng.uniform(-1, 1, (B, 64, 64, 3)).astype(np.float32),
@@ -101,6 +104,10 @@ SCRIPT = textwrap.dedent("""
 
 def _max_difference(a, b):
     return max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in a)
+
+
+def _max_relative_difference(a, b, keys):
+    return max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-6) for k in keys)
 
 
 def _moving_statistics(weights):
@@ -139,8 +146,13 @@ def test_two_synchronised_replicas_are_one_replica_on_the_global_batch(tmp_path)
         assert two_sync["values"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
     # Sync off: per-replica statistics, visibly different (the test can fail).
     assert _max_difference(statistics, two_local["weights"]) > 1e-3
-    assert two_local["values"]["loss/total_loss"] != pytest.approx(
-        reference["values"]["loss/total_loss"], rel=1e-4)
+    # Every loss term moves a little: the largest move of any term (generator or discriminator;
+    # 9e-3 relative with these weights, Intel kind) and of any trained weight (8e-4) lie far
+    # beyond the synchronised run's rounding (5e-6 and 1e-7), which the asserts above bound.
+    losses = [k for k in reference["values"] if "loss/" in k]
+    assert _max_relative_difference(reference["values"], two_local["values"], losses) > 1e-3
+    trained = {k: v for k, v in reference["weights"].items() if k not in statistics}
+    assert _max_difference(trained, two_local["weights"]) > 1e-4
 
     # One replica: nothing to synchronise, the same run bit for bit.
     assert out["one_sync"]["synchronized"] == 0
