@@ -312,6 +312,12 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
     assert changes("demo_no_pretrain") == {"gan_weight": 0.0, "ac_weight": 0.0,
                                            "perceptual_weight": 10.0, "train_steps": 600,
                                            "eval_every_steps": 600}
+    # The tables' list of runs names each row's change, also those that are not a flag.
+    text = {v.name: v.change_text() for v in runner.variants}
+    assert text["sf2f"] == "(base flagfile)" and text["no_l1"] == "--l1_weight=0"
+    assert text["no_pretrain"] == "(no voice pre-training)"
+    assert text["low_quality_faces"] == "(in-the-wild training faces)"
+    assert text["sf2f_fuser"] == "(fuser flagfile, init from sf2f)"
     fused = changes("sf2f_fuser")
     assert {k: fused.get(k) for k in ("model.fuser", "train_fuser_only", "train_steps",
                                       "init_checkpoint")} == {

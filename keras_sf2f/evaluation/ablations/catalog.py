@@ -59,6 +59,19 @@ class Variant:
     pretrain_factor: int = 0
     claim: str | None = None  # BASE_ABOVE, ROW_ABOVE or None (see above)
 
+    def change_text(self) -> str:
+        """What the row changes from its flagfile, for the tables' list of runs."""
+        if self.config == "voice2face":
+            return "(voice2face flagfile)"
+        if self.stage2_of:
+            return f"(fuser flagfile, init from {self.stage2_of})"
+        parts = list(self.overrides)
+        if self.wild_faces:
+            parts.append("(in-the-wild training faces)")
+        if not self.reference_losses and self.pretrain_factor == 0:
+            parts.append("(no voice pre-training)")
+        return " ".join(parts) or "(base flagfile)"
+
 
 def _baseline_decoder_channels(embedding_dim: int) -> str:
     # The reference's deconvolution decoder (1024, 512, 256, 128, 64 for a 512-d embedding)

@@ -173,9 +173,7 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
               "train CPU s | eval s | report |", "|---|---|---|---|---|---|---|---|---|"]
     for v in chosen:
         rec = records.get(v.name, {})
-        changes = " ".join(v.overrides) or ("(voice2face flagfile)" if v.config == "voice2face"
-                                            else "(fuser flagfile, init from sf2f)"
-                                            if v.stage2_of else "(base flagfile)")
+        changes = v.change_text()
         status = rec.get("trained_step", "") if v.name in results else \
             f"FAILED: {failed[v.name].splitlines()[0]}" if v.name in failed else "not run"
         lines.append(f"| `{v.name}` | {', '.join(v.tables)} | `{changes}` | "
