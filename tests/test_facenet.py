@@ -26,6 +26,9 @@ from keras_sf2f.models.facenet_import import (expected_keys, import_facenet,  # 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
 TOL = 1e-4
+# Full-size deep features (|x| ~23) and training-mode BatchNorm: measured 1.4-4.2e-5 and 3.5-7.9e-5
+# (oneDNN and Eigen alike), only 1.3-2.4x under TOL; a wrong mapping or BN mode is off by O(1).
+DEEP_TOL = 5e-4
 SMALL = dict(width_multiplier=0.25, repeats=(1, 2, 1), embedding_dim=128)
 
 
@@ -204,7 +207,8 @@ def test_full_parity_140(full_pair):
     assert kmodel.features(x)["repeat_1"].shape == (2, 15, 15, 256)
     assert kmodel.features(x)["repeat_2"].shape == (2, 7, 7, 896)
     assert kmodel.features(x)["repeat_3"].shape == (2, 3, 3, 1792)
-    assert all(v < TOL for k, v in diffs.items() if k != "logits"), diffs
+    assert all(v < DEEP_TOL for k, v in diffs.items() if k != "logits"), diffs
+    assert diffs["embedding"] < TOL, diffs  # unit vectors: measured 1.2e-7
     assert diffs["logits"] < 10 * TOL  # logits are O(50) here; relative error ~1e-6
 
 
@@ -231,8 +235,8 @@ def test_small_parity_eval_and_training_mode():
     kmodel.build((None, 140, 140, 3))
     load_facenet_state_dict(kmodel, tmodel.state_dict())
     x = np.random.RandomState(8).randn(4, 140, 140, 3).astype("float32")
-    assert max(_compare(tmodel.eval(), kmodel, x).values()) < TOL
-    assert max(_compare(tmodel.train(), kmodel, x, training=True).values()) < TOL
+    assert max(_compare(tmodel.eval(), kmodel, x).values()) < TOL  # measured 1.5e-5
+    assert max(_compare(tmodel.train(), kmodel, x, training=True).values()) < DEEP_TOL
 
 
 # --- importer errors ------------------------------------------------------------------------

@@ -154,9 +154,10 @@ def test_review_page_choices_survive_reload_and_restart_then_export(browser, tmp
 def test_quick_key_presses_on_a_slow_server_are_applied_in_order(browser, tmp_path):
     """The race behind the old flaky run: a second "1" pressed before the first one's answer
     arrived read the same old state and sent "keep" again, so keep-then-drop ended as kept.
-    A server that answers every keep after 0.3 s makes that window certain; actions are now
-    queued in the page, so the presses apply in order whatever the latency."""
-    import time
+    A server that holds the keep answers until all three presses are made makes that window
+    certain; actions are now queued in the page, so the presses apply in order whatever the
+    latency."""
+    import threading
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -165,9 +166,12 @@ def test_quick_key_presses_on_a_slow_server_are_applied_in_order(browser, tmp_pa
     make_curated(curated)
     app = review_server.ReviewApp(review_server.ReviewSettings(curated_dir=curated))
     keep = app.keep
+    # Held, not slept: a 0.3 s sleep left the busy check below racing the answers (3 presses
+    # and the check took 0.07-0.27 s of the 0.9 s window here, more on a loaded CI machine).
+    released = threading.Event()
 
     def slow_keep(*args, **kwargs):
-        time.sleep(0.3)
+        released.wait(30)
         return keep(*args, **kwargs)
 
     app.keep = slow_keep
@@ -182,12 +186,14 @@ def test_quick_key_presses_on_a_slow_server_are_applied_in_order(browser, tmp_pa
         body.send_keys("1")  # before the first answer: queued, not lost
         body.send_keys("2")
         assert browser.execute_script("return Number(document.body.dataset.busy)") > 0
+        released.set()
         wait.until(lambda d: d.execute_script("return document.body.dataset.busy === '0'"))
         kept = browser.execute_script(
             "return [...document.querySelectorAll('.candidate.kept')].map(e => e.dataset.key)")
         assert kept == ["Alice_A/001.jpg"]
         assert app.state()["identities"][0]["kept"] == 1
     finally:
+        released.set()
         server.stop()
         app.close()
 
