@@ -1,6 +1,7 @@
 """SF2F losses against hand-computed values, and the trainer's composition of
 the generator objective (weights, per-resolution targets, global-batch averaging)."""
 
+import dataclasses
 import math
 import os
 
@@ -243,3 +244,23 @@ def test_learning_rate_decay_schedule():
     got = [float(schedule(tf.constant(t, tf.int64))) for t in (0, 9, 10, 14, 19, 30)]
     np.testing.assert_allclose(got, [1.0, 1.0, 1 - 0.1 * 0.999, 1 - 0.5 * 0.999, 1e-3, 1e-3],
                                rtol=1e-6)
+
+
+def test_learning_rate_decay_counts_the_runs_steps_with_voice_pretraining():
+    """--lr_decay_start_step and --train_steps count the run's steps; the GAN step's
+    optimizers start counting after --voice_pretrain_steps, so their schedule is shifted: with
+    100 pre-training steps, a decay from run step 200 to 300 is one from their step 100 to 200
+    (unshifted, it would never have reached its end)."""
+    from keras_sf2f.training.config import TrainConfig
+    from keras_sf2f.training.trainer import learning_rate_schedule
+
+    config = TrainConfig(learning_rate=1.0, train_steps=300, voice_pretrain_steps=100,
+                         lr_decay_start_step=200, lr_decay_final_factor=1e-3)
+    schedule = learning_rate_schedule(config, decays=True)
+    got = [float(schedule(tf.constant(t, tf.int64))) for t in (0, 99, 100, 149, 199, 250)]
+    np.testing.assert_allclose(got, [1.0, 1.0, 1 - 0.01 * 0.999, 1 - 0.5 * 0.999, 1e-3, 1e-3],
+                               rtol=1e-6)
+    assert learning_rate_schedule(config, decays=False) == 1.0
+    no_pretraining = learning_rate_schedule(dataclasses.replace(config, voice_pretrain_steps=0),
+                                            decays=True)
+    assert float(no_pretraining(tf.constant(199, tf.int64))) == 1.0

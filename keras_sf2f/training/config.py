@@ -50,8 +50,8 @@ class TrainConfig:
         -1,
         "From this step on, the generator's and image discriminators' learning rates decay "
         "linearly to lr_decay_final_factor * learning_rate at train_steps; the identity "
-        "classifiers keep theirs (the reference's decay_lr_epochs=10000 of 12,000). -1: no "
-        "decay.")
+        "classifiers keep theirs (the reference's decay_lr_epochs=10000 of 12,000). Counts the "
+        "run's steps, --voice_pretrain_steps included, like --train_steps. -1: no decay.")
     lr_decay_final_factor: float = option(
         1e-3, "Learning-rate factor reached at the end of the decay.", lower=0.0)
     # loss weights (<= 0 switches a term off)

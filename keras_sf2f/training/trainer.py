@@ -99,6 +99,21 @@ class LinearDecayAfter(keras.optimizers.schedules.LearningRateSchedule):
                     final_factor=self.final_factor)
 
 
+def learning_rate_schedule(config: TrainConfig, decays: bool):
+    """The learning rate of an optimizer of the GAN step, as a function of its own step:
+    --lr_decay_start_step's decay for the generator and image discriminators (``decays``),
+    constant for the identity classifiers.
+
+    --lr_decay_start_step and --train_steps count the run's steps, voice pre-training
+    included, while these optimizers count only their own, which begin after it: the decay is
+    shifted by --voice_pretrain_steps so that it ends at --train_steps."""
+    if not decays or config.lr_decay_start_step < 0:
+        return config.learning_rate
+    offset = config.voice_pretrain_steps
+    return LinearDecayAfter(config.learning_rate, config.lr_decay_start_step - offset,
+                            config.train_steps - offset, config.lr_decay_final_factor)
+
+
 def make_strategy(name: str):
     """'mirrored' (all local devices; one replica on a CPU-only machine), 'multi_worker'
     (MultiWorkerMirroredStrategy from TF_CONFIG; create it before any other TF work) or
@@ -220,13 +235,8 @@ class GanTrainer:
                 c.image_size: c for c in self.models.identity_classifiers
                 if config.ac_weight > 0}
 
-            decay = config.lr_decay_start_step >= 0
-
             def schedule(decays: bool):
-                if decays and decay:
-                    return LinearDecayAfter(config.learning_rate, config.lr_decay_start_step,
-                                            config.train_steps, config.lr_decay_final_factor)
-                return config.learning_rate
+                return learning_rate_schedule(config, decays)
 
             self.generator_variables = list(generator.trainable_variables)
             if not self.generator_variables:
