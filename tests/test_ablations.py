@@ -315,9 +315,8 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
     # The tables' list of runs names each row's change, also those that are not a flag.
     text = {v.name: v.change_text() for v in runner.variants}
     assert text["sf2f"] == "(base flagfile)" and text["no_l1"] == "--l1_weight=0"
-    assert text["no_pretrain"] == "(no voice pre-training)"
-    assert text["low_quality_faces"] == "(in-the-wild training faces)"
-    assert text["sf2f_fuser"] == "(fuser flagfile, init from sf2f)"
+    assert text["demo_no_pretrain"] == "(no voice pre-training)"
+    assert text["demo_recipe"] == "(base flagfile)"
     fused = changes("sf2f_fuser")
     assert {k: fused.get(k) for k in ("model.fuser", "train_fuser_only", "train_steps",
                                       "init_checkpoint")} == {
@@ -384,6 +383,12 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path):
     assert changes("no_pretrain") == {"voice_pretrain_steps": 0,
                                       "train_steps": generator_steps,
                                       "eval_every_steps": generator_steps}
+    # The tables' list of runs names each row's change, also those that are not a flag.
+    text = {v.name: v.change_text() for v in runner.variants}
+    assert text["sf2f"] == "(base flagfile)" and text["no_l1"] == "--l1_weight=0"
+    assert text["no_pretrain"] == "(no voice pre-training)"
+    assert text["low_quality_faces"] == "(in-the-wild training faces)"
+    assert text["sf2f_fuser"] == "(fuser flagfile, init from sf2f)"
     fused = changes("sf2f_fuser")
     assert fused["model.fuser"] == "attention" and fused["voice_pretrain_steps"] == 0
     assert "gan_weight" not in fused and "perceptual_weight" not in fused
