@@ -51,16 +51,37 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_ports(n):
-    sockets, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-        ports.append(s.getsockname()[1])
-    for s in sockets:
-        s.close()
-    return ports
+def _ephemeral_range():
+    """The kernel's range for bind(0) and outgoing connections (Linux default 32768-60999)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _free_ports(n, rng=None):
+    """n ports free now and outside the ephemeral range.
+
+    The workers bind their ports seconds after this returns. A port the kernel handed out by
+    bind(0) sits in the ephemeral range, where any process's outgoing connection can take it
+    in between (the suite runs servers and clients alongside); a port below that range is
+    only ever taken by a process that names it, so the gap cannot be lost to chance."""
+    rng = rng or np.random.default_rng()
+    low, _ = _ephemeral_range()
+    candidates = range(max(1024, low - 20000), low)
+    ports = []
+    for port in rng.permutation(candidates):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", int(port)))
+            except OSError:
+                continue
+        ports.append(int(port))
+        if len(ports) == n:
+            return ports
+    raise RuntimeError(f"no {n} free ports below the ephemeral range {low}")
 
 
 @pytest.fixture(scope="module")
