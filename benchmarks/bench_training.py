@@ -471,20 +471,34 @@ def run_cases(cases, overrides=(), threads: int = 0, inter_op_threads: int = 0,
     return {"rows": rows, "notes": notes}
 
 
-def suite(quick: bool) -> list[Case]:
-    """The cases measure() runs."""
+def native_bfloat16() -> bool:
+    """True when the CPU computes bfloat16 natively (AMX-BF16 or AVX512_BF16: oneDNN's
+    bfloat16 kernels); elsewhere both frameworks emulate it at about a tenth of float32."""
+    from keras_sf2f import machine  # noqa: PLC0415
+    return bool(machine.cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
+def suite(quick: bool, native_bf16: bool | None = None) -> list[Case]:
+    """The cases measure() runs; ``native_bf16`` (default: this CPU's) picks the bfloat16
+    cases' size."""
     if quick:
         return [Case("sf2f_64", "float32", batch=16, steps=2, warmup=1),
                 Case("sf2f_64_fuser", "float32", batch=4, steps=2, warmup=1)]
-    # bfloat16 runs at batch 8 with one timed step: without AVX512_BF16 both frameworks
-    # emulate it at about a tenth of their float32 speed (~40 and ~80 s per batch-8 step), so
-    # batch 64 would add most of an hour. Its FLOPs are float32's, counted once.
+    if native_bf16 is None:
+        native_bf16 = native_bfloat16()
+    if native_bf16:
+        # Native bfloat16: the same batch as float32, so the step is compared with both
+        # PyTorch's bfloat16 step and its float32 step of the float32 row.
+        bf16 = dict(batch=64, steps=3, warmup=1)
+    else:
+        # Emulated bfloat16 (~40 and ~80 s per batch-8 step in the two frameworks): batch 8
+        # and one timed step, or the suite would take most of an hour more. Its FLOPs are
+        # float32's, counted once.
+        bf16 = dict(batch=8, steps=1, warmup=0, torch_count_flops=False)
     return [Case("sf2f_64", "float32", batch=64, steps=5, warmup=1),
-            Case("sf2f_64", "mixed_bfloat16", batch=8, steps=1, warmup=0,
-                 torch_count_flops=False),
+            Case("sf2f_64", "mixed_bfloat16", **bf16),
             Case("sf2f_128", "float32", batch=64, steps=3, warmup=1),
-            Case("sf2f_128", "mixed_bfloat16", batch=8, steps=1, warmup=0,
-                 torch_count_flops=False),
+            Case("sf2f_128", "mixed_bfloat16", **bf16),
             Case("sf2f_64_fuser", "float32", batch=64, steps=3, warmup=1)]
 
 
@@ -493,7 +507,8 @@ def measure(quick: bool) -> dict:
 
     Returns ``{"rows": [...], "notes": [...]}``; the row keys are listed in the module
     docstring. ``quick`` takes a few minutes; the full suite about half an hour on 2 idle
-    cores (float32 at batch 64, bfloat16 at batch 8, stage 2 at batch 64 x 20 windows)."""
+    cores (float32 at batch 64, bfloat16 at batch 64 where the CPU has it natively and at
+    batch 8 where it is emulated, stage 2 at batch 64 x 20 windows)."""
     return run_cases(suite(quick), log=lambda line: print(line, file=sys.stderr, flush=True))
 
 

@@ -59,6 +59,12 @@ TITLES = {
     "modules": "5. Seed Table 7: per-module time and memory vs t and w",
 }
 FEATURE_TARGET = 20.0
+# Training-step targets against PyTorch's step of the same configuration and batch, one run:
+# float32 over float32; where bfloat16 is native (AMX-BF16 / AVX512_BF16), mixed_bfloat16 over
+# PyTorch's bfloat16 step and over its float32 step.
+TRAINING_FLOAT32_TARGET = 1.2
+TRAINING_BF16_TARGET = 1.2
+TRAINING_BF16_OVER_FLOAT32_TARGET = 2.0
 PEAK_CAVEAT = ("A fraction above 100% means the machine was busier (other processes) while the "
                "matmul peak was measured than during that figure: load varied during the run, "
                "so compare fractions within a section, not against 100%.")
@@ -345,6 +351,7 @@ def summarize_targets(results: dict) -> list:
                 "met": met,
                 "detail": ", ".join(f"{r['audio']}: {r['speedup_vs_psf']:.1f}x, "
                                     f"diff {r['max_abs_diff']:.1e}" for r in rows)})
+    verdicts += _training_verdicts(results)
     inference = results.get("inference", {})
     if "rows" in inference:
         graph_rows = [r for r in inference["rows"]
@@ -358,6 +365,41 @@ def summarize_targets(results: dict) -> list:
                 "detail": ", ".join(f"{r['config']} {r['audio']}: "
                                     f"{r['torch_eager_over_this']:.2f}x"
                                     for r in graph_rows)})
+    return verdicts
+
+
+def _training_verdicts(results: dict) -> list:
+    rows = [r for r in results.get("training", {}).get("rows", [])
+            if r.get("keras_steps_per_s") and r.get("torch_steps_per_s")]
+    verdicts = []
+    float32 = [r for r in rows if r["precision"] == "float32"]
+    if float32:
+        verdicts.append({
+            "target": f"float32 training step >= {TRAINING_FLOAT32_TARGET}x PyTorch's "
+                      "(same configuration and batch, one run)",
+            "met": all(r["ratio"] >= TRAINING_FLOAT32_TARGET for r in float32),
+            "detail": ", ".join(f"{r['name']}: {r['ratio']:.2f}x" for r in float32)})
+    machine_ = results.get("meta", {}).get("machine", {})
+    if not (machine_.get("has_amx_bf16") or machine_.get("has_avx512_bf16")):
+        return verdicts  # emulated bfloat16: no speed target
+    bf16 = [r for r in rows if r["precision"] == "mixed_bfloat16"]
+    if bf16:
+        verdicts.append({
+            "target": f"mixed_bfloat16 training step >= {TRAINING_BF16_TARGET}x PyTorch's "
+                      "bfloat16 step (native bfloat16)",
+            "met": all(r["ratio"] >= TRAINING_BF16_TARGET for r in bf16),
+            "detail": ", ".join(f"{r['name']}: {r['ratio']:.2f}x" for r in bf16)})
+    pairs = [(r, f) for r in bf16 for f in float32
+             if (f["config"], f["batch"]) == (r["config"], r["batch"])]
+    if pairs:
+        verdicts.append({
+            "target": f"mixed_bfloat16 training step >= {TRAINING_BF16_OVER_FLOAT32_TARGET}x "
+                      "PyTorch's float32 step (same configuration and batch)",
+            "met": all(r["keras_steps_per_s"] / f["torch_steps_per_s"]
+                       >= TRAINING_BF16_OVER_FLOAT32_TARGET for r, f in pairs),
+            "detail": ", ".join(
+                f"{r['name']}: {r['keras_steps_per_s'] / f['torch_steps_per_s']:.2f}x"
+                for r, f in pairs)})
     return verdicts
 
 

@@ -189,3 +189,30 @@ def test_a_skipped_section_keeps_the_earlier_measurement():
     assert merged["modules"]["rows"] == old["modules"]["rows"]
     assert merged["modules"]["date"] == old["meta"]["date"]
     assert merged["meta"]["sections_rerun"] == []
+
+
+def _verdicts(flags, bf16_batch, bf16_keras, bf16_torch, fp32_keras=0.15, fp32_torch=0.1):
+    results = fake_results("Intel Xeon", flags, "2026-12-04T12:00:00+00:00",
+                           fp32_keras=fp32_keras, bf16_keras=bf16_keras)
+    results["training"]["rows"][0]["torch_steps_per_s"] = fp32_torch
+    results["training"]["rows"][0]["ratio"] = fp32_keras / fp32_torch
+    bf16 = results["training"]["rows"][1]
+    bf16.update(batch=bf16_batch, name=f"sf2f_64 mixed_bfloat16 b{bf16_batch}",
+                torch_steps_per_s=bf16_torch, ratio=bf16_keras / bf16_torch)
+    return [v for v in run.summarize_targets(results) if "training step" in v["target"]]
+
+
+def test_training_targets_are_judged_per_precision_and_only_for_native_bfloat16():
+    native = _verdicts(INTEL_AMX_FLAGS, 64, bf16_keras=0.25, bf16_torch=0.2)
+    assert [v["met"] for v in native] == [True, True, True]
+    assert "sf2f_64 mixed_bfloat16 b64: 2.50x" in native[2]["detail"]
+    # 1.19x PyTorch's bfloat16 step misses; 1.9x its float32 step misses.
+    missed = _verdicts(INTEL_AMX_FLAGS, 64, bf16_keras=0.19, bf16_torch=0.16)
+    assert [v["met"] for v in missed] == [True, False, False]
+    # float32 below 1.2x misses.
+    assert [v["met"] for v in _verdicts(INTEL_AMX_FLAGS, 64, 0.25, 0.2, fp32_keras=0.11)] \
+        == [False, True, True]
+    # bfloat16 at another batch than float32 is not compared with PyTorch's float32 step.
+    assert len(_verdicts(INTEL_AMX_FLAGS, 8, bf16_keras=0.25, bf16_torch=0.2)) == 2
+    # Emulated bfloat16 (AVX2): only the float32 target.
+    assert len(_verdicts(AMD_FLAGS, 8, bf16_keras=0.01, bf16_torch=0.02)) == 1
