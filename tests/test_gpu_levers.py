@@ -39,8 +39,12 @@ pytestmark = pytest.mark.slow
 
 BATCH, FRAMES, STEPS = 4, 120, 3
 # Measured on the tiny model over 3 steps (AMD EPYC, oneDNN): XLA vs graph, loss 3e-7 relative,
-# weight updates 1e-5 relative; mixed_float16 vs float32, loss 2e-4, updates 2e-2.
-XLA_LOSS_RTOL, XLA_UPDATE_RTOL = 1e-5, 1e-3
+# weight updates 1e-5 relative; mixed_float16 vs float32, loss 2e-4, updates 2e-2. Since the
+# training-mode BatchNorm is TensorFlow's fused op (models/fused_batch_norm.py), the graph runs
+# oneDNN's kernel and XLA its own expansion of it: the adversarial terms, which pass the
+# discriminators' BatchNorm over batches of 4, then differ by up to 1.9e-5 relative (Intel Xeon
+# AMX). The fused layer's agreement with Keras's own is tested in tests/test_fused_batch_norm.py.
+XLA_LOSS_RTOL, XLA_UPDATE_RTOL = 1e-4, 1e-3
 FLOAT16_LOSS_RTOL, FLOAT16_UPDATE_RTOL = 2e-3, 0.1
 
 

@@ -18,6 +18,7 @@ import pytest
 from harness import random_inputs, run_layer_test
 from keras_sf2f import models as models_package
 from keras_sf2f.models import discriminators, face_decoder, facenet, fast_conv, fuser, generator
+from keras_sf2f.models import fused_batch_norm
 from keras_sf2f.models import layers, vggface_resnet, voice_encoder
 
 MASK = np.array([[True, True, False], [True, True, True]])
@@ -52,6 +53,13 @@ CASES = [
     ("fast_conv1d", fast_conv.Conv1D,
      lambda: dict(filters=4, kernel_size=(3,), strides=(2,), padding="same"),
      dict(input_shape=(2, 11, 5))),
+    # fused_batch_norm.py: 2-D, 3-D and 4-D inputs (each reshaped differently for the fused op)
+    ("fused_batch_norm_2d", fused_batch_norm.BatchNormalization,
+     lambda: dict(epsilon=1e-5, momentum=0.9), dict(input_shape=(4, 6))),
+    ("fused_batch_norm_3d", fused_batch_norm.BatchNormalization,
+     lambda: dict(epsilon=1e-5, momentum=0.9, center=False), dict(input_shape=(2, 7, 6))),
+    ("fused_batch_norm_4d", fused_batch_norm.BatchNormalization,
+     lambda: dict(epsilon=1e-3, momentum=0.99, scale=False), dict(input_shape=(2, 5, 5, 6))),
     # fuser.py
     ("attention_fuser", fuser.AttentionFuser, lambda: dict(embedding_dim=16, output_dim=8),
      dict(input_shape=(2, 3, 16), call_kwargs=dict(segment_mask=MASK))),

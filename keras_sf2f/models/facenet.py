@@ -48,7 +48,7 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
-from keras_sf2f.models import fast_conv
+from keras_sf2f.models import fast_conv, fused_batch_norm
 
 _PACKAGE = "keras_sf2f"
 
@@ -129,8 +129,8 @@ class BasicConv2d(layers.Layer):
         self.conv = fast_conv.Conv2D(self.filters, self.kernel_size, strides=self.strides,
                                      padding=padding, use_bias=False, name="conv",
                                      dtype=self.dtype_policy)
-        self.bn = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-                                            name="bn", dtype=self.dtype_policy)
+        self.bn = fused_batch_norm.BatchNormalization(
+            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="bn", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -157,13 +157,16 @@ class BasicConv2d(layers.Layer):
     def folded_kernel_and_bias(self, dtype):
         """(kernel, bias) of the convolution with the inference BatchNorm folded in:
         ``bn(conv(x, W)) = conv(x, W * s) + (beta - mean * s)``, ``s = gamma /
-        sqrt(moving_variance + epsilon)``; computed in float32 and cast to ``dtype``."""
+        sqrt(moving_variance + epsilon)``. The per-channel ``s`` and bias are computed in
+        float32; the product with the kernel is taken in ``dtype``, the kernel as the
+        convolution reads it (under mixed precision already cast), because this product is
+        paid on every call: one pass over the weights."""
         bn = self.bn
         scale = ops.cast(bn.gamma, "float32") * ops.rsqrt(
             ops.cast(bn.moving_variance, "float32") + bn.epsilon)
-        kernel = ops.cast(self.conv.kernel, "float32") * scale
         bias = ops.cast(bn.beta, "float32") - ops.cast(bn.moving_mean, "float32") * scale
-        return ops.cast(kernel, dtype), ops.cast(bias, dtype)
+        kernel = ops.cast(self.conv.kernel, dtype) * ops.cast(scale, dtype)
+        return kernel, ops.cast(bias, dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -372,8 +375,8 @@ class FaceNet(keras.Model):
         self.dropout = layers.Dropout(self.dropout_rate, name="dropout", dtype=policy)
         self.last_linear = layers.Dense(self.embedding_dim, use_bias=False, name="last_linear",
                                         dtype=policy)
-        self.last_bn = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-                                                 name="last_bn", dtype=policy)
+        self.last_bn = fused_batch_norm.BatchNormalization(
+            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="last_bn", dtype=policy)
         self.logits = (layers.Dense(self.num_classes, name="logits", dtype=policy)
                        if self.num_classes else None)
 

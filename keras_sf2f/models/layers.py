@@ -29,7 +29,7 @@ import math
 import keras
 from keras import ops
 
-from keras_sf2f.models import fast_conv
+from keras_sf2f.models import fast_conv, fused_batch_norm
 # nn.LeakyReLU's default slope, which the reference decoder gets from get_activation('leakyrelu').
 from keras_sf2f.models.discriminator_arch import TORCH_DEFAULT_LEAKY_SLOPE  # noqa: F401
 
@@ -63,9 +63,10 @@ def torch_bias_initializer(fan_in: int):
 
 
 def batch_normalization(name: str) -> keras.layers.BatchNormalization:
-    """BatchNorm over the last (channel) axis with PyTorch's eps and momentum."""
-    return keras.layers.BatchNormalization(axis=-1, epsilon=BATCH_NORM_EPSILON,
-                                           momentum=BATCH_NORM_MOMENTUM, name=name)
+    """BatchNorm over the last (channel) axis with PyTorch's eps and momentum (training mode
+    fused into one op on TensorFlow: ``fused_batch_norm``)."""
+    return fused_batch_norm.BatchNormalization(axis=-1, epsilon=BATCH_NORM_EPSILON,
+                                              momentum=BATCH_NORM_MOMENTUM, name=name)
 
 
 def l2_normalize(x, axis: int = -1):
