@@ -368,38 +368,39 @@ def summarize_targets(results: dict) -> list:
     return verdicts
 
 
+def _ratio_verdict(target: str, bound: float, ratios) -> dict:
+    """A target verdict: met when every ``(case name, ratio)`` of ``ratios`` reaches ``bound``."""
+    return {"target": target, "met": all(ratio >= bound for _, ratio in ratios),
+            "detail": ", ".join(f"{name}: {ratio:.2f}x" for name, ratio in ratios)}
+
+
 def _training_verdicts(results: dict) -> list:
     rows = [r for r in results.get("training", {}).get("rows", [])
             if r.get("keras_steps_per_s") and r.get("torch_steps_per_s")]
     verdicts = []
     float32 = [r for r in rows if r["precision"] == "float32"]
     if float32:
-        verdicts.append({
-            "target": f"float32 training step >= {TRAINING_FLOAT32_TARGET}x PyTorch's "
-                      "(same configuration and batch, one run)",
-            "met": all(r["ratio"] >= TRAINING_FLOAT32_TARGET for r in float32),
-            "detail": ", ".join(f"{r['name']}: {r['ratio']:.2f}x" for r in float32)})
+        verdicts.append(_ratio_verdict(
+            f"float32 training step >= {TRAINING_FLOAT32_TARGET}x PyTorch's "
+            "(same configuration and batch, one run)", TRAINING_FLOAT32_TARGET,
+            [(r["name"], r["ratio"]) for r in float32]))
     machine_ = results.get("meta", {}).get("machine", {})
     if not (machine_.get("has_amx_bf16") or machine_.get("has_avx512_bf16")):
         return verdicts  # emulated bfloat16: no speed target
     bf16 = [r for r in rows if r["precision"] == "mixed_bfloat16"]
     if bf16:
-        verdicts.append({
-            "target": f"mixed_bfloat16 training step >= {TRAINING_BF16_TARGET}x PyTorch's "
-                      "bfloat16 step (native bfloat16)",
-            "met": all(r["ratio"] >= TRAINING_BF16_TARGET for r in bf16),
-            "detail": ", ".join(f"{r['name']}: {r['ratio']:.2f}x" for r in bf16)})
-    pairs = [(r, f) for r in bf16 for f in float32
-             if (f["config"], f["batch"]) == (r["config"], r["batch"])]
-    if pairs:
-        verdicts.append({
-            "target": f"mixed_bfloat16 training step >= {TRAINING_BF16_OVER_FLOAT32_TARGET}x "
-                      "PyTorch's float32 step (same configuration and batch)",
-            "met": all(r["keras_steps_per_s"] / f["torch_steps_per_s"]
-                       >= TRAINING_BF16_OVER_FLOAT32_TARGET for r, f in pairs),
-            "detail": ", ".join(
-                f"{r['name']}: {r['keras_steps_per_s'] / f['torch_steps_per_s']:.2f}x"
-                for r, f in pairs)})
+        verdicts.append(_ratio_verdict(
+            f"mixed_bfloat16 training step >= {TRAINING_BF16_TARGET}x PyTorch's "
+            "bfloat16 step (native bfloat16)", TRAINING_BF16_TARGET,
+            [(r["name"], r["ratio"]) for r in bf16]))
+    over_float32 = [(r["name"], r["keras_steps_per_s"] / f["torch_steps_per_s"])
+                    for r in bf16 for f in float32
+                    if (f["config"], f["batch"]) == (r["config"], r["batch"])]
+    if over_float32:
+        verdicts.append(_ratio_verdict(
+            f"mixed_bfloat16 training step >= {TRAINING_BF16_OVER_FLOAT32_TARGET}x "
+            "PyTorch's float32 step (same configuration and batch)",
+            TRAINING_BF16_OVER_FLOAT32_TARGET, over_float32))
     return verdicts
 
 
