@@ -16,13 +16,14 @@ def demo_train_command(model_dir: str, data_dir: str, face_network: str, *extra:
     """``trainers/train.py`` on ``configs/demo.cfg`` with a loss summary every step and no
     validation (the scripts compare training curves); ``extra`` flags come last and win.
 
-    Without the demo's voice pre-training: the scripts compare a few dozen generator steps,
-    and the demo's first 1200 steps train only the voice encoder."""
+    Without the demo's decoder and voice pre-training: the scripts compare a few dozen
+    generator steps, and the demo's first 2400 steps train only the decoder, then only the
+    voice encoder."""
     return [sys.executable, os.path.join(_REPO_ROOT, "trainers", "train.py"),
             f"--flagfile={os.path.join(_REPO_ROOT, 'configs', 'demo.cfg')}",
             f"--data_dir={data_dir}", f"--face_network={face_network}",
             f"--model_dir={model_dir}", "--eval_every_steps=0", "--summary_every_steps=1",
-            "--voice_pretrain_steps=0", *extra]
+            "--decoder_pretrain_steps=0", "--voice_pretrain_steps=0", *extra]
 
 
 def train_env() -> dict:

@@ -305,17 +305,19 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
     assert {k: trained["sf2f"][k] for k in ("l1_weight", "gan_weight", "ac_weight",
                                             "perceptual_weight")} == {
         "l1_weight": 10.0, "gan_weight": 1.0, "ac_weight": 0.05, "perceptual_weight": 100.0}
-    # The demo: 2 x 300 steps of voice pre-training, then 2 x 300 generator steps.
+    # The demo: 2 x 300 steps each of decoder and voice pre-training, then 2 x 300
+    # generator steps.
     assert changes("demo_recipe") == {"gan_weight": 0.0, "ac_weight": 0.0,
-                                      "perceptual_weight": 10.0, "train_steps": 1200,
-                                      "eval_every_steps": 1200, "voice_pretrain_steps": 600}
+                                      "perceptual_weight": 10.0, "train_steps": 1800,
+                                      "eval_every_steps": 1800, "voice_pretrain_steps": 600,
+                                      "decoder_pretrain_steps": 600}
     assert changes("demo_no_pretrain") == {"gan_weight": 0.0, "ac_weight": 0.0,
                                            "perceptual_weight": 10.0, "train_steps": 600,
                                            "eval_every_steps": 600}
     # The tables' list of runs names each row's change, also those that are not a flag.
     text = {v.name: v.change_text() for v in runner.variants}
     assert text["sf2f"] == "(base flagfile)" and text["no_l1"] == "--l1_weight=0"
-    assert text["demo_no_pretrain"] == "(no voice pre-training)"
+    assert text["demo_no_pretrain"] == "(no decoder or voice pre-training)"
     assert text["demo_recipe"] == "(base flagfile)"
     fused = changes("sf2f_fuser")
     assert {k: fused.get(k) for k in ("model.fuser", "train_fuser_only", "train_steps",
@@ -347,7 +349,8 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path):
                           voice2face_config=os.path.join(configs, "demo_voice2face.cfg"),
                           recipe="demo", train_seed=7)
     demo = ablations.read_flagfile(plan.base_config)
-    generator_steps = int(demo["train_steps"]) - int(demo["voice_pretrain_steps"])
+    generator_steps = (int(demo["train_steps"]) - int(demo["voice_pretrain_steps"])
+                       - int(demo["decoder_pretrain_steps"]))
     assert plan.train_steps == generator_steps
     runner = ablations.Ablations(plan)
     assert [v.name for v in runner.variants] == list(catalog.DEMO_VARIANT_NAMES)
@@ -363,7 +366,7 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path):
     sf2f = trained["sf2f"]
     # Full SF2F is the demo flagfile as it is, seed aside.
     for key in ("l1_weight", "gan_weight", "ac_weight", "perceptual_weight", "train_steps",
-                "voice_pretrain_steps", "learning_rate"):
+                "voice_pretrain_steps", "decoder_pretrain_steps", "learning_rate"):
         assert str(sf2f[key]) == demo[key] or float(sf2f[key]) == float(demo[key]), key
     assert {v["seed"] for v in trained.values()} == {7}
 
@@ -380,17 +383,22 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path):
     assert changes("baseline_encoder") == {"model.encoder": "cnn"}
     assert changes("low_quality_faces") == {"data_dir": plan.wild_data_dir}
     assert changes("generator_ema") == {"generator_ema_decay": 0.99}
-    assert changes("no_pretrain") == {"voice_pretrain_steps": 0,
+    assert changes("no_decoder_pretrain") == {"decoder_pretrain_steps": 0,
+                                              "train_steps": 2 * generator_steps,
+                                              "eval_every_steps": 2 * generator_steps}
+    assert changes("no_pretrain") == {"voice_pretrain_steps": 0, "decoder_pretrain_steps": 0,
                                       "train_steps": generator_steps,
                                       "eval_every_steps": generator_steps}
     # The tables' list of runs names each row's change, also those that are not a flag.
     text = {v.name: v.change_text() for v in runner.variants}
     assert text["sf2f"] == "(base flagfile)" and text["no_l1"] == "--l1_weight=0"
-    assert text["no_pretrain"] == "(no voice pre-training)"
+    assert text["no_pretrain"] == "(no decoder or voice pre-training)"
+    assert text["no_decoder_pretrain"] == "(no decoder pre-training)"
     assert text["low_quality_faces"] == "(in-the-wild training faces)"
     assert text["sf2f_fuser"] == "(fuser flagfile, init from sf2f)"
     fused = changes("sf2f_fuser")
     assert fused["model.fuser"] == "attention" and fused["voice_pretrain_steps"] == 0
+    assert fused["decoder_pretrain_steps"] == 0
     assert "gan_weight" not in fused and "perceptual_weight" not in fused
     with pytest.raises(ablations.AblationError, match="unknown ablation recipe"):
         ablations.Plan(output_dir="o", data_dir="d", face_network="f",
@@ -529,8 +537,9 @@ def test_demo_voice2face_config_matches_the_demo_scale():
         assert getattr(v2f.model, field) == getattr(sf2f.model, field), field
     for field in ("batch_size", "learning_rate", "generator_ema_decay"):
         assert getattr(v2f, field) == getattr(sf2f, field), field
-    # As many generator steps (the demo's voice pre-training comes before its own).
-    assert v2f.train_steps == sf2f.train_steps - sf2f.voice_pretrain_steps
+    # As many generator steps (the demo's decoder and voice pre-training come before its
+    # own).
+    assert v2f.train_steps == sf2f.train_steps - sf2f.pretrain_steps
     assert v2f.voice_pretrain_steps == 0
     assert v2f.model.deconv_decoder_channels == tuple(
         int(c) for c in catalog._baseline_decoder_channels(sf2f.model.embedding_dim).split(","))

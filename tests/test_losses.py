@@ -264,3 +264,8 @@ def test_learning_rate_decay_counts_the_runs_steps_with_voice_pretraining():
     no_pretraining = learning_rate_schedule(dataclasses.replace(config, voice_pretrain_steps=0),
                                             decays=True)
     assert float(no_pretraining(tf.constant(199, tf.int64))) == 1.0
+    # Decoder pre-training steps count like voice pre-training steps.
+    both = learning_rate_schedule(dataclasses.replace(config, voice_pretrain_steps=60,
+                                                      decoder_pretrain_steps=40), decays=True)
+    np.testing.assert_allclose([float(both(tf.constant(t, tf.int64))) for t in (99, 149)],
+                               [1.0, 1 - 0.5 * 0.999], rtol=1e-6)

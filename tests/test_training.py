@@ -323,16 +323,17 @@ def test_training_flags_are_train_config():
     ("sf2f_128_fuser", dict(learning_rate=1e-4, train_fuser_only=True, l1_weight=100.0)),
     ("voice2face_64", dict(l1_weight=100.0, ac_weight=1.0, perceptual_weight=0.0)),
     ("demo", dict(l1_weight=10.0, gan_weight=0.0, ac_weight=0.0, perceptual_weight=10.0,
-                  batch_size=32, train_fuser_only=False, voice_pretrain_steps=1200)),
+                  batch_size=32, train_fuser_only=False, voice_pretrain_steps=1200,
+                  decoder_pretrain_steps=1200)),
     ("demo+demo_fuser", dict(train_fuser_only=True, learning_rate=1e-4,
-                             voice_pretrain_steps=0)),
+                             voice_pretrain_steps=0, decoder_pretrain_steps=0)),
 ])
 def test_configs_parse_and_validate(name, checks):
     flagfiles = [f"--flagfile={os.path.join(REPO_ROOT, 'configs', part + '.cfg')}"
                  for part in name.split("+")]
     config = _parse(*flagfiles, "--model_dir=m", "--data_dir=d", "--face_network=f",
-                    "--init_checkpoint=c", "--train_steps=1207")
-    assert config.train_steps == 1207  # command-line flags after --flagfile override it
+                    "--init_checkpoint=c", "--train_steps=3607")
+    assert config.train_steps == 3607  # command-line flags after --flagfile override it
     for field, value in checks.items():
         assert getattr(config, field) == value, field
     config.validate()

@@ -98,7 +98,7 @@ def test_pretraining_resumes_where_it_stopped(data_dir, tmp_path):  # noqa: F811
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(voice_pretrain_steps=2), "needs --face_network"),
-    (dict(voice_pretrain_steps=5, face_network="f"), "leaves no generator step"),
+    (dict(voice_pretrain_steps=5, face_network="f"), "leave no generator step"),
     (dict(voice_pretrain_steps=2, face_network="f", model=dict(fuser="attention")),
      "is for stage 1"),
 ])

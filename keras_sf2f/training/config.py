@@ -51,7 +51,7 @@ class TrainConfig:
         "From this step on, the generator's and image discriminators' learning rates decay "
         "linearly to lr_decay_final_factor * learning_rate at train_steps; the identity "
         "classifiers keep theirs (the reference's decay_lr_epochs=10000 of 12,000). Counts the "
-        "run's steps, --voice_pretrain_steps included, like --train_steps. -1: no decay.")
+        "run's steps, pre-training steps included, like --train_steps. -1: no decay.")
     lr_decay_final_factor: float = option(
         1e-3, "Learning-rate factor reached at the end of the decay.", lower=0.0)
     # loss weights (<= 0 switches a term off)
@@ -80,6 +80,24 @@ class TrainConfig:
         "encoder; the generator's losses take over after them. The decoder then learns from "
         "an encoder that already tells speakers apart by how their faces look. 0 (the "
         "reference): none. Stage 1 only (no fuser); needs --face_network.", lower=0)
+    decoder_pretrain_steps: int = option(
+        0,
+        "Steps, counted in --train_steps and run before --voice_pretrain_steps, that train the "
+        "face decoder alone to draw each batch's real face from the face network's embedding "
+        "of that face (a learned linear map onto the decoder's unit-norm input), with the "
+        "generator's L1 and perceptual terms; the voice pre-training then regresses the voice "
+        "embedding onto that input instead of through its own read-out. The decoder learns to "
+        "draw a face from what a face network sees in it, and a voice that predicts that "
+        "embedding gets a face drawn from it (Speech2Face's split into a voice-to-feature "
+        "encoder and a feature-to-face decoder). 0 (the reference): none. Stage 1 only; needs "
+        "--face_network.", lower=0)
+    decoder_pretrain_noise: float = option(
+        0.05,
+        "Standard deviation of Gaussian noise added to each coordinate of the face embedding "
+        "(then re-normalised) that the decoder draws from in --decoder_pretrain_steps: a "
+        "voice predicts that embedding only roughly, so the decoder learns to draw a face "
+        "from its neighbourhood, not only from exact embeddings of faces. 0: none.",
+        lower=0.0)
     adversarial_start_step: int = option(
         0,
         "The generator's adversarial terms (patch-GAN and AC real/fake) are off before this "
@@ -194,6 +212,12 @@ class TrainConfig:
         10, "Write training scalars every this many steps.", lower=1)
     log_every_seconds: float = option(30.0, "Console progress line interval.", lower=0.0)
 
+    @property
+    def pretrain_steps(self) -> int:
+        """The run's first steps that train a part of the generator alone (decoder, then voice
+        encoder); the GAN step's optimizers begin after them."""
+        return self.decoder_pretrain_steps + self.voice_pretrain_steps
+
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
@@ -272,9 +296,20 @@ class TrainConfig:
             if self.model.fuser == "attention" or self.train_fuser_only:
                 problems.append("voice_pretrain_steps is for stage 1: set "
                                 "--voice_pretrain_steps=0 for a model with the fuser")
-            if self.voice_pretrain_steps >= self.train_steps:
-                problems.append(f"voice_pretrain_steps ({self.voice_pretrain_steps}) leaves "
-                                f"no generator step within train_steps ({self.train_steps})")
+        if self.decoder_pretrain_steps > 0:
+            if not self.face_network:
+                problems.append("decoder_pretrain_steps > 0 needs --face_network (the decoder "
+                                "draws faces from its embeddings)")
+            if self.model.fuser == "attention" or self.train_fuser_only:
+                problems.append("decoder_pretrain_steps is for stage 1: set "
+                                "--decoder_pretrain_steps=0 for a model with the fuser")
+            if self.l1_weight <= 0 and self.perceptual_weight <= 0:
+                problems.append("decoder_pretrain_steps > 0 needs an image loss to draw with: "
+                                "--l1_weight or --perceptual_weight > 0")
+        if self.pretrain_steps > 0 and self.pretrain_steps >= self.train_steps:
+            problems.append(f"decoder_pretrain_steps + voice_pretrain_steps "
+                            f"({self.pretrain_steps}) leave no generator step within "
+                            f"train_steps ({self.train_steps})")
         if self.train_fuser_only and self.model.fuser != "attention":
             problems.append("train_fuser_only needs a model with --fuser=attention")
         if (self.model.fuser == "attention" and self.train_fuser_only

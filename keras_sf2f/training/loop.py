@@ -555,9 +555,13 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
                 if not trainer.sync_stop:
                     break
                 trainer.stop_flag.assign(1.0)  # the other workers learn it in this step
-            # --voice_pretrain_steps: the first steps train the voice encoder alone.
-            pretraining = step < config.voice_pretrain_steps
-            run_step = trainer.voice_pretrain_step if pretraining else trainer.train_step
+            # --decoder_pretrain_steps, then --voice_pretrain_steps: the first steps train
+            # the decoder alone, then the voice encoder alone.
+            phase = ("decoder" if step < config.decoder_pretrain_steps else
+                     "voice" if step < config.pretrain_steps else "generator")
+            run_step = {"decoder": trainer.decoder_pretrain_step,
+                        "voice": trainer.voice_pretrain_step,
+                        "generator": trainer.train_step}[phase]
             values = {name: float(value) for name, value in run_step(iterator).items()}
             stop_everywhere = values.pop("control/stop", 0.0) > 0
             step += 1
@@ -582,18 +586,23 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
                     tf.summary.scalar("perf/examples_per_s",
                                       config.batch_size / step_time if step_time > 0 else 0.0)
                 interval_start, interval_steps = time.monotonic(), 0
-            if pretraining:
+            if phase == "decoder":
+                progress.update(1, extra="decoder pre-training, loss "
+                                f"{values['decoder_pretrain/total_loss']:.4f}")
+                if step == config.decoder_pretrain_steps:
+                    logging.info("decoder pre-training done at step %d", step)
+            elif phase == "voice":
                 progress.update(1, extra="voice pre-training, cosine distance "
                                 f"{values['voice_pretrain/cosine_distance']:.4f}")
-                if step == config.voice_pretrain_steps:
-                    # The moving average (if any) starts from the pre-trained encoder.
-                    trainer.copy_generator_to_ema()
-                    logging.info("voice pre-training done at step %d; the generator's "
-                                 "losses take over", step)
             else:
                 progress.update(1, extra=f"G {values['loss/total_loss']:.4f}" + (
                     f" D {values['d_loss/total_loss']:.4f}" if "d_loss/total_loss" in values
                     else ""))
+            if phase != "generator" and step == config.pretrain_steps:
+                # The moving average (if any) starts from the pre-trained generator.
+                trainer.copy_generator_to_ema()
+                logging.info("pre-training done at step %d; the generator's losses take over",
+                             step)
             if step_callback is not None:
                 step_callback(step, values)
             if step % config.checkpoint_every_steps == 0:
@@ -603,9 +612,10 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
                     stop.signum = signal.SIGTERM
                     logging.warning("another worker is stopping: saving and stopping too")
                 break
-            # No validation while only the voice encoder trains: the decoder draws nothing yet.
+            # No validation while a part of the generator trains alone: the voice does not
+            # reach the faces yet.
             if validator is not None and step % config.eval_every_steps == 0 and \
-                    step > config.voice_pretrain_steps:
+                    step > config.pretrain_steps:
                 result.last_validation = validate(step)
         if last_saved is None or int(last_saved.rsplit("-", 1)[-1]) != step:
             last_saved = manager.save(step)

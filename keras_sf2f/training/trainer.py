@@ -104,12 +104,13 @@ def learning_rate_schedule(config: TrainConfig, decays: bool):
     --lr_decay_start_step's decay for the generator and image discriminators (``decays``),
     constant for the identity classifiers.
 
-    --lr_decay_start_step and --train_steps count the run's steps, voice pre-training
-    included, while these optimizers count only their own, which begin after it: the decay is
-    shifted by --voice_pretrain_steps so that it ends at --train_steps."""
+    --lr_decay_start_step and --train_steps count the run's steps, pre-training included,
+    while these optimizers count only their own, which begin after it: the decay is shifted by
+    the pre-training steps (--decoder_pretrain_steps + --voice_pretrain_steps) so that it ends
+    at --train_steps."""
     if not decays or config.lr_decay_start_step < 0:
         return config.learning_rate
-    offset = config.voice_pretrain_steps
+    offset = config.pretrain_steps
     return LinearDecayAfter(config.learning_rate, config.lr_decay_start_step - offset,
                             config.train_steps - offset, config.lr_decay_final_factor)
 
@@ -266,19 +267,36 @@ class GanTrainer:
             if self.identity_classifier_variables:
                 self.identity_classifier_optimizer = _adam(config, schedule(False))
                 self.identity_classifier_optimizer.build(self.identity_classifier_variables)
+            # --decoder_pretrain_steps: the map of the face network's embedding onto the
+            # decoder's input, and the optimizer of the map and the decoder.
+            self.face_to_decoder = self.decoder_pretrain_optimizer = None
+            self.decoder_pretrain_variables = []
+            if config.decoder_pretrain_steps > 0:
+                if self.face_network is None:
+                    raise ValueError("decoder_pretrain_steps > 0 needs a face network")
+                self.face_to_decoder = keras.layers.Dense(config.model.embedding_dim,
+                                                          name="decoder_pretrain_projection")
+                self.face_to_decoder.build((None, int(self.face_network.embedding_dim)))
+                self.decoder_pretrain_variables = (
+                    list(generator.decoder.trainable_variables)
+                    + list(self.face_to_decoder.trainable_variables))
+                self.decoder_pretrain_optimizer = _adam(config, config.learning_rate)
+                self.decoder_pretrain_optimizer.build(self.decoder_pretrain_variables)
             # --voice_pretrain_steps: the encoder's read-out onto the face network's embedding
-            # and its own optimizer (the generator's Adam state starts fresh after them).
+            # (none after decoder pre-training: the encoder's embedding regresses the
+            # decoder's input directly) and its own optimizer (the generator's Adam state
+            # starts fresh after them).
             self.voice_head = self.voice_pretrain_optimizer = None
             self.voice_pretrain_variables = []
             if config.voice_pretrain_steps > 0:
                 if self.face_network is None:
                     raise ValueError("voice_pretrain_steps > 0 needs a face network")
-                self.voice_head = keras.layers.Dense(int(self.face_network.embedding_dim),
-                                                     name="voice_pretrain_head")
-                self.voice_head.build((None, config.model.embedding_dim))
-                self.voice_pretrain_variables = (
-                    list(generator.encoder.trainable_variables)
-                    + list(self.voice_head.trainable_variables))
+                self.voice_pretrain_variables = list(generator.encoder.trainable_variables)
+                if self.face_to_decoder is None:
+                    self.voice_head = keras.layers.Dense(int(self.face_network.embedding_dim),
+                                                         name="voice_pretrain_head")
+                    self.voice_head.build((None, config.model.embedding_dim))
+                    self.voice_pretrain_variables += list(self.voice_head.trainable_variables)
                 self.voice_pretrain_optimizer = _adam(config, config.learning_rate)
                 self.voice_pretrain_optimizer.build(self.voice_pretrain_variables)
 
@@ -313,6 +331,8 @@ class GanTrainer:
         self.train_step = tf.function(self._distributed_step, autograph=False)
         self.voice_pretrain_step = tf.function(self._distributed_voice_pretrain_step,
                                                autograph=False)
+        self.decoder_pretrain_step = tf.function(self._distributed_decoder_pretrain_step,
+                                                 autograph=False)
         # Traced once per replica device (MirroredStrategy retraces functions per device), so
         # each replica's computation captures its own copies of the variables.
         self._local_step = (tf.function(self._local_gradients, jit_compile=True,
@@ -372,12 +392,15 @@ class GanTrainer:
                                 0.0, 1.0)
 
     def checkpoint_objects(self) -> dict:
-        """Models and optimizers by checkpoint name (with the voice pre-training's read-out
-        and optimizer, which only training needs)."""
-        pretrain = {} if self.voice_head is None else {
+        """Models and optimizers by checkpoint name (with the pre-training phases' maps and
+        optimizers, which only training needs)."""
+        pretrain = {
+            "decoder_pretrain_projection": self.face_to_decoder,
+            "decoder_pretrain_optimizer": self.decoder_pretrain_optimizer,
             "voice_pretrain_head": self.voice_head,
             "voice_pretrain_optimizer": self.voice_pretrain_optimizer}
-        return {**self.model_objects(), **self.optimizers(), **pretrain}
+        return {**self.model_objects(), **self.optimizers(),
+                **{name: value for name, value in pretrain.items() if value is not None}}
 
     def learning_rates(self) -> dict:
         return {f"lr/{name.replace('_optimizer', '')}":
@@ -419,6 +442,9 @@ class GanTrainer:
 
     def _distributed_voice_pretrain_step(self, iterator):
         return self._on_replicas(self._voice_pretrain_replica_step, iterator)
+
+    def _distributed_decoder_pretrain_step(self, iterator):
+        return self._on_replicas(self._decoder_pretrain_replica_step, iterator)
 
     def _on_replicas(self, replica_step, iterator):
         """The next global batch through ``replica_step`` on every replica; its values
@@ -464,16 +490,66 @@ class GanTrainer:
                     tf.identity(optimizer.dynamic_scale) / self.num_replicas)
         return self._with_stop(out)
 
+    def _decoder_input(self, face_embeddings):
+        """The decoder's unit-norm input for the face network's embeddings of faces
+        (--decoder_pretrain_steps' learned map)."""
+        return tf.math.l2_normalize(
+            tf.cast(self.face_to_decoder(face_embeddings), tf.float32), -1)
+
+    def _decoder_pretrain_replica_step(self, batch):
+        """One --decoder_pretrain_steps step: the decoder draws the batch's real faces from
+        the face network's embeddings of them, with the generator's L1 and perceptual
+        terms."""
+        images, _, _ = batch
+        real = {res: tf.cast(losses.downsample_nearest(images, res), tf.float32)
+                for res in self.resolutions}
+        target = tf.stop_gradient(self._embed_faces(real[max(self.resolutions)]))
+        if self.config.decoder_pretrain_noise > 0:
+            target = tf.math.l2_normalize(
+                target + self.config.decoder_pretrain_noise * self._stateless_normal(
+                    tf.shape(target), self.decoder_pretrain_optimizer.iterations), -1)
+        with tf.GradientTape() as tape:
+            drawn = self.models.generator.decoder(self._decoder_input(target), training=True)
+            if not isinstance(drawn, (list, tuple)):
+                drawn = [drawn]
+            terms = {}
+            for res, image in zip(self.resolutions, drawn):
+                terms.update(self._reconstruction_terms(tf.cast(image, tf.float32), real[res],
+                                                        res))
+            scaled = {name: self._average(value) for name, value in terms.items()}
+            total = tf.add_n(list(scaled.values()))
+            objective = self._scaled(self.decoder_pretrain_optimizer, total)
+        gradients = tape.gradient(objective, self.decoder_pretrain_variables)
+        self.decoder_pretrain_optimizer.apply_gradients(
+            zip(gradients, self.decoder_pretrain_variables))
+        out = {f"decoder_pretrain/{name}": value for name, value in scaled.items()}
+        out["decoder_pretrain/total_loss"] = total
+        return self._with_stop(out)
+
+    def _stateless_normal(self, shape, step):
+        """Standard normal noise that depends only on (--seed, step, replica): a resumed run
+        draws what the uninterrupted one drew."""
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        seed = tf.stack([tf.cast(self.config.seed, tf.int64),
+                         tf.cast(step, tf.int64) * self.num_replicas
+                         + tf.cast(replica, tf.int64)])
+        return tf.random.stateless_normal(shape, seed=seed)
+
     def _voice_pretrain_replica_step(self, batch):
         """One --voice_pretrain_steps step: the encoder and its read-out regress the face
-        network's embedding of the batch's real faces (cosine distance)."""
+        network's embedding of the batch's real faces (cosine distance); after decoder
+        pre-training the encoder's embedding itself regresses the decoder's input for them."""
         images, mels, _ = batch
         face = tf.cast(losses.downsample_nearest(images, max(self.resolutions)), tf.float32)
         target = tf.stop_gradient(self._embed_faces(face))
+        if self.face_to_decoder is not None:
+            target = tf.stop_gradient(self._decoder_input(target))
         encoder = self.models.generator.encoder
         with tf.GradientTape() as tape:
             embedding = tf.cast(encoder(mels, training=True), tf.float32)
-            guess = self.voice_head(tf.reshape(embedding, [tf.shape(embedding)[0], -1]))
+            guess = tf.reshape(embedding, [tf.shape(embedding)[0], -1])
+            if self.voice_head is not None:
+                guess = self.voice_head(guess)
             cosine = tf.reduce_sum(tf.math.l2_normalize(tf.cast(guess, tf.float32), -1)
                                    * tf.math.l2_normalize(target, -1), -1)
             loss = self._average(1.0 - cosine)
@@ -529,9 +605,7 @@ class GanTrainer:
             fake = {res: tf.cast(image, tf.float32) for res, image in zip(self.resolutions, fakes)}
             terms = {}
             for res in self.resolutions:
-                if config.l1_weight > 0:
-                    terms[f"l1_pixel_loss_{res}"] = config.l1_weight * losses.l1_pixel_loss(
-                        fake[res], real[res])
+                terms.update(self._reconstruction_terms(fake[res], real[res], res))
                 if res in self.image_discriminators:
                     logits = self.image_discriminators[res](fake[res], training=True)
                     terms[f"g_gan_img_loss_{res}"] = (
@@ -542,11 +616,6 @@ class GanTrainer:
                         identity, labels)
                     terms[f"g_gan_ac_loss_{res}"] = (
                         adversarial * config.ac_weight * losses.generator_gan_loss(real_fake))
-                if config.perceptual_weight > 0:
-                    terms[f"img_perceptual_loss_{res}"] = (
-                        config.perceptual_weight * losses.facenet_perceptual_loss(
-                            self.face_network, fake[res], real[res],
-                            config.perceptual_layer_weights))
             scaled = {name: self._average(value) for name, value in terms.items()}
             total = tf.add_n(list(scaled.values()))
             objective = self._scaled(self.generator_optimizer, total)
@@ -593,6 +662,19 @@ class GanTrainer:
         out["d_loss/total_loss"] = image_total + identity_total
         out.update({f"d_acc/{name}": self._average(value) for name, value in accuracies.items()})
         return generator_gradients, d_gradients, out
+
+    def _reconstruction_terms(self, fake, real, res) -> dict:
+        """The generator's per-example terms that compare a drawn face with the real one at
+        one resolution: weighted L1 pixel loss and FaceNet perceptual loss (each when on)."""
+        config = self.config
+        terms = {}
+        if config.l1_weight > 0:
+            terms[f"l1_pixel_loss_{res}"] = config.l1_weight * losses.l1_pixel_loss(fake, real)
+        if config.perceptual_weight > 0:
+            terms[f"img_perceptual_loss_{res}"] = (
+                config.perceptual_weight * losses.facenet_perceptual_loss(
+                    self.face_network, fake, real, config.perceptual_layer_weights))
+        return terms
 
     def _with_stop(self, out):
         self._sync_moving_statistics()

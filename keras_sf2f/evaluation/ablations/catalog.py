@@ -57,6 +57,8 @@ class Variant:
     # before the variant's steps_factor units of generator steps; 0: none, whatever the base
     # flagfile says (the paper's recipe has none).
     pretrain_factor: int = 0
+    # Decoder pre-training steps (--decoder_pretrain_steps) in the same units, run first.
+    decoder_pretrain_factor: int = 0
     claim: str | None = None  # BASE_ABOVE, ROW_ABOVE or None (see above)
 
     def change_text(self) -> str:
@@ -68,8 +70,10 @@ class Variant:
         parts = list(self.overrides)
         if self.wild_faces:
             parts.append("(in-the-wild training faces)")
-        if not self.reference_losses and self.pretrain_factor == 0:
-            parts.append("(no voice pre-training)")
+        skipped = [part for part, factor in (("decoder", self.decoder_pretrain_factor),
+                                             ("voice", self.pretrain_factor)) if factor == 0]
+        if not self.reference_losses and skipped:
+            parts.append(f"(no {' or '.join(skipped)} pre-training)")
         return " ".join(parts) or "(base flagfile)"
 
 
@@ -113,24 +117,27 @@ def variants(embedding_dim: int, recipe: str = "reference") -> list:
                 ("--generator_ema_decay=0.99",)),
         Variant("adversarial_delay", "+ adversarial terms from step 300 (ramp 100)", ("2",),
                 ("--adversarial_start_step=300", "--adversarial_ramp_steps=100")),
-        Variant("demo_recipe", "demo recipe (voice pre-training, then L1 + perceptual 10, "
-                "no GAN / AC; 2x + 2x steps)", ("2",), reference_losses=False, steps_factor=2,
-                pretrain_factor=2),
-        Variant("demo_no_pretrain", "demo recipe without the voice pre-training", ("2",),
-                reference_losses=False, steps_factor=2),
+        Variant("demo_recipe", "demo recipe (decoder and voice pre-training, then L1 + "
+                "perceptual 10, no GAN / AC; 2x + 2x + 2x steps)", ("2",),
+                reference_losses=False, steps_factor=2, pretrain_factor=2,
+                decoder_pretrain_factor=2),
+        Variant("demo_no_pretrain", "demo recipe without the decoder and voice pre-training",
+                ("2",), reference_losses=False, steps_factor=2),
     ]
 
 
 def _demo_variants(deconv: tuple) -> list:
     """The rows on the demo's recipe: every SF2F row keeps the base flagfile's losses and
-    pre-trains its voice encoder for as many steps as it then trains the generator (as
-    configs/demo.cfg does: 1200 + 1200)."""
+    pre-trains its decoder and then its voice encoder for as many steps each as it then
+    trains the generator (as configs/demo.cfg does: 1200 + 1200 + 1200)."""
     def row(name, label, tables, overrides=(), **kw):
         kw.setdefault("pretrain_factor", 1)
+        kw.setdefault("decoder_pretrain_factor", 1)
         return Variant(name, label, tables, overrides, reference_losses=False, **kw)
 
     return [
-        row("sf2f", "SF2F (demo recipe: voice pre-training, L1 + perceptual)", ("2", "3")),
+        row("sf2f", "SF2F (demo recipe: decoder and voice pre-training, L1 + perceptual)",
+            ("2", "3")),
         Variant("sf2f_fuser", "SF2F + fuser", ("3",), stage2_of="sf2f",
                 reference_losses=False),
         Variant("voice2face", "voice2face", ("3",), config="voice2face"),
@@ -144,8 +151,10 @@ def _demo_variants(deconv: tuple) -> list:
             claim=BASE_ABOVE),
         row("low_quality_faces", "lower-quality training faces (in the wild)", ("2",),
             wild_faces=True, claim=BASE_ABOVE),
-        row("no_pretrain", "w/o voice pre-training (generator steps only)", ("2",),
-            pretrain_factor=0),
+        row("no_pretrain", "w/o decoder and voice pre-training (generator steps only)",
+            ("2",), pretrain_factor=0, decoder_pretrain_factor=0),
+        row("no_decoder_pretrain", "w/o decoder pre-training (voice pre-training kept)",
+            ("2",), decoder_pretrain_factor=0),
         # The paper's two adversarial terms, which the demo's recipe leaves out, each added
         # at the reference's weight: the paper's "each loss helps" predicts a better row.
         row("with_ac", "+ L_C (auxiliary classifier, weight 0.05)", ("2",),

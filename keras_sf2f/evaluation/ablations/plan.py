@@ -80,10 +80,12 @@ class Plan:
 
     def _demo_generator_steps(self) -> int:
         """The base flagfile's generator steps (its --train_steps after its
-        --voice_pretrain_steps): the demo recipe's rows run as long as the demo."""
+        --decoder_pretrain_steps and --voice_pretrain_steps): the demo recipe's rows run as
+        long as the demo."""
         base = read_flagfile(self.base_config)
-        steps = int(base.get("train_steps", 0)) - int(base.get("voice_pretrain_steps", 0))
+        steps = (int(base.get("train_steps", 0)) - int(base.get("voice_pretrain_steps", 0))
+                 - int(base.get("decoder_pretrain_steps", 0)))
         if steps < 1:
             raise AblationError(f"{self.base_config} sets no generator steps (--train_steps "
-                                f"after --voice_pretrain_steps); pass --train_steps")
+                                f"after the pre-training steps); pass --train_steps")
         return steps

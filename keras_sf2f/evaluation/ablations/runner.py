@@ -46,7 +46,8 @@ class Ablations:
     def steps(self, v: Variant) -> int:
         if v.stage2_of:
             return self.plan.fuser_steps
-        return self.plan.train_steps * (v.steps_factor + v.pretrain_factor)
+        return self.plan.train_steps * (v.steps_factor + v.pretrain_factor
+                                        + v.decoder_pretrain_factor)
 
     def train_args(self, v: Variant) -> list:
         p = self.plan
@@ -69,6 +70,8 @@ class Ablations:
             args += list(REFERENCE_LOSS_FLAGS)
         if v.config == "base" and not v.stage2_of:
             args.append(f"--voice_pretrain_steps={self.plan.train_steps * v.pretrain_factor}")
+            args.append("--decoder_pretrain_steps="
+                        f"{self.plan.train_steps * v.decoder_pretrain_factor}")
         if p.train_seed is not None:
             args.append(f"--seed={p.train_seed}")
         return args + list(v.overrides)

@@ -1,0 +1,143 @@
+"""--decoder_pretrain_steps: the first steps train the face decoder alone to draw each real face
+from the face network's embedding of it; the voice pre-training then regresses the voice
+embedding onto the decoder's input for the speaker's face; then the generator's losses take
+over. On the tiny dataset of test_training.py: what each phase moves, the checkpoint and
+resume, and the configuration errors.
+"""
+
+import os
+import signal
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_sf2f.training import loop  # noqa: E402
+from test_training import data_dir, make_config, run, tiny_facenet  # noqa: E402,F401
+from test_voice_pretrain import _changed, _weights  # noqa: E402
+
+# Slow (training): `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
+
+def _phases_config(model_dir, data_dir, **overrides):  # noqa: F811
+    values = dict(decoder_pretrain_steps=2, voice_pretrain_steps=1, train_steps=4,
+                  perceptual_weight=1.0, face_network="tiny (passed to train)")
+    values.update(overrides)
+    return make_config(model_dir, data_dir, **values)
+
+
+def test_decoder_then_voice_then_generator(data_dir, tmp_path):  # noqa: F811
+    config = _phases_config(tmp_path / "run", data_dir)
+    holder, snapshots = {}, {}
+
+    def snapshot(step, values):
+        trainer = holder["trainer"]
+        generator = trainer.models.generator
+        snapshots[step] = (_weights(generator.encoder), _weights(generator.decoder),
+                           _weights(trainer.face_to_decoder))
+
+    original_init = loop.GanTrainer.__init__
+
+    def remember(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        holder["trainer"] = self
+        generator = self.models.generator
+        snapshots[0] = (_weights(generator.encoder), _weights(generator.decoder),
+                        _weights(self.face_to_decoder))
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(loop.GanTrainer, "__init__", remember)
+    try:
+        result, seen = run(config, face_network=tiny_facenet, step_callback=snapshot)
+    finally:
+        patch.undo()
+    assert result.step == 4
+    # Steps 1-2: the decoder draws real faces from their embeddings; the encoder is untouched.
+    for step in (1, 2):
+        assert set(seen[step]) == {"decoder_pretrain/l1_pixel_loss_64",
+                                   "decoder_pretrain/img_perceptual_loss_64",
+                                   "decoder_pretrain/total_loss"}
+        assert all(np.isfinite(v) and v > 0 for v in seen[step].values())
+        assert not _changed(snapshots[step - 1][0], snapshots[step][0])
+        assert _changed(snapshots[step - 1][1], snapshots[step][1])
+        assert _changed(snapshots[step - 1][2], snapshots[step][2])
+    # Step 3: the voice encoder alone regresses the decoder's input: no read-out of its own,
+    # the map stays as the decoder phase left it.
+    assert set(seen[3]) == {"voice_pretrain/cosine_distance"}
+    assert 0.0 <= seen[3]["voice_pretrain/cosine_distance"] <= 2.0
+    assert _changed(snapshots[2][0], snapshots[3][0])
+    assert not _changed(snapshots[2][1], snapshots[3][1])
+    assert not _changed(snapshots[2][2], snapshots[3][2])
+    trainer = result.trainer
+    assert trainer.voice_head is None
+    assert trainer.voice_pretrain_variables == list(
+        trainer.models.generator.encoder.trainable_variables)
+    # Step 4: the generator's losses, both parts train.
+    assert "loss/l1_pixel_loss_64" in seen[4]
+    assert _changed(snapshots[3][0], snapshots[4][0]) and _changed(snapshots[3][1],
+                                                                   snapshots[4][1])
+    # The map and its optimizer are in the training checkpoint (a resume needs them), not in
+    # the models evaluation and export restore; with the map there is no voice read-out.
+    names = {name for name, _ in tf.train.list_variables(result.checkpoint)}
+    assert any(n.startswith("decoder_pretrain_projection/") for n in names)
+    assert any(n.startswith("decoder_pretrain_optimizer/") for n in names)
+    assert not any(n.startswith("voice_pretrain_head/") for n in names)
+    assert "decoder_pretrain_projection" not in result.trainer.model_objects()
+
+
+def test_decoder_pretraining_resumes_where_it_stopped(data_dir, tmp_path):  # noqa: F811
+    # One run of 4 steps against a run stopped (SIGTERM) after step 1, in the middle of the
+    # decoder phase, then resumed.
+    def make(name):
+        return _phases_config(tmp_path / name, data_dir, checkpoint_every_steps=100)
+
+    _, straight = run(make("straight"), face_network=tiny_facenet)
+
+    def interrupt(step, values):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    first, _ = run(make("resumed"), face_network=tiny_facenet, step_callback=interrupt)
+    assert first.stopped_by_signal and first.step == 1
+    result, seen = run(make("resumed"), face_network=tiny_facenet)
+    assert result.step == 4 and sorted(seen) == [2, 3, 4]
+    np.testing.assert_allclose(seen[2]["decoder_pretrain/total_loss"],
+                               straight[2]["decoder_pretrain/total_loss"], rtol=1e-5)
+    np.testing.assert_allclose(seen[3]["voice_pretrain/cosine_distance"],
+                               straight[3]["voice_pretrain/cosine_distance"], rtol=1e-5)
+    np.testing.assert_allclose(seen[4]["loss/total_loss"], straight[4]["loss/total_loss"],
+                               rtol=1e-5)
+
+
+def test_the_decoders_input_noise_is_drawn_and_reproducible(data_dir, tmp_path):  # noqa: F811
+    # Same seed, same step: the same noise (the resume test relies on it); no noise: another
+    # loss at the first step.
+    def first_loss(name, **overrides):
+        config = _phases_config(tmp_path / name, data_dir, decoder_pretrain_steps=1,
+                                voice_pretrain_steps=0, train_steps=2, **overrides)
+        _, seen = run(config, face_network=tiny_facenet)
+        return seen[1]["decoder_pretrain/total_loss"]
+
+    noisy = first_loss("noisy", decoder_pretrain_noise=0.5)
+    assert first_loss("noisy_again", decoder_pretrain_noise=0.5) == pytest.approx(noisy,
+                                                                                rel=1e-6)
+    assert abs(first_loss("clean", decoder_pretrain_noise=0.0) - noisy) > 1e-4 * noisy
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(decoder_pretrain_steps=2), "needs --face_network"),
+    (dict(decoder_pretrain_steps=3, voice_pretrain_steps=2, face_network="f"),
+     "leave no generator step"),
+    (dict(decoder_pretrain_steps=2, face_network="f", model=dict(fuser="attention")),
+     "decoder_pretrain_steps is for stage 1"),
+    (dict(decoder_pretrain_steps=2, face_network="f", l1_weight=0.0, perceptual_weight=0.0),
+     "needs an image loss"),
+])
+def test_bad_decoder_pretraining_settings_are_refused(data_dir, tmp_path, overrides,
+                                                      message):  # noqa: F811
+    config = make_config(tmp_path, data_dir, **overrides)
+    with pytest.raises(ValueError, match=message):
+        config.validate()
