@@ -14,9 +14,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_sf2f.training import loop  # noqa: E402
 from test_training import data_dir, make_config, run, tiny_facenet  # noqa: E402,F401
-from test_voice_pretrain import _changed, _weights  # noqa: E402
+from test_voice_pretrain import _changed, _weights, run_with_snapshots  # noqa: E402
 
 # Slow (training): `pytest -m "not slow"` leaves it out.
 pytestmark = pytest.mark.slow
@@ -31,29 +30,9 @@ def _phases_config(model_dir, data_dir, **overrides):  # noqa: F811
 
 def test_decoder_then_voice_then_generator(data_dir, tmp_path):  # noqa: F811
     config = _phases_config(tmp_path / "run", data_dir)
-    holder, snapshots = {}, {}
-
-    def snapshot(step, values):
-        trainer = holder["trainer"]
-        generator = trainer.models.generator
-        snapshots[step] = (_weights(generator.encoder), _weights(generator.decoder),
-                           _weights(trainer.face_to_decoder))
-
-    original_init = loop.GanTrainer.__init__
-
-    def remember(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        holder["trainer"] = self
-        generator = self.models.generator
-        snapshots[0] = (_weights(generator.encoder), _weights(generator.decoder),
-                        _weights(self.face_to_decoder))
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(loop.GanTrainer, "__init__", remember)
-    try:
-        result, seen = run(config, face_network=tiny_facenet, step_callback=snapshot)
-    finally:
-        patch.undo()
+    result, seen, snapshots = run_with_snapshots(config, lambda trainer: (
+        _weights(trainer.models.generator.encoder), _weights(trainer.models.generator.decoder),
+        _weights(trainer.face_to_decoder)))
     assert result.step == 4
     # Steps 1-2: the decoder draws real faces from their embeddings; the encoder is untouched.
     for step in (1, 2):

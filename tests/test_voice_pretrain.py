@@ -28,24 +28,19 @@ def _changed(before, after):
     return any(not np.array_equal(a, b) for a, b in zip(before, after))
 
 
-def test_pretraining_moves_only_the_encoder_then_the_generator_trains(
-        data_dir, tmp_path):  # noqa: F811
-    config = make_config(tmp_path / "run", data_dir, voice_pretrain_steps=2, train_steps=4,
-                         face_network="tiny (passed to train)")
-    snapshots = {}
-
-    def snapshot(step, values):
-        generator = result_holder["trainer"].models.generator
-        snapshots[step] = (_weights(generator.encoder), _weights(generator.decoder))
-
-    result_holder = {}
+def run_with_snapshots(config, parts):
+    """train() on the tiny face network, recording ``parts(trainer)`` (a tuple of weight
+    lists) before the first step (key 0) and after every step: (result, seen, snapshots)."""
+    holder, snapshots = {}, {}
     original_init = loop.GanTrainer.__init__
 
     def remember(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
-        result_holder["trainer"] = self
-        generator = self.models.generator
-        snapshots[0] = (_weights(generator.encoder), _weights(generator.decoder))
+        holder["trainer"] = self
+        snapshots[0] = parts(self)
+
+    def snapshot(step, values):
+        snapshots[step] = parts(holder["trainer"])
 
     patch = pytest.MonkeyPatch()
     patch.setattr(loop.GanTrainer, "__init__", remember)
@@ -53,6 +48,15 @@ def test_pretraining_moves_only_the_encoder_then_the_generator_trains(
         result, seen = run(config, face_network=tiny_facenet, step_callback=snapshot)
     finally:
         patch.undo()
+    return result, seen, snapshots
+
+
+def test_pretraining_moves_only_the_encoder_then_the_generator_trains(
+        data_dir, tmp_path):  # noqa: F811
+    config = make_config(tmp_path / "run", data_dir, voice_pretrain_steps=2, train_steps=4,
+                         face_network="tiny (passed to train)")
+    result, seen, snapshots = run_with_snapshots(config, lambda trainer: (
+        _weights(trainer.models.generator.encoder), _weights(trainer.models.generator.decoder)))
     assert result.step == 4
     # Steps 1-2: only the cosine distance to the face embedding, encoder moves, decoder not.
     for step in (1, 2):

@@ -289,20 +289,19 @@ class TrainConfig:
                             "network: a directory from trainers/train_face_identity.py or a "
                             ".keras file, e.g. imported VGGFace2 FaceNet weights); or set "
                             "--perceptual_weight=0 to train without the perceptual loss")
-        if self.voice_pretrain_steps > 0:
+        # The pre-training phases: what each needs the face network for; stage 1 only.
+        for name, use in (("voice_pretrain_steps",
+                           "its embeddings of the speakers' faces are the target"),
+                          ("decoder_pretrain_steps",
+                           "the decoder draws faces from its embeddings")):
+            if getattr(self, name) <= 0:
+                continue
             if not self.face_network:
-                problems.append("voice_pretrain_steps > 0 needs --face_network (its "
-                                "embeddings of the speakers' faces are the target)")
+                problems.append(f"{name} > 0 needs --face_network ({use})")
             if self.model.fuser == "attention" or self.train_fuser_only:
-                problems.append("voice_pretrain_steps is for stage 1: set "
-                                "--voice_pretrain_steps=0 for a model with the fuser")
+                problems.append(f"{name} is for stage 1: set --{name}=0 for a model with "
+                                f"the fuser")
         if self.decoder_pretrain_steps > 0:
-            if not self.face_network:
-                problems.append("decoder_pretrain_steps > 0 needs --face_network (the decoder "
-                                "draws faces from its embeddings)")
-            if self.model.fuser == "attention" or self.train_fuser_only:
-                problems.append("decoder_pretrain_steps is for stage 1: set "
-                                "--decoder_pretrain_steps=0 for a model with the fuser")
             if self.l1_weight <= 0 and self.perceptual_weight <= 0:
                 problems.append("decoder_pretrain_steps > 0 needs an image loss to draw with: "
                                 "--l1_weight or --perceptual_weight > 0")
