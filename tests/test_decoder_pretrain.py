@@ -10,6 +10,7 @@ import signal
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -120,3 +121,52 @@ def test_bad_decoder_pretraining_settings_are_refused(data_dir, tmp_path, overri
     config = make_config(tmp_path, data_dir, **overrides)
     with pytest.raises(ValueError, match=message):
         config.validate()
+
+
+def test_real_faces_pass_through_the_face_network_once(data_dir, tmp_path):  # noqa: F811
+    # The decoder phase takes the embedding it draws from and the perceptual loss's real
+    # features from one pass of the face network over the real faces; its losses are those of
+    # two separate passes (the same computation done twice).
+    from keras_sf2f.training import losses as losses_lib  # noqa: PLC0415
+    from keras_sf2f.training.trainer import GanTrainer  # noqa: PLC0415
+
+    config = _phases_config(tmp_path / "run", data_dir)
+    face_network = tiny_facenet()
+    rng = np.random.default_rng(0)
+    batch = (tf.constant(rng.uniform(-1, 1, (3, 64, 64, 3)), tf.float32),
+             tf.constant(rng.normal(size=(3, 40, 40)), tf.float32),
+             tf.constant([0, 1, 2], tf.int64))
+
+    def one_step(separate_passes):
+        keras.utils.set_random_seed(0)
+        trainer = GanTrainer(config, face_network=face_network)
+        calls = []
+        original_call = face_network.call
+
+        def counting_call(*args, **kwargs):
+            calls.append(1)
+            return original_call(*args, **kwargs)
+
+        original_loss = losses_lib.facenet_perceptual_loss
+
+        def loss_without_shared_features(*args, real_features=None, **kwargs):
+            return original_loss(*args, **kwargs)
+
+        iterator = iter(trainer.distribute(
+            lambda: tf.data.Dataset.from_tensors(batch).repeat()))
+        face_network.call = counting_call
+        if separate_passes:
+            losses_lib.facenet_perceptual_loss = loss_without_shared_features
+        try:
+            values = {k: float(v) for k, v in trainer.decoder_pretrain_step(iterator).items()}
+        finally:
+            face_network.call = original_call
+            losses_lib.facenet_perceptual_loss = original_loss
+        return values, len(calls)
+
+    shared, shared_calls = one_step(separate_passes=False)
+    separate, separate_calls = one_step(separate_passes=True)
+    assert (shared_calls, separate_calls) == (2, 3)  # real + drawn faces, against 2 + 1
+    assert set(shared) == set(separate)
+    for name, value in shared.items():
+        assert value > 0 and value == pytest.approx(separate[name], rel=1e-6), name

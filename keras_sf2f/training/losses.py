@@ -117,11 +117,15 @@ def perceptual_loss(fake_features: Sequence, real_features: Sequence,
 
 def facenet_perceptual_loss(face_network, fake_images, real_images,
                             layer_weights: Sequence[float] = PERCEPTUAL_LAYER_WEIGHTS,
-                            normalize_method: str = "imagenet") -> tf.Tensor:
+                            normalize_method: str = "imagenet",
+                            real_features: Sequence | None = None) -> tf.Tensor:
     """FaceNet perceptual loss between generated and real generator-space images,
-    per example."""
-    real = [tf.stop_gradient(f) for f in
-            face_features(face_network, tf.stop_gradient(real_images), normalize_method)]
+    per example. ``real_features``: ``face_features`` of ``real_images`` when the caller has
+    them already (then the real faces do not go through the network again)."""
+    if real_features is None:
+        real_features = face_features(face_network, tf.stop_gradient(real_images),
+                                      normalize_method)
+    real = [tf.stop_gradient(f) for f in real_features]
     fake = face_features(face_network, fake_images, normalize_method)
     return perceptual_loss(fake, real, layer_weights)
 

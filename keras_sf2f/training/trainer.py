@@ -503,7 +503,17 @@ class GanTrainer:
         images, _, _ = batch
         real = {res: tf.cast(losses.downsample_nearest(images, res), tf.float32)
                 for res in self.resolutions}
-        target = tf.stop_gradient(self._embed_faces(real[max(self.resolutions)]))
+        top = max(self.resolutions)
+        real_features = None
+        if self.config.perceptual_weight > 0:
+            # One face-network pass over the real faces gives both the embedding the decoder
+            # draws from (its last hidden state) and the perceptual loss's real features: a
+            # second pass would cost about a tenth of this step.
+            real_features = [tf.stop_gradient(f) for f in
+                             losses.face_features(self.face_network, real[top])]
+            target = tf.cast(real_features[-1], tf.float32)
+        else:
+            target = tf.stop_gradient(self._embed_faces(real[top]))
         if self.config.decoder_pretrain_noise > 0:
             target = tf.math.l2_normalize(
                 target + self.config.decoder_pretrain_noise * self._stateless_normal(
@@ -514,8 +524,9 @@ class GanTrainer:
                 drawn = [drawn]
             terms = {}
             for res, image in zip(self.resolutions, drawn):
-                terms.update(self._reconstruction_terms(tf.cast(image, tf.float32), real[res],
-                                                        res))
+                terms.update(self._reconstruction_terms(
+                    tf.cast(image, tf.float32), real[res], res,
+                    real_features if res == top else None))
             scaled = {name: self._average(value) for name, value in terms.items()}
             total = tf.add_n(list(scaled.values()))
             objective = self._scaled(self.decoder_pretrain_optimizer, total)
@@ -663,9 +674,10 @@ class GanTrainer:
         out.update({f"d_acc/{name}": self._average(value) for name, value in accuracies.items()})
         return generator_gradients, d_gradients, out
 
-    def _reconstruction_terms(self, fake, real, res) -> dict:
+    def _reconstruction_terms(self, fake, real, res, real_features=None) -> dict:
         """The generator's per-example terms that compare a drawn face with the real one at
-        one resolution: weighted L1 pixel loss and FaceNet perceptual loss (each when on)."""
+        one resolution: weighted L1 pixel loss and FaceNet perceptual loss (each when on).
+        ``real_features``: the face network's features of ``real``, if already computed."""
         config = self.config
         terms = {}
         if config.l1_weight > 0:
@@ -673,7 +685,8 @@ class GanTrainer:
         if config.perceptual_weight > 0:
             terms[f"img_perceptual_loss_{res}"] = (
                 config.perceptual_weight * losses.facenet_perceptual_loss(
-                    self.face_network, fake, real, config.perceptual_layer_weights))
+                    self.face_network, fake, real, config.perceptual_layer_weights,
+                    real_features=real_features))
         return terms
 
     def _with_stop(self, out):
