@@ -190,3 +190,14 @@ def test_dlib_embedder_separates_corpus_identities(data_dir):
     assert chips.shape == (2, 150, 150, 3) and chips.dtype == np.uint8
     r = fi.heldout_identification(out, faces.labels)
     assert r["accuracy"] > 2.0 / TEST_IDS, r
+    # Each distinct chip goes through dlib's network once per embedder; repeats (an
+    # untrained model's one face for every crop) come from the cache, identical.
+    assert e.computed == len({c.tobytes() for c in e.chips(
+        fi.generator_space(faces.images).numpy())})
+    again = e.embed(fi.generator_space(faces.images[[3, 0, 3, 3]]).numpy())
+    assert e.computed == TEST_IDS * TEST_FACES
+    np.testing.assert_array_equal(again, out[[3, 0, 3, 3]])
+    fresh = embedders.DlibEmbedder(batch_size=2)
+    np.testing.assert_allclose(fresh.embed(fi.generator_space(faces.images[:5]).numpy()),
+                               out[:5], atol=1e-6)
+    assert fresh.computed == 5
