@@ -507,8 +507,9 @@ class GanTrainer:
         real_features = None
         if self.config.perceptual_weight > 0:
             # One face-network pass over the real faces gives both the embedding the decoder
-            # draws from (its last hidden state) and the perceptual loss's real features: a
-            # second pass would cost about a tenth of this step.
+            # draws from (its last hidden state) and the perceptual loss's real features (a
+            # second pass is about a tenth of the step's work; its saving was within the
+            # timing noise on the AMD kind, BUILD_NOTES.md).
             real_features = [tf.stop_gradient(f) for f in
                              losses.face_features(self.face_network, real[top])]
             target = tf.cast(real_features[-1], tf.float32)
