@@ -40,6 +40,7 @@ import os
 import subprocess
 import sys
 import time
+import keras_sf2f  # noqa: E402,F401  (before TensorFlow: sets its CPU kernel default)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

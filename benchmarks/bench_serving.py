@@ -35,6 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import keras_sf2f  # noqa: E402,F401  (before TensorFlow: sets its CPU kernel default)
 
 DURATIONS = (("1.25 s", 1.27), ("5 s", 5.0), ("30 s", 30.0))
 

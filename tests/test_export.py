@@ -623,8 +623,9 @@ def test_no_xla_in_the_savedmodel(tiny, tmp_path):
 def test_python_waveform_to_face_function(seconds, max_windows, speech_like):
     """``waveform_to_face_function`` (the benchmark's Keras graph path): features and
     generator compiled by XLA give the plain graph's faces and embeddings (float rounding
-    only), and feeding only the samples the windows use gives exactly the same result as the
-    features of the whole waveform."""
+    only), and feeding only the samples the windows use gives the result of the features of
+    the whole waveform (to the last bit with Eigen's kernels; oneDNN's AVX2 kernels block
+    the shorter input's products differently: one unit in the last place, ~6e-8)."""
     from keras_sf2f.serving.inference import waveform_to_face_function  # noqa: PLC0415
     generator = builder.build_generator(builder.ModelConfig(**TINY_CONFIG))
     # Random encoder and fuser (different voices, different embeddings); the decoder keeps its
@@ -648,7 +649,7 @@ def test_python_waveform_to_face_function(seconds, max_windows, speech_like):
     expected = [t.numpy() for t in reference(waveform)]
     plain = waveform_to_face_function(generator, max_windows=max_windows, jit_compile=False)
     compiled = waveform_to_face_function(generator, max_windows=max_windows)
-    for fn, atol in ((plain, 0.0), (compiled, 1e-5)):
+    for fn, atol in ((plain, 1e-6), (compiled, 1e-5)):
         image, emb = fn(waveform)
         assert image.shape == expected[0].shape and emb.shape == expected[1].shape
         np.testing.assert_allclose(image.numpy(), expected[0], rtol=0, atol=atol)

@@ -248,6 +248,23 @@ def test_fast_conv_decision(monkeypatch):
         decide("sometimes")
 
 
+@pytest.mark.parametrize("setting,library", [(None, "onednn"), ("0", "eigen"),
+                                             ("1", "onednn")])
+def test_package_import_picks_onednn_unless_told(setting, library):
+    """Importing the package before TensorFlow gives oneDNN's CPU kernels on every CPU kind
+    (TensorFlow's own default is Eigen on AVX2-only CPUs); an explicit setting wins."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    code = ("import keras_sf2f, tensorflow\n"
+            "from keras_sf2f.models import fast_conv\n"
+            "print(fast_conv.cpu_convolution_library())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == library
+
+
 @pytest.mark.parametrize("shape,kernel,strides,padding", [
     ((2, 7, 7, 16), (3, 3, 16, 8), (1, 1), "SAME"),     # stride 1, full correlation
     ((2, 3, 3, 24), (1, 1, 24, 8), (1, 1), "VALID"),    # 1x1: one matrix product

@@ -1,7 +1,8 @@
 """Convolutions whose forward pass is TensorFlow's own and whose input gradient is faster.
 
-On CPUs where TensorFlow runs its Eigen kernels (its default on x86 CPUs without AVX512_VNNI,
-AVX512_BF16 or AMX -- e.g. AMD EPYC with AVX2 -- and anywhere with TF_ENABLE_ONEDNN_OPTS=0),
+On CPUs where TensorFlow runs its Eigen kernels (TensorFlow's own default on x86 CPUs without
+AVX512_VNNI, AVX512_BF16 or AMX -- e.g. AMD EPYC with AVX2 --; this package asks for oneDNN's
+instead, so Eigen runs only with TF_ENABLE_ONEDNN_OPTS=0 or when TensorFlow loaded first),
 ``Conv2DBackpropInput`` is 2-8x less efficient than the forward ``Conv2D`` for the shapes
 SF2F trains with (measured per CPU second: 1x1 convolutions on 3x3 / 7x7 maps, 3x3 and 1x7
 convolutions on maps of 8x8 and below, strided 1-D convolutions of the voice encoder), and it
