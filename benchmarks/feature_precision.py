@@ -49,10 +49,10 @@ def signals(rate: int, seconds: float, seed: int = 0):
 
 
 def sweep(rates, seconds: float) -> list:
+    from keras_sf2f.audio import features  # noqa: PLC0415 (first: TensorFlow's CPU kernels)
+
     import tensorflow as tf  # noqa: PLC0415
     from python_speech_features import logfbank  # noqa: PLC0415
-
-    from keras_sf2f.audio import features  # noqa: PLC0415
 
     dtypes = {"mixed": None, "float64": tf.float64, "float32": tf.float32}
     rows = []
