@@ -452,6 +452,8 @@ def render(results: dict) -> str:
             lines += [f"Measured on {result['date']} "
                       f"({'quick' if result.get('quick') else 'full'} mode) by "
                       f"`{result.get('command', 'an earlier run')}`.", ""]
+        if result.get("tensorflow_cpu_kernels"):
+            lines += [f"TensorFlow's CPU kernels: {result['tensorflow_cpu_kernels']}.", ""]
         if result.get("skipped"):
             lines += [result["skipped"], ""]
             continue
@@ -635,17 +637,29 @@ def _short(value) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.3g}"
 
 
+def tensorflow_cpu_kernels() -> str:
+    """The CPU kernels TensorFlow runs in the sections' subprocesses: they inherit
+    ``TF_ENABLE_ONEDNN_OPTS`` from this process, which the package set when it was imported
+    (oneDNN unless the user said otherwise; keras_sf2f/__init__.py)."""
+    value = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
+    return {"1": "oneDNN", "true": "oneDNN", "0": "Eigen", "false": "Eigen"}.get(
+        value, "TensorFlow's default")
+
+
 def measured_line(results: dict) -> str:
-    """"2026-11-24, full mode", or per section when the sections come from different runs."""
+    """"2026-11-24, full mode", or per section when the sections come from different runs;
+    with TensorFlow's CPU kernels where the sections recorded them."""
     meta = results.get("meta", {})
     stamps = [(name, _day(results[name].get("date", meta.get("date"))),
-               "quick" if results[name].get("quick", meta.get("quick")) else "full")
+               "quick" if results[name].get("quick", meta.get("quick")) else "full",
+               results[name].get("tensorflow_cpu_kernels"))
               for name in SECTIONS if isinstance(results.get(name), dict)]
-    if len({(d, q) for _, d, q in stamps}) <= 1:
-        day, mode = (stamps[0][1:] if stamps
-                     else (_day(meta.get("date")), "quick" if meta.get("quick") else "full"))
-        return f"{day}, {mode} mode"
-    return ", ".join(f"{name} {day} {mode}" for name, day, mode in stamps)
+    if len({(d, q, k) for _, d, q, k in stamps}) <= 1:
+        day, mode, kernels = (stamps[0][1:] if stamps else (
+            _day(meta.get("date")), "quick" if meta.get("quick") else "full", None))
+        return f"{day}, {mode} mode" + (f", {kernels} kernels" if kernels else "")
+    return ", ".join(f"{name} {day} {mode}" + (f" {kernels}" if kernels else "")
+                     for name, day, mode, kernels in stamps)
 
 
 def machine_line(results: dict) -> str:
@@ -900,8 +914,10 @@ def main() -> None:
               + (f" (error: {results[name]['error']})" if "error" in results[name] else ""),
               file=sys.stderr, flush=True)
     results["meta"]["total_seconds"] = time.perf_counter() - started
+    kernels = tensorflow_cpu_kernels()
     for name in sections:
-        results[name].update(date=results["meta"]["date"], quick=args.quick, command=command)
+        results[name].update(date=results["meta"]["date"], quick=args.quick, command=command,
+                             tensorflow_cpu_kernels=kernels)
     kind = cpu_kind(results["meta"]["machine"])
     results["meta"]["cpu_kind"] = kind
     merged = merge_results(load_kind(args.out_dir, kind), results)

@@ -157,6 +157,11 @@ def test_subset_run_merges_into_its_kind(tmp_path, monkeypatch):
     inference_part = full.split("## 3. Inference latency, batch 1\n")[1]
     assert inference_part.lstrip().startswith("Measured on 2026-11-24T04:24:31+00:00 (full mode)")
     assert "Measured on" not in full.split("## 2. Training step")[1].split("## 3.")[0]
+    # The rerun section records TensorFlow's CPU kernels; the older ones recorded none.
+    kernels = run.tensorflow_cpu_kernels()
+    assert merged["training"]["tensorflow_cpu_kernels"] == kernels
+    assert f"TensorFlow's CPU kernels: {kernels}." in full.split("## 2. Training step")[1]
+    assert "CPU kernels" not in inference_part
 
     index = (tmp_path / "results.md").read_text()
     assert f"## {kind}" in index and f"## {other}" in index
