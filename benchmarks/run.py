@@ -641,9 +641,8 @@ def tensorflow_cpu_kernels() -> str:
     """The CPU kernels TensorFlow runs in the sections' subprocesses: they inherit
     ``TF_ENABLE_ONEDNN_OPTS`` from this process, which the package set when it was imported
     (oneDNN unless the user said otherwise; keras_sf2f/__init__.py)."""
-    value = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
-    return {"1": "oneDNN", "true": "oneDNN", "0": "Eigen", "false": "Eigen"}.get(
-        value, "TensorFlow's default")
+    return {True: "oneDNN", False: "Eigen"}.get(machine.onednn_requested(),
+                                                "TensorFlow's default")
 
 
 def measured_line(results: dict) -> str:

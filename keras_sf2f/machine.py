@@ -6,6 +6,7 @@ kernels by the SIMD features); the benchmark scripts record them beside their re
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 
@@ -59,3 +60,11 @@ def cpu_kind_slug(model: str | None, flags) -> str:
     family = "_".join(words[start:start + 2]) or "unknown_cpu"
     level = next((f for f in _SIMD_LEVELS if f in flags), None)
     return f"{family}_{_SIMD_NAMES.get(level, level) if level else 'no_avx2'}"
+
+
+def onednn_requested() -> bool | None:
+    """What ``TF_ENABLE_ONEDNN_OPTS`` asks TensorFlow for: True (oneDNN's CPU kernels), False
+    (Eigen's), None (unset or unrecognised: TensorFlow's own default for the CPU). The package
+    sets it when imported (keras_sf2f/__init__.py); read without importing TensorFlow."""
+    value = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
+    return {"1": True, "true": True, "0": False, "false": False}.get(value)

@@ -42,11 +42,12 @@ resolved for the visible devices).
 from __future__ import annotations
 
 import contextlib
-import os
 
 import keras
 import tensorflow as tf
 from keras import ops
+
+from keras_sf2f import machine
 
 MODES = ("auto", "on", "off")
 
@@ -63,8 +64,7 @@ def cpu_convolution_library() -> str:
     except (ImportError, AttributeError):  # pragma: no cover - private API moved
         # The documented switch; without it, TensorFlow's own default is unknown here, and
         # Eigen (the conservative answer: fast_conv's measured home) is assumed.
-        value = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
-        return "onednn" if value in ("1", "true") else "eigen"
+        return "onednn" if machine.onednn_requested() else "eigen"
 
 
 def decide(mode: str = "auto", device_types=None, jit_compile: bool = False) -> tuple[bool, str]:
