@@ -5,7 +5,7 @@ serving; the command-line tools are :mod:`keras_sf2f.cli` (the ``sf2f-*`` consol
 also run as ``python trainers/<tool>.py`` and ``python export/<tool>.py``).
 """
 
-import os as _os
+from keras_sf2f import machine as _machine
 
 # TensorFlow switches its oneDNN CPU kernels on by itself only on CPUs with AVX512_VNNI /
 # AVX512_BF16 / AMX; on AVX2-only CPUs (the AMD EPYC machines this project also runs on) it
@@ -14,4 +14,6 @@ import os as _os
 # the AMD kind"). TensorFlow reads the switch once, when it loads, so it is set here, before
 # any module of the package imports TensorFlow; an explicit TF_ENABLE_ONEDNN_OPTS wins (0 gives
 # Eigen back). Entry points import this package before TensorFlow. GPU kernels are unaffected.
-_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# The development server serves single requests, where the AVX2 kind is faster with Eigen:
+# machine.prefer_eigen_for_single_requests.
+_machine.default_to_onednn()

@@ -9,6 +9,12 @@ from __future__ import annotations
 import os
 import platform
 import re
+import sys
+
+_KERNELS_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+# Whether TF_ENABLE_ONEDNN_OPTS was in the environment before the package set its default: an
+# explicit choice of the user's is never changed (default_to_onednn records it).
+_kernels_chosen_by_user = None
 
 
 def cpu_info() -> dict:
@@ -68,3 +74,36 @@ def onednn_requested() -> bool | None:
     sets it when imported (keras_sf2f/__init__.py); read without importing TensorFlow."""
     value = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
     return {"1": True, "true": True, "0": False, "false": False}.get(value)
+
+
+def default_to_onednn() -> None:
+    """Asks TensorFlow for oneDNN's CPU kernels unless ``TF_ENABLE_ONEDNN_OPTS`` is set; the
+    package calls this once, when it is imported, before TensorFlow loads (the reason is in
+    keras_sf2f/__init__.py)."""
+    global _kernels_chosen_by_user
+    if _kernels_chosen_by_user is None:
+        _kernels_chosen_by_user = _KERNELS_VARIABLE in os.environ
+    os.environ.setdefault(_KERNELS_VARIABLE, "1")
+
+
+def prefer_eigen_for_single_requests() -> bool:
+    """Switches a process that serves one request at a time (the development server) to
+    Eigen's CPU kernels on CPUs without AVX-512; True if it did.
+
+    There oneDNN re-lays out the variable weights of every convolution on every call, which at
+    batch 1 costs more than its faster arithmetic saves: the exported SavedModel's
+    ``predict_waveform`` on the AMD EPYC AVX2 kind ran at 0.97 / 0.97 / 0.75x PyTorch's forward
+    with Eigen against 0.85 / 0.72 / 0.72x with oneDNN (1.25 / 5 / 30 s), the generator alone
+    16-33 ms against 24-37 (BUILD_NOTES.md, "CPU speed per kind"). Training batches are
+    faster with oneDNN there, so the package's default stays oneDNN. Nothing changes when the
+    user set ``TF_ENABLE_ONEDNN_OPTS``, when TensorFlow is already loaded (it read the switch
+    then) or on AVX-512 CPUs, where TensorFlow itself picks oneDNN and it was not measured
+    slower. A process started by one that imported the package inherits its default in the
+    environment, which then counts as the user's choice."""
+    if _kernels_chosen_by_user or "tensorflow" in sys.modules:
+        return False
+    flags = cpu_flags()
+    if not flags or "avx512f" in flags or "avx2" not in flags:
+        return False
+    os.environ[_KERNELS_VARIABLE] = "0"
+    return True

@@ -265,6 +265,56 @@ def test_package_import_picks_onednn_unless_told(setting, library):
     assert result.stdout.split()[-1] == library
 
 
+def _env_without_kernel_choice(setting=None):
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    return dict(env, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
+
+
+def _avx2_only_cpu():
+    from keras_sf2f import machine  # noqa: PLC0415
+    flags = machine.cpu_flags()
+    return "avx2" in flags and "avx512f" not in flags
+
+
+@pytest.mark.parametrize("setting", [None, "0", "1"])
+def test_single_request_processes_get_eigen_on_avx2_only_cpus(setting):
+    """machine.prefer_eigen_for_single_requests (the development server calls it): Eigen's
+    kernels on CPUs with AVX2 and no AVX-512 unless the user chose; never once TensorFlow has
+    loaded (too late: it read the switch then)."""
+    code = ("from keras_sf2f import machine\n"
+            "switched = machine.prefer_eigen_for_single_requests()\n"
+            "import tensorflow\n"
+            "from keras_sf2f.models import fast_conv\n"
+            "late = machine.prefer_eigen_for_single_requests()\n"
+            "print(switched, late, fast_conv.cpu_convolution_library())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=_env_without_kernel_choice(setting), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    switched, late, library = result.stdout.split()[-3:]
+    expect_switch = setting is None and _avx2_only_cpu()
+    assert switched == str(expect_switch) and late == "False"
+    assert library == ("eigen" if expect_switch or setting == "0" else "onednn")
+
+
+def test_development_server_chooses_its_kernels_before_tensorflow_loads(tmp_path):
+    """export/serve.py makes the choice above before its first TensorFlow import, and says so."""
+    (tmp_path / "m").mkdir()
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(REPO_ROOT, "export", "serve.py"),
+         f"--model_base_path={tmp_path / 'm'}", "--rest_api_port=0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_env_without_kernel_choice())
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("listening on"), process.stderr.read()[-2000:]
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=60)
+    assert ("TensorFlow's Eigen kernels" in err) == _avx2_only_cpu(), err[-2000:]
+
+
 @pytest.mark.parametrize("shape,kernel,strides,padding", [
     ((2, 7, 7, 16), (3, 3, 16, 8), (1, 1), "SAME"),     # stride 1, full correlation
     ((2, 3, 3, 24), (1, 1, 24, 8), (1, 1), "VALID"),    # 1x1: one matrix product

@@ -29,6 +29,7 @@ import threading
 
 from absl import app, logging
 
+from keras_sf2f import machine
 from keras_sf2f.cli import run_absl_tool
 from keras_sf2f.flags import ToolFlags
 
@@ -40,6 +41,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.model_base_path:
         raise app.UsageError("--model_base_path is required (<base>/<model name>)")
+    # Before TensorFlow loads (RestServer imports it): single requests are answered faster
+    # with Eigen's kernels on AVX2-only CPUs (machine.prefer_eigen_for_single_requests).
+    if machine.prefer_eigen_for_single_requests():
+        logging.info("CPU without AVX-512: TensorFlow's Eigen kernels, faster than oneDNN's for "
+                     "single requests here (TF_ENABLE_ONEDNN_OPTS=1 to override)")
     import logging as std_logging  # noqa: PLC0415
     from keras_sf2f.serving.rest_server import RestServer  # noqa: PLC0415
 
