@@ -35,7 +35,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import keras_sf2f  # noqa: E402,F401  (before TensorFlow: sets its CPU kernel default)
+# Before TensorFlow: importing the package sets its CPU kernel default.
+from keras_sf2f import machine  # noqa: E402
 
 DURATIONS = (("1.25 s", 1.27), ("5 s", 5.0), ("30 s", 30.0))
 
@@ -91,7 +92,9 @@ def start_server(base: str, model: str):
     process = subprocess.Popen(
         [sys.executable, os.path.join(REPO, "export", "serve.py"), f"--model_base_path={base}",
          f"--model_name={model}", "--rest_api_port=0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # As a user starts it: the server picks its own CPU kernels unless the user chose.
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=machine.user_environment())
     line = process.stdout.readline()
     if not line.startswith("listening on"):
         process.kill()

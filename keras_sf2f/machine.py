@@ -86,6 +86,16 @@ def default_to_onednn() -> None:
     os.environ.setdefault(_KERNELS_VARIABLE, "1")
 
 
+def user_environment() -> dict:
+    """os.environ as the user gave it: without the ``TF_ENABLE_ONEDNN_OPTS`` default the
+    package set, for starting a tool in a subprocess that makes its own kernel choice (the
+    development server: prefer_eigen_for_single_requests)."""
+    env = dict(os.environ)
+    if _kernels_chosen_by_user is False:
+        env.pop(_KERNELS_VARIABLE, None)
+    return env
+
+
 def prefer_eigen_for_single_requests() -> bool:
     """Switches a process that serves one request at a time (the development server) to
     Eigen's CPU kernels on CPUs without AVX-512; True if it did.
@@ -99,7 +109,8 @@ def prefer_eigen_for_single_requests() -> bool:
     user set ``TF_ENABLE_ONEDNN_OPTS``, when TensorFlow is already loaded (it read the switch
     then) or on AVX-512 CPUs, where TensorFlow itself picks oneDNN and it was not measured
     slower. A process started by one that imported the package inherits its default in the
-    environment, which then counts as the user's choice."""
+    environment, which then counts as the user's choice, unless it is started with
+    user_environment()."""
     if _kernels_chosen_by_user or "tensorflow" in sys.modules:
         return False
     flags = cpu_flags()

@@ -282,17 +282,20 @@ def _avx2_only_cpu():
 def test_single_request_processes_get_eigen_on_avx2_only_cpus(setting):
     """machine.prefer_eigen_for_single_requests (the development server calls it): Eigen's
     kernels on CPUs with AVX2 and no AVX-512 unless the user chose; never once TensorFlow has
-    loaded (too late: it read the switch then)."""
+    loaded (too late: it read the switch then). machine.user_environment() hands a subprocess
+    the user's setting, not the package's default."""
     code = ("from keras_sf2f import machine\n"
+            "child = machine.user_environment().get('TF_ENABLE_ONEDNN_OPTS')\n"
             "switched = machine.prefer_eigen_for_single_requests()\n"
             "import tensorflow\n"
             "from keras_sf2f.models import fast_conv\n"
             "late = machine.prefer_eigen_for_single_requests()\n"
-            "print(switched, late, fast_conv.cpu_convolution_library())")
+            "print(switched, late, fast_conv.cpu_convolution_library(), child)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=_env_without_kernel_choice(setting), timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    switched, late, library = result.stdout.split()[-3:]
+    switched, late, library, child = result.stdout.split()[-4:]
+    assert child == str(setting)  # what a subprocess started with user_environment() gets
     expect_switch = setting is None and _avx2_only_cpu()
     assert switched == str(expect_switch) and late == "False"
     assert library == ("eigen" if expect_switch or setting == "0" else "onednn")
