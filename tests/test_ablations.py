@@ -335,16 +335,27 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
     assert "train_steps" not in v2f  # same schedule as the SF2F rows
 
 
-def test_demo_recipe_rows_change_only_what_they_name(tmp_path):
+@pytest.mark.parametrize("decoder_steps", [None, 2400])
+def test_demo_recipe_rows_change_only_what_they_name(tmp_path, decoder_steps):
     """--ablation_recipe=demo: every SF2F row is the demo flagfile's own recipe at its length
-    (1200 voice pre-training + 1200 generator steps) changed by one thing; the paper's GAN and
-    AC terms are rows that add them; --ablation_seed reaches every training."""
+    (its decoder and voice pre-training and generator steps, also when the flagfile's
+    proportions change: decoder_steps) changed by one thing; the paper's GAN and AC terms are
+    rows that add them; --ablation_seed reaches every training."""
     from keras_sf2f.flags import ToolFlags
     from keras_sf2f.training.config import TrainConfig
 
     configs = os.path.join(REPO_ROOT, "configs")
+    base_config = os.path.join(configs, "demo.cfg")
+    if decoder_steps is not None:
+        demo = ablations.read_flagfile(base_config)
+        total = (int(demo["train_steps"]) - int(demo["decoder_pretrain_steps"])
+                 + decoder_steps)
+        (tmp_path / "longer.cfg").write_text(
+            f"--flagfile={base_config}\n--decoder_pretrain_steps={decoder_steps}\n"
+            f"--train_steps={total}\n")
+        base_config = str(tmp_path / "longer.cfg")
     plan = ablations.Plan(output_dir=str(tmp_path / "out"), data_dir="/d", face_network="/f",
-                          base_config=os.path.join(configs, "demo.cfg"),
+                          base_config=base_config,
                           fuser_config=os.path.join(configs, "demo_fuser.cfg"),
                           voice2face_config=os.path.join(configs, "demo_voice2face.cfg"),
                           recipe="demo", train_seed=7)
@@ -383,9 +394,10 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path):
     assert changes("baseline_encoder") == {"model.encoder": "cnn"}
     assert changes("low_quality_faces") == {"data_dir": plan.wild_data_dir}
     assert changes("generator_ema") == {"generator_ema_decay": 0.99}
+    without_decoder = int(demo["train_steps"]) - int(demo["decoder_pretrain_steps"])
     assert changes("no_decoder_pretrain") == {"decoder_pretrain_steps": 0,
-                                              "train_steps": 2 * generator_steps,
-                                              "eval_every_steps": 2 * generator_steps}
+                                              "train_steps": without_decoder,
+                                              "eval_every_steps": without_decoder}
     assert changes("no_pretrain") == {"voice_pretrain_steps": 0, "decoder_pretrain_steps": 0,
                                       "train_steps": generator_steps,
                                       "eval_every_steps": generator_steps}

@@ -128,8 +128,9 @@ def variants(embedding_dim: int, recipe: str = "reference") -> list:
 
 def _demo_variants(deconv: tuple) -> list:
     """The rows on the demo's recipe: every SF2F row keeps the base flagfile's losses and
-    pre-trains its decoder and then its voice encoder for as many steps each as it then
-    trains the generator (as configs/demo.cfg does: 1200 + 1200 + 1200)."""
+    pre-trains its decoder and then its voice encoder as the base flagfile does, in
+    proportion to its generator steps (Plan.decoder_pretrain_share); a factor of 0 leaves
+    that pre-training out."""
     def row(name, label, tables, overrides=(), **kw):
         kw.setdefault("pretrain_factor", 1)
         kw.setdefault("decoder_pretrain_factor", 1)

@@ -22,7 +22,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 # validation and evaluation add ~2 minutes per variant, so the 13 trainings and evaluations
 # take about 2.5 hours. Each variant's measured wall and CPU seconds are in ablations.md.
 # With --ablation_recipe=demo the rows default to the demo's own length instead (its flagfile's
-# generator steps, after as many voice pre-training steps): see Plan.__post_init__.
+# generator steps, after its decoder and voice pre-training in the flagfile's proportions):
+# see Plan.__post_init__.
 DEFAULT_TRAIN_STEPS = 600
 DEFAULT_EVAL_RUNS = 5
 
@@ -58,6 +59,11 @@ class Plan:
     eval_dlib: bool = True
     eval_max_windows: int = 20
     python: str = sys.executable
+    # Pre-training steps per generator step in one unit of a variant's decoder / voice
+    # pre-training factor: 1 for the reference recipe; for the demo recipe the base flagfile's
+    # own proportions (set in __post_init__), so that its rows pre-train as the demo does.
+    decoder_pretrain_share: float = 1.0
+    voice_pretrain_share: float = 1.0
 
     def evaluation_config(self):
         """The ``evaluate.EvaluationConfig`` every variant is evaluated with."""
@@ -70,8 +76,14 @@ class Plan:
         if self.recipe not in RECIPES:
             raise AblationError(f"unknown ablation recipe {self.recipe!r}; choose from "
                                 f"{', '.join(RECIPES)}")
+        if self.recipe == "demo":
+            generator_steps = self._demo_generator_steps()
+            base = read_flagfile(self.base_config)
+            self.decoder_pretrain_share = (int(base.get("decoder_pretrain_steps", 0))
+                                           / generator_steps)
+            self.voice_pretrain_share = int(base.get("voice_pretrain_steps", 0)) / generator_steps
         if self.train_steps is None:
-            self.train_steps = (self._demo_generator_steps() if self.recipe == "demo"
+            self.train_steps = (generator_steps if self.recipe == "demo"
                                 else DEFAULT_TRAIN_STEPS)
         if self.wild_data_dir is None:
             self.wild_data_dir = os.path.join(self.output_dir, "data_in_the_wild")

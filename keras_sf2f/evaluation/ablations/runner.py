@@ -43,11 +43,17 @@ class Ablations:
     def model_dir(self, name: str) -> str:
         return os.path.join(self.variant_dir(name), "model")
 
+    def phase_steps(self, v: Variant) -> tuple:
+        """(decoder pre-training, voice pre-training, generator) steps of a stage-1 variant."""
+        p = self.plan
+        return (round(p.train_steps * v.decoder_pretrain_factor * p.decoder_pretrain_share),
+                round(p.train_steps * v.pretrain_factor * p.voice_pretrain_share),
+                p.train_steps * v.steps_factor)
+
     def steps(self, v: Variant) -> int:
         if v.stage2_of:
             return self.plan.fuser_steps
-        return self.plan.train_steps * (v.steps_factor + v.pretrain_factor
-                                        + v.decoder_pretrain_factor)
+        return sum(self.phase_steps(v))
 
     def train_args(self, v: Variant) -> list:
         p = self.plan
@@ -69,9 +75,9 @@ class Ablations:
         if v.config == "base" and v.reference_losses:
             args += list(REFERENCE_LOSS_FLAGS)
         if v.config == "base" and not v.stage2_of:
-            args.append(f"--voice_pretrain_steps={self.plan.train_steps * v.pretrain_factor}")
-            args.append("--decoder_pretrain_steps="
-                        f"{self.plan.train_steps * v.decoder_pretrain_factor}")
+            decoder_steps, voice_steps, _ = self.phase_steps(v)
+            args.append(f"--voice_pretrain_steps={voice_steps}")
+            args.append(f"--decoder_pretrain_steps={decoder_steps}")
         if p.train_seed is not None:
             args.append(f"--seed={p.train_seed}")
         return args + list(v.overrides)
