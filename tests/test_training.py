@@ -324,7 +324,7 @@ def test_training_flags_are_train_config():
     ("voice2face_64", dict(l1_weight=100.0, ac_weight=1.0, perceptual_weight=0.0)),
     ("demo", dict(l1_weight=10.0, gan_weight=0.0, ac_weight=0.0, perceptual_weight=10.0,
                   batch_size=32, train_fuser_only=False, voice_pretrain_steps=1200,
-                  decoder_pretrain_steps=1200)),
+                  decoder_pretrain_steps=2400)),
     ("demo+demo_fuser", dict(train_fuser_only=True, learning_rate=1e-4,
                              voice_pretrain_steps=0, decoder_pretrain_steps=0)),
 ])
