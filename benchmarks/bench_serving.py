@@ -3,6 +3,9 @@
     python benchmarks/bench_serving.py [--configs=configs/sf2f_64.cfg,configs/sf2f_128.cfg]
         [--requests=20] [--concurrency=4] [--work_dir=/tmp/bench_serving]
 
+--work_dir: where each invocation makes its own scratch directory, kept afterwards (default: a
+temporary directory, removed at the end).
+
 For each configuration: builds the generator with random weights, writes a checkpoint with its
 flags.cfg, exports it (export time reported), then measures WAV bytes -> PNG
 
@@ -128,7 +131,11 @@ def main():
 
     import tensorflow as tf  # noqa: PLC0415
 
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_serving_")
+    # A fresh directory per invocation (inside --work_dir when given), so that a rerun with
+    # the same --work_dir never meets the previous run's checkpoint and export.
+    if args.work_dir:
+        os.makedirs(args.work_dir, exist_ok=True)
+    work_dir = tempfile.mkdtemp(prefix="bench_serving_", dir=args.work_dir)
     audio = {label: [wav_of(seconds, seed) for seed in range(3)]
              for label, seconds in DURATIONS}
     rows, notes = [], []
