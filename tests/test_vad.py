@@ -174,3 +174,22 @@ def test_energy_gate_in_graph_unknown_length_and_rate(speech_like):
         assert 0.8 * sr <= got.size < x.size - sr
     assert gate(np.zeros(0, np.float32), 16000).numpy().size == 0
     assert gate.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("num_samples,flen,pattern", [
+    (1000, 7, "random"), (1001, 10, "last_kept"), (999, 10, "last_dropped"),
+    (480, 480, "all"), (2000, 30, "none"), (0, 30, "none"), (5, 30, "all")])
+def test_kept_frames_are_the_samples_a_per_sample_mask_keeps(num_samples, flen, pattern):
+    """vad._kept_frames gathers whole frames; the oracle masks every sample with its frame's
+    decision (np.repeat) and must select the same samples in the same order, padding never."""
+    rng = np.random.default_rng(num_samples + flen)
+    x = rng.normal(size=num_samples).astype(np.float32)
+    nframes = -(-num_samples // flen)
+    keep = {"random": rng.random(nframes) > 0.4, "all": np.ones(nframes, bool),
+            "none": np.zeros(nframes, bool),
+            "last_kept": np.arange(nframes) % 2 == (nframes - 1) % 2,
+            "last_dropped": np.arange(nframes) % 2 != (nframes - 1) % 2}[pattern]
+    frames = np.pad(x, (0, nframes * flen - num_samples)).reshape(nframes, flen)
+    got = vad._kept_frames(tf.constant(frames), tf.constant(keep), tf.constant(num_samples))
+    expected = x[np.repeat(keep, flen)[:num_samples]]
+    np.testing.assert_array_equal(got.numpy(), expected)
