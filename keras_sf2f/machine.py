@@ -72,7 +72,7 @@ def onednn_requested() -> bool | None:
     """What ``TF_ENABLE_ONEDNN_OPTS`` asks TensorFlow for: True (oneDNN's CPU kernels), False
     (Eigen's), None (unset or unrecognised: TensorFlow's own default for the CPU). The package
     sets it when imported (keras_sf2f/__init__.py); read without importing TensorFlow."""
-    value = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
+    value = os.environ.get(_KERNELS_VARIABLE, "").strip().lower()
     return {"1": True, "true": True, "0": False, "false": False}.get(value)
 
 
@@ -114,7 +114,7 @@ def prefer_eigen_for_single_requests() -> bool:
     if _kernels_chosen_by_user or "tensorflow" in sys.modules:
         return False
     flags = cpu_flags()
-    if not flags or "avx512f" in flags or "avx2" not in flags:
+    if "avx512f" in flags or "avx2" not in flags:
         return False
     os.environ[_KERNELS_VARIABLE] = "0"
     return True

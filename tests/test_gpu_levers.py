@@ -248,28 +248,27 @@ def test_fast_conv_decision(monkeypatch):
         decide("sometimes")
 
 
+def _env_without_kernel_choice(setting=None):
+    """This process's environment with TF_ENABLE_ONEDNN_OPTS as ``setting`` (None: unset, as
+    a user who never chose), for a fresh Python that imports the package."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    return dict(env, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
+
+
 @pytest.mark.parametrize("setting,library", [(None, "onednn"), ("0", "eigen"),
                                              ("1", "onednn")])
 def test_package_import_picks_onednn_unless_told(setting, library):
     """Importing the package before TensorFlow gives oneDNN's CPU kernels on every CPU kind
     (TensorFlow's own default is Eigen on AVX2-only CPUs); an explicit setting wins."""
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    if setting is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = setting
     code = ("import keras_sf2f, tensorflow\n"
             "from keras_sf2f.models import fast_conv\n"
             "print(fast_conv.cpu_convolution_library())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"), timeout=120)
+                            env=_env_without_kernel_choice(setting), timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-1] == library
-
-
-def _env_without_kernel_choice(setting=None):
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    if setting is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = setting
-    return dict(env, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
 
 
 def _avx2_only_cpu():
@@ -311,10 +310,11 @@ def test_development_server_chooses_its_kernels_before_tensorflow_loads(tmp_path
         env=_env_without_kernel_choice())
     try:
         line = process.stdout.readline()
-        assert line.startswith("listening on"), process.stderr.read()[-2000:]
     finally:
+        # Stopped before its stderr is read: reading a live server's stderr would wait forever.
         process.terminate()
         _, err = process.communicate(timeout=60)
+    assert line.startswith("listening on"), err[-2000:]
     assert ("TensorFlow's Eigen kernels" in err) == _avx2_only_cpu(), err[-2000:]
 
 

@@ -77,8 +77,8 @@ class Plan:
             raise AblationError(f"unknown ablation recipe {self.recipe!r}; choose from "
                                 f"{', '.join(RECIPES)}")
         if self.recipe == "demo":
-            generator_steps = self._demo_generator_steps()
             base = read_flagfile(self.base_config)
+            generator_steps = self._demo_generator_steps(base)
             self.decoder_pretrain_share = (int(base.get("decoder_pretrain_steps", 0))
                                            / generator_steps)
             self.voice_pretrain_share = int(base.get("voice_pretrain_steps", 0)) / generator_steps
@@ -90,11 +90,10 @@ class Plan:
         if self.fuser_steps is None:
             self.fuser_steps = int(read_flagfile(self.fuser_config).get("train_steps", 60))
 
-    def _demo_generator_steps(self) -> int:
+    def _demo_generator_steps(self, base: dict) -> int:
         """The base flagfile's generator steps (its --train_steps after its
-        --decoder_pretrain_steps and --voice_pretrain_steps): the demo recipe's rows run as
-        long as the demo."""
-        base = read_flagfile(self.base_config)
+        --decoder_pretrain_steps and --voice_pretrain_steps; ``base``: its flags as read by
+        read_flagfile): the demo recipe's rows run as long as the demo."""
         steps = (int(base.get("train_steps", 0)) - int(base.get("voice_pretrain_steps", 0))
                  - int(base.get("decoder_pretrain_steps", 0)))
         if steps < 1:
