@@ -20,12 +20,13 @@ as NumPy ``[B, D]`` float32, in batches. Two kinds:
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from keras_sf2f.evaluation import dlib_recognizer
+from keras_sf2f.evaluation.dlib_recognizer import DlibRecognizer, dlib_model_path
 from keras_sf2f.image_ranges import normalized_to_uint8_np, pixels_to_uint8_np
 from keras_sf2f.models import face_preprocessing
 from keras_sf2f.models.face_network import load_face_network
@@ -116,21 +117,6 @@ def dlib_available() -> bool:
             and importlib.util.find_spec("face_recognition_models") is not None)
 
 
-def dlib_model_path() -> str:
-    """Path of ``dlib_face_recognition_resnet_model_v1.dat`` inside the installed
-    ``face_recognition_models`` package (found without importing it: its ``__init__`` needs
-    setuptools' ``pkg_resources``, which current setuptools no longer ships)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the face_recognition_models package is not installed "
-                          "(pip install face_recognition_models)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models",
-                        "dlib_face_recognition_resnet_model_v1.dat")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is missing from face_recognition_models")
-    return path
-
-
 class DlibEmbedder(FaceEmbedder):
     """dlib's 128-d ResNet face descriptor (``face_recognition_model_v1``), L2-normalised.
 
@@ -140,9 +126,12 @@ class DlibEmbedder(FaceEmbedder):
         input for faces that are already aligned crops (the corpus, HQ-VoxCeleb).
       normalize_method: the generator's image normalisation.
       num_jitters: dlib's test-time jitter count (0 = none, deterministic).
+      processes: dlib's network runs in that many helper processes, each on a share of every
+        batch (``dlib_recognizer.py``); default one per available core, 1 = in this process.
+        The descriptors are the same either way.
     """
 
-    CHIP_SIZE = 150
+    CHIP_SIZE = dlib_recognizer.CHIP_SIZE
     #: Descriptors kept by chip (``num_jitters=0`` only): an evaluation embeds the same
     #: picture many times (an untrained or collapsed model draws one face for every crop), and
     #: dlib's network is most of its time on 2 cores. About 0.6 KB per chip.
@@ -151,19 +140,18 @@ class DlibEmbedder(FaceEmbedder):
     def __init__(self, name: str = "dlib_resnet",
                  box: Sequence[float] = (0.0, 0.0, 1.0, 1.0),
                  normalize_method: str = "imagenet", num_jitters: int = 0,
-                 batch_size: int = 64):
-        try:
-            import dlib  # noqa: PLC0415 - optional dependency (dlib-bin)
-        except ImportError as e:
+                 batch_size: int = 64, processes: int | None = None):
+        if importlib.util.find_spec("dlib") is None:  # optional dependency (dlib-bin)
             raise ImportError("DlibEmbedder needs the dlib-bin and face_recognition_models "
-                              "packages (pip install dlib-bin face_recognition_models)") from e
+                              "packages (pip install dlib-bin face_recognition_models)")
         self.name = name
         self.box = tuple(float(v) for v in box)
         self.normalize_method = normalize_method
         self.num_jitters = int(num_jitters)
         self.batch_size = int(batch_size)
         self.embedding_dim = 128
-        self._model = dlib.face_recognition_model_v1(dlib_model_path())
+        dlib_model_path()  # a missing model file is reported here, not at the first batch
+        self.recognizer = DlibRecognizer(processes)
         # Chip bytes -> descriptor. Exact: with no jitter dlib's descriptor is a function of
         # the chip alone (jittered descriptors are random, so they are never kept).
         self._descriptors: dict[bytes, np.ndarray] = {}
@@ -217,6 +205,8 @@ class DlibEmbedder(FaceEmbedder):
 
     def _compute(self, chips: list) -> np.ndarray:
         self.computed += len(chips)
-        descriptors = self._model.compute_face_descriptor(
-            [np.ascontiguousarray(c) for c in chips], self.num_jitters)
-        return np.asarray([np.asarray(d) for d in descriptors], np.float32)
+        return self.recognizer.compute(np.stack(chips), self.num_jitters)
+
+    def close(self) -> None:
+        """Ends dlib's helper processes (they also end with the embedder or the program)."""
+        self.recognizer.close()
