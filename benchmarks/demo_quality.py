@@ -90,6 +90,7 @@ def main(argv=None) -> dict:
 
     from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
     from keras_sf2f.evaluation.diversity import collapse_sentence  # noqa: PLC0415
+    from keras_sf2f.evaluation.results import ORACLE_MODEL  # noqa: PLC0415
     from keras_sf2f.models.builder import build_generator  # noqa: PLC0415
 
     model_config, source, prefix, step = None, None, None, None
@@ -132,7 +133,7 @@ def main(argv=None) -> dict:
     if args.oracle:
         res = evaluator.oracle()
         if res is not None:
-            out["models"][ev.ORACLE_MODEL] = _rows(res["results"], res["figures"], names,
+            out["models"][ORACLE_MODEL] = _rows(res["results"], res["figures"], names,
                                                    args.k)
     if args.ground_truth:
         out["models"][ev.GROUND_TRUTH_MODEL] = _rows({}, evaluator.ground_truth_figures(),

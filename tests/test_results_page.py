@@ -39,6 +39,7 @@ from keras_sf2f.data.corpus.face import draw_face  # noqa: E402
 from keras_sf2f.image_ranges import normalized_to_uint8_np  # noqa: E402
 from keras_sf2f.data.prepare import DatasetWriter  # noqa: E402
 from keras_sf2f.evaluation import evaluate as ev  # noqa: E402
+from keras_sf2f.evaluation.results import ORACLE_MODEL  # noqa: E402
 from keras_sf2f.evaluation import results_page, speech_audio  # noqa: E402
 from keras_sf2f.evaluation.speech_audio import Piece, SpeechClip  # noqa: E402
 
@@ -263,8 +264,8 @@ def evaluation(tmp_path_factory):
     generator = _tiny_generator()
     out = evaluator.evaluate(ev.FaceGenerator(generator, 8))
     oracle = evaluator.oracle()
-    results = {"SF2F": out["results"], ev.ORACLE_MODEL: oracle["results"]}
-    samples = {"SF2F": out["samples"], ev.ORACLE_MODEL: oracle["samples"]}
+    results = {"SF2F": out["results"], ORACLE_MODEL: oracle["results"]}
+    samples = {"SF2F": out["samples"], ORACLE_MODEL: oracle["samples"]}
     report_dir = str(tmp_path_factory.mktemp("report"))
     notes = ["`SF2F`: checkpoint `/ckpt/ckpt-7` (step 7)."]
     ev.write_report(report_dir, config, evaluator, results, samples, notes, figure_columns=[

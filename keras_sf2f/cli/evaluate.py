@@ -77,6 +77,7 @@ def main(argv):
         return 1
     # Lazy: importing the evaluation starts TensorFlow; --help and usage errors stay fast.
     from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
+    from keras_sf2f.evaluation.results import ORACLE_MODEL  # noqa: PLC0415
 
     config = ev.EvaluationConfig(
         data_dir=FLAGS.data_dir, split=FLAGS.eval_split,
@@ -133,10 +134,10 @@ def main(argv):
         if out is None:
             notes.append("No voice-attribute oracle: the data is not the procedural corpus.")
         else:
-            results[ev.ORACLE_MODEL], samples[ev.ORACLE_MODEL] = out["results"], out["samples"]
-            figures[ev.ORACLE_MODEL] = out["figures"]
+            results[ORACLE_MODEL], samples[ORACLE_MODEL] = out["results"], out["samples"]
+            figures[ORACLE_MODEL] = out["figures"]
             notes.append(
-                f"`{ev.ORACLE_MODEL}`: no model, three kinds of faces per test identity, "
+                f"`{ORACLE_MODEL}`: no model, three kinds of faces per test identity, "
                 f"{config.runs} runs with fresh donors (training identities). "
                 f"`{ev.ORACLE_PROTOCOL}`: the identity's own voice-linked attributes (gender, "
                 "age, size, weight, accent, breathiness) and its own appearance draws (skin "

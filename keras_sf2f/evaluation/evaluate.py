@@ -72,19 +72,14 @@ from keras_sf2f.evaluation import results_page as page
 from keras_sf2f.evaluation import summaries as summary_tags
 from keras_sf2f.evaluation.detection import FaceDetector
 from keras_sf2f.evaluation.embedders import DlibEmbedder, FaceNetEmbedder, dlib_available
+from keras_sf2f.evaluation.results import (
+    GROUND_TRUTH_MODEL, GROUND_TRUTH_PROTOCOL, ORACLE_PROTOCOL, ORACLE_VOICE_MEAN_PROTOCOL,
+    ORACLE_VOICE_ONLY_PROTOCOL, VoiceTypicality, sample_resolutions)
 from keras_sf2f.image_ranges import normalized_to_uint8_np, pixels_to_normalized
 from keras_sf2f.runs import checkpoint_step
 
 FRAMES_PER_SECOND = 100
 CLASSIFIER_LOGIT_SCALE = 16.0
-#: Model and protocol names of the voice-attribute oracle's rows (``oracle.py``).
-ORACLE_MODEL = "voice-attribute oracle"
-ORACLE_PROTOCOL = "drawn"
-ORACLE_VOICE_ONLY_PROTOCOL = "voice only"
-ORACLE_VOICE_MEAN_PROTOCOL = f"voice only, mean of {oracle.MEAN_DRAWS}"
-#: Model and protocol names of the ground-truth photos' rows in the face-figure tables.
-GROUND_TRUTH_MODEL = "ground truth"
-GROUND_TRUTH_PROTOCOL = "photos"
 
 
 @dataclasses.dataclass
@@ -203,45 +198,6 @@ class FaceSamples(dict):
         self.has_fuser = has_fuser
         # The model's voice typicality per identity (Evaluator.voice_typicality), or None.
         self.typicality = typicality
-
-
-#: Why an identity has no typicality although its model has (the serving graph needs a window).
-NO_WINDOW = "no whole 1.25 s window (125 frames) of speech in any utterance"
-
-
-@dataclasses.dataclass
-class VoiceTypicality:
-    """One model's voice typicality of every identity of the evaluation split.
-
-    ``values``: float ``[identities]`` in [0, 1], split order (NaN: ``NO_WINDOW``), or ``None``
-    when it could not be computed (``reason`` says why); ``warning_below``: the export's
-    threshold; ``info``: the export's ``voice_typicality`` metadata section for this model
-    (definition, bank and calibration counts, data directory) and ``fusion``."""
-    values: np.ndarray | None
-    warning_below: float
-    reason: str = ""
-    info: dict = dataclasses.field(default_factory=dict)
-
-    def to_json(self, names: list) -> dict:
-        out = {"available": self.values is not None, "warning_below": self.warning_below}
-        if self.values is None:
-            out["reason"] = self.reason
-        else:
-            out["values"] = {str(n): (None if np.isnan(v) else float(v))
-                             for n, v in zip(names, self.values)}
-            out["below_threshold"] = [str(n) for n, v in zip(names, self.values)
-                                      if v < self.warning_below]
-            out["no_value"] = NO_WINDOW if np.isnan(self.values).any() else ""
-        return {**out, **self.info}
-
-
-def sample_resolutions(samples: dict, label: str, count: int) -> dict:
-    """``{size: faces of the first count identities}`` of one protocol of a model's samples
-    (every resolution for ``FaceSamples``, the largest otherwise), sizes ascending."""
-    per_size = dict(getattr(samples, "resolutions", {}).get(label, {}))
-    images = samples[label]
-    per_size[int(images.shape[1])] = images
-    return {size: per_size[size][:count] for size in sorted(per_size)}
 
 
 def _summary(values: list[dict]) -> dict:

@@ -48,6 +48,7 @@ from absl import logging
 from PIL import Image
 
 from keras_sf2f import files
+from keras_sf2f.evaluation import results
 from keras_sf2f.image_ranges import normalized_to_uint8_np
 
 __all__ = ["DISPLAY_PX", "PAGE_FILE", "Column", "Row", "Page", "write_page",
@@ -77,16 +78,15 @@ def _oracle_key(model: str, label: str) -> str:
 def _oracle_note(label: str) -> str:
     """What each kind of oracle face is (keras_sf2f/evaluation/oracle.py), under its column's
     title; keyed by the evaluation's own protocol names."""
-    from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415 - evaluate imports this
     return {
-        ev.ORACLE_PROTOCOL:
+        results.ORACLE_PROTOCOL:
             "no model, no speech: the identity's voice-linked attributes and its own "
             "appearance draws (hair colour, beard, ...), which no voice decides",
-        ev.ORACLE_VOICE_ONLY_PROTOCOL:
+        results.ORACLE_VOICE_ONLY_PROTOCOL:
             "no model, no speech: only what the voice decides is the identity's; hair "
             "colour, beard and the rest drawn at random (a perfect reading of the voice, "
             "drawn sharp)",
-        ev.ORACLE_VOICE_MEAN_PROTOCOL:
+        results.ORACLE_VOICE_MEAN_PROTOCOL:
             "no model, no speech: the pixel mean of that many voice-only faces (what a "
             "model trained with a pixel loss draws from a perfect reading of the voice)",
     }.get(label, "")
@@ -583,12 +583,11 @@ def percent(x: float) -> str:
 
 def _row_typicality(typicality, i: int) -> Typicality:
     """Identity ``i``'s ``Typicality`` from a model's ``evaluate.VoiceTypicality``."""
-    from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
 
     if typicality.values is None:
         return Typicality(None, typicality.warning_below, "see the note above the table")
     if i >= len(typicality.values) or np.isnan(typicality.values[i]):
-        return Typicality(None, typicality.warning_below, ev.NO_WINDOW)
+        return Typicality(None, typicality.warning_below, results.NO_WINDOW)
     return Typicality(float(typicality.values[i]), typicality.warning_below)
 
 
@@ -609,14 +608,13 @@ def typicality_from_npz(saved: dict, model: str):
     """The ``evaluate.VoiceTypicality`` ``typicality_npz`` stored (values of the pictured
     identities only), or None when samples.npz has none (written before it was recorded, or
     by an evaluation without it)."""
-    from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
 
     meta = saved.get(TYPICALITY_META_KEY.format(model=model))
     if meta is None:
         return None
     meta = json.loads(str(np.asarray(meta)))
     values = saved.get(TYPICALITY_VALUES_KEY.format(model=model))
-    return ev.VoiceTypicality(None if values is None else np.asarray(values, np.float32),
+    return results.VoiceTypicality(None if values is None else np.asarray(values, np.float32),
                               float(meta["warning_below"]), meta.get("reason", ""),
                               meta.get("info") or {})
 
@@ -707,9 +705,8 @@ def typicality_section(per_model: dict, names: list) -> list:
             notes.append(f"- {model}, below {t.warning_below:g}: " + ", ".join(
                 f"`{n}` ({v:.3f})" for n, v in low) + ".")
         if valid.size < len(t.values):
-            from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
             notes.append(f"- {model}: {len(t.values) - valid.size} identities without a "
-                         f"value ({ev.NO_WINDOW}).")
+                         f"value ({results.NO_WINDOW}).")
     return lines + [""] + (notes + [""] if notes else [])
 
 
@@ -786,7 +783,6 @@ def write_evaluation_page(report_dir: str, config, evaluator, samples_by_model: 
     of ``samples_by_model``, titled as in ``figure_columns`` (``[(title, model or None, why
     missing)]``); ``markdown`` the report's metric sections; ``checkpoints`` ``{model:
     (prefix, step)}`` (default: read from the notes)."""
-    from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
     from keras_sf2f.evaluation.speech_audio import ALL_WINDOWS  # noqa: PLC0415
 
     n = min(config.grid_identities, evaluator.split.num_identities)
@@ -805,7 +801,7 @@ def write_evaluation_page(report_dir: str, config, evaluator, samples_by_model: 
     for model, samples in samples_by_model.items():
         title = titles.get(model, model)
         from_speech = any(label in samples for label in inputs)
-        if model == ev.ORACLE_MODEL:
+        if model == results.ORACLE_MODEL:
             # No speech: a column per kind of oracle face (oracle.py), keyed by its protocol.
             for label in samples:
                 columns.append(Column(_oracle_key(model, label), f"{title}: {label}",
@@ -829,9 +825,9 @@ def write_evaluation_page(report_dir: str, config, evaluator, samples_by_model: 
         row = Row(names[i], ground_truth[i], clips[i] if i < len(clips) else {})
         for model, samples in samples_by_model.items():
             for label in samples:
-                key = ((_oracle_key(model, label), None) if model == ev.ORACLE_MODEL
+                key = ((_oracle_key(model, label), None) if model == results.ORACLE_MODEL
                        else (model, label if label in inputs else None))
-                per_size = ev.sample_resolutions(samples, label, n)
+                per_size = results.sample_resolutions(samples, label, n)
                 row.faces[key] = {s: _uint8(x[i:i + 1])[0] for s, x in per_size.items()}
         row.typicality = {m: _row_typicality(t, i) for m, t in typicality.items()}
         rows.append(row)
@@ -921,10 +917,9 @@ def write_ablation_page(output_dir: str, config, table, variants: list, saved: d
                     "(evaluated before it existed, or with it switched off)")
     no_typicality_note = ""
     if any(t is not None for t in typicality.values()):
-        from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
         from keras_sf2f.serving.inference import (  # noqa: PLC0415
             DEFAULT_TYPICALITY_WARNING_BELOW)
-        typicality = {name: t if t is not None else ev.VoiceTypicality(
+        typicality = {name: t if t is not None else results.VoiceTypicality(
             None, DEFAULT_TYPICALITY_WARNING_BELOW, not_recorded)
             for name, t in typicality.items()}
     else:
