@@ -14,6 +14,8 @@ and a pure test checks every variant's command through the flag parser.
 import csv
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -24,7 +26,7 @@ from keras_sf2f.data import records
 from keras_sf2f.data.corpus import CorpusSpec
 from keras_sf2f.data.procedural import face_pngs
 from keras_sf2f.evaluation import ablations
-from keras_sf2f.evaluation.ablations import catalog
+from keras_sf2f.evaluation.ablations import catalog, tables
 
 # Slow (training, export or a server): `pytest -m "not slow"` leaves it out.
 pytestmark = pytest.mark.slow
@@ -256,6 +258,42 @@ def test_rerun_skips_finished_variants(ablation_run):
         assert f"{name}: done before, skipped" in second
 
 
+def test_tables_only_rewrites_the_tables_from_finished_variants(ablation_run, tmp_path):
+    """--ablation_tables_only trains and evaluates nothing: the tables come from the variants
+    finished so far, an unfinished one is marked 'not run', and a run with none is an
+    error that says so. (In place: a variant's record names its own directory.)"""
+    root, _, _ = ablation_run
+    out_dir = root / "ablations"
+    unfinished = TRAINED[-1]
+    record = out_dir / "variants" / unfinished / "variant.json"
+    aside = tmp_path / "variant.json"
+    shutil.move(record, aside)
+    os.remove(out_dir / "ablations.md")
+    command = _command(root, "--ablation_tables_only")
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert "training " not in out.stdout and "evaluating " not in out.stdout
+        assert f"marked 'not run': {unfinished}" in out.stdout
+        table = (out_dir / "ablations.md").read_text()
+        assert re.search(rf"\| `{unfinished}` \|[^\n]*\| not run \|", table), table[-2000:]
+        for name in TRAINED[:-1]:
+            assert f"[report](variants/{name}/report/report.md)" in table
+    finally:
+        shutil.move(aside, record)
+    # Every variant finished again: the tables are whole again, from the same records.
+    out = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
+    assert out.returncode == 0 and "not run" not in out.stdout, out.stdout[-2000:]
+    assert f"[report](variants/{unfinished}/report/report.md)" in (
+        out_dir / "ablations.md").read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    command = [a for a in command if not a.startswith("--output_dir=")] + [
+        f"--output_dir={empty}"]
+    out = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
+    assert out.returncode == 1 and "no finished variant" in out.stderr, out.stderr[-2000:]
+
+
 def test_every_variant_command_changes_only_what_it_names(tmp_path):
     """Every variant of the default plan (the demo flagfiles), through absl's parser: the
     training configuration each command produces differs from full SF2F's exactly by the
@@ -408,6 +446,12 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path, decoder_steps):
     assert text["no_decoder_pretrain"] == "(no decoder pre-training)"
     assert text["low_quality_faces"] == "(in-the-wild training faces)"
     assert text["sf2f_fuser"] == "(fuser flagfile, init from sf2f)"
+    # The tables' opening says how long each row pre-trains, from the flagfile.
+    decoder = int(demo["decoder_pretrain_steps"])
+    assert tables._pretraining_text(plan) == (
+        f" after {decoder} decoder and {int(demo['voice_pretrain_steps'])} voice pre-training "
+        f"steps (the base flagfile's proportions; the rows named for a pre-training leave it "
+        f"out)")
     fused = changes("sf2f_fuser")
     assert fused["model.fuser"] == "attention" and fused["voice_pretrain_steps"] == 0
     assert fused["decoder_pretrain_steps"] == 0

@@ -67,6 +67,12 @@ def main(argv):
     try:
         plan = ablations.Plan(**plan_args)
         runner = ablations.Ablations(plan, FLAGS.variants)
+        if FLAGS.ablation_tables_only:
+            missing = runner.rewrite_tables()
+            if missing:
+                print(f"Not finished, marked 'not run': {', '.join(missing)}")
+            print(f"Tables: {os.path.join(plan.output_dir, 'ablations.md')}")
+            return 0
         failed = runner.run()
     except ablations.AblationError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -277,13 +277,15 @@ class AblationOptions:
         "baseline_encoder, baseline_decoder, low_quality_faces, generator_ema, "
         "adversarial_delay, demo_recipe, demo_no_pretrain; of the demo recipe: sf2f, no_l1, "
         "no_perceptual, baseline_encoder, baseline_decoder, low_quality_faces, no_pretrain, "
-        "with_ac, with_gan, generator_ema. Variants a chosen one depends on are run too.")
+        "no_decoder_pretrain, with_ac, with_gan, generator_ema. Variants a chosen one depends "
+        "on are run too.")
     ablation_recipe: str = option(
         "reference",
         "What full SF2F is: 'reference' (the reference's L1 + GAN + AC + perceptual losses, "
         "each 'w/o' row removing one; 600 steps unless --train_steps) or 'demo' (the demo "
-        "flagfile's own recipe, voice pre-training then L1 + perceptual, at its length; rows "
-        "add the GAN and AC terms instead of removing them).", choices=("reference", "demo"))
+        "flagfile's own recipe, decoder and voice pre-training then L1 + perceptual, at its "
+        "length; rows add the GAN and AC terms instead of removing them).",
+        choices=("reference", "demo"))
     ablation_seed: int | None = option(
         None, "--seed of every variant's training (default: the flagfiles'); run the command "
         "once per seed, each into its own --output_dir, to see the spread over training.")
@@ -307,6 +309,13 @@ class AblationOptions:
         1,
         "Variants trained at once (each training already uses every core; more than 1 only "
         "pays when start-up dominates, e.g. tiny tests).", lower=1)
+    ablation_tables_only: bool = option(
+        False,
+        "Train and evaluate nothing: rewrite ablations.md / .csv, the Figure-1 pictures and "
+        "the results page of --output_dir from the variants finished so far (unfinished ones "
+        "are marked 'not run'; the oracle's reference rows only when every variant is done). "
+        "For refreshing the tables after a code update, or looking at a run still in "
+        "progress (which rewrites them again after its next variant).")
 
 
 # ---------------------------------------------------------------------------------------------

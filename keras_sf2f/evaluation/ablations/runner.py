@@ -14,8 +14,8 @@ import time
 
 from keras_sf2f import files
 from keras_sf2f.evaluation.ablations import inputs, processes, tables
-from keras_sf2f.evaluation.ablations.catalog import (REFERENCE_LOSS_FLAGS, Variant, select,
-                                                     variants)
+from keras_sf2f.evaluation.ablations.catalog import (REFERENCE_LOSS_FLAGS, AblationError,
+                                                     Variant, select, variants)
 from keras_sf2f.evaluation.ablations.evaluation import VariantEvaluation
 from keras_sf2f.evaluation.ablations.plan import Plan, read_flagfile
 
@@ -222,6 +222,17 @@ class Ablations:
                     + (f", {' '.join(v.overrides)}" if v.overrides else "") + ")")
         proc, log_file = processes.start_training(self.plan.python, args, log_path)
         return proc, v, record, log_file, time.monotonic()
+
+    def rewrite_tables(self) -> list:
+        """Tables, figures and page from the variants finished so far (``--output_dir`` as a
+        run left it); trains and evaluates nothing. Returns the chosen variants that are not
+        finished. Raises AblationError when none is."""
+        missing = [v.name for v in self.variants if not self._finished(v)]
+        if not self.results:
+            raise AblationError(f"no finished variant in {self.plan.output_dir}: nothing to "
+                                f"tabulate (run without --ablation_tables_only first)")
+        self.write_tables(final=not missing)
+        return missing
 
     # -- tables ----------------------------------------------------------------------------
 

@@ -46,10 +46,25 @@ ORACLE_LABEL = "voice-attribute oracle (no model; reference)"
 RECIPE_TEXT = {
     "reference": "full SF2F trains with the reference's four loss terms and weights, each "
                  "'w/o' row drops one; the demo's recipe is a row of its own",
-    "demo": "full SF2F is the demo's recipe, voice pre-training then L1 + perceptual without "
-            "GAN or AC, which every row changes by one thing; the paper's GAN and AC terms "
-            "are rows that add them at the reference's weights",
+    "demo": "full SF2F is the demo's recipe, decoder and voice pre-training then L1 + "
+            "perceptual without GAN or AC, which every row changes by one thing; the paper's "
+            "GAN and AC terms are rows that add them at the reference's weights",
 }
+
+
+def _pretraining_text(plan) -> str:
+    """The pre-training every demo-recipe row does before its generator steps (unless the row
+    leaves it out), as the base flagfile's proportions give it."""
+    if plan.recipe != "demo":
+        return ""
+    decoder = round(plan.train_steps * plan.decoder_pretrain_share)
+    voice = round(plan.train_steps * plan.voice_pretrain_share)
+    phases = [f"{decoder} decoder" if decoder else "", f"{voice} voice" if voice else ""]
+    phases = [p for p in phases if p]
+    if not phases:
+        return ""
+    return (f" after {' and '.join(phases)} pre-training steps (the base flagfile's "
+            f"proportions; the rows named for a pre-training leave it out)")
 
 
 def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed: dict,
@@ -106,7 +121,7 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
         f"Every row is its own training run (`trainers/train.py`, flags below) on the "
         f"`{plan.recipe}` recipe ({RECIPE_TEXT[plan.recipe]}): "
         f"{plan.train_steps} stage-1 generator steps per variant"
-        + (" after as many voice pre-training steps" if plan.recipe == "demo" else "")
+        + _pretraining_text(plan)
         + f", {plan.fuser_steps} fuser steps on top of `sf2f` for `sf2f_fuser`"
         + (f", training seed {plan.train_seed}" if plan.train_seed is not None else "")
         + f". Base flagfile `{plan.base_config}`; voice2face "
