@@ -245,7 +245,8 @@ def test_tables_have_a_row_per_variant_with_its_flags(ablation_run):
         assert (out / name).is_file() and f"]({name})" in md
     # Orderings at the largest K the 3 test identities allow, and on cosine similarity.
     orderings = md.split("## The paper's orderings on these runs")[1]
-    assert "### recall@1" in orderings and "### cosine_similarity" in orderings
+    assert "### recall@1 -- embedder `face_identity_net`" in orderings
+    assert "### cosine_similarity -- embedder `face_identity_net`" in orderings
     assert "| removing/replacing for `baseline_decoder` hurts |" in orderings
     assert "| the fuser helps (sf2f_fuser above sf2f) |" in orderings
 
