@@ -90,6 +90,12 @@ class Plan:
         if self.fuser_steps is None:
             self.fuser_steps = int(read_flagfile(self.fuser_config).get("train_steps", 60))
 
+    def pretraining_steps(self, decoder_factor: int = 1, voice_factor: int = 1) -> tuple:
+        """(decoder, voice) pre-training steps of a stage-1 row with these pre-training
+        factors (the catalogue's; 0 leaves that pre-training out)."""
+        return (round(self.train_steps * decoder_factor * self.decoder_pretrain_share),
+                round(self.train_steps * voice_factor * self.voice_pretrain_share))
+
     def _demo_generator_steps(self, base: dict) -> int:
         """The base flagfile's generator steps (its --train_steps after its
         --decoder_pretrain_steps and --voice_pretrain_steps; ``base``: its flags as read by

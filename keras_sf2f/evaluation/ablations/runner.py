@@ -45,10 +45,8 @@ class Ablations:
 
     def phase_steps(self, v: Variant) -> tuple:
         """(decoder pre-training, voice pre-training, generator) steps of a stage-1 variant."""
-        p = self.plan
-        return (round(p.train_steps * v.decoder_pretrain_factor * p.decoder_pretrain_share),
-                round(p.train_steps * v.pretrain_factor * p.voice_pretrain_share),
-                p.train_steps * v.steps_factor)
+        return (*self.plan.pretraining_steps(v.decoder_pretrain_factor, v.pretrain_factor),
+                self.plan.train_steps * v.steps_factor)
 
     def steps(self, v: Variant) -> int:
         if v.stage2_of:

@@ -57,10 +57,8 @@ def _pretraining_text(plan) -> str:
     leaves it out), as the base flagfile's proportions give it."""
     if plan.recipe != "demo":
         return ""
-    decoder = round(plan.train_steps * plan.decoder_pretrain_share)
-    voice = round(plan.train_steps * plan.voice_pretrain_share)
-    phases = [f"{decoder} decoder" if decoder else "", f"{voice} voice" if voice else ""]
-    phases = [p for p in phases if p]
+    decoder, voice = plan.pretraining_steps()
+    phases = [f"{n} {name}" for n, name in ((decoder, "decoder"), (voice, "voice")) if n]
     if not phases:
         return ""
     return (f" after {' and '.join(phases)} pre-training steps (the base flagfile's "
@@ -173,8 +171,6 @@ def write_tables(plan: Plan, chosen: list, results: dict, records: dict, failed:
                   "table per embedder and figure: an embedder that training optimises "
                   "against (the perceptual loss's face network) can be satisfied by "
                   "pictures that are not faces, so the orderings are read on each.", ""]
-        # Every embedder: the first is often the perceptual loss's own network, which a
-        # generator can satisfy with textures; an independent one (dlib) is the honest judge.
         for embedder in embedders:
             for metric in [m for m in (recall, "cosine_similarity") if m]:
                 lines += [f"### {metric} -- embedder `{embedder}`", "",
