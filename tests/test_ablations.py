@@ -532,6 +532,10 @@ def test_wild_preparation_reproduces_the_corpus_spec():
     assert args[:2] == ["--flagfile=base.cfg", "--data_dir=/w"]
     assert {"--corpus_seed=3", "--corpus_identities=40", "--faceid_identities=8",
             "--utterances_per_identity=5", "--face_quality=in_the_wild"} <= set(args)
+    assert not any(a.startswith("--extra_train_identities") for a in args)
+    spec["extra_train_identities"] = 12
+    assert "--extra_train_identities=12" in ablations.wild_prepare_args(
+        {"source": {"kind": "procedural", "spec": spec}}, "base.cfg", "/w")
     spec["image_size"] = 64
     with pytest.raises(ablations.AblationError, match="image_size=64"):
         ablations.wild_prepare_args({"source": {"kind": "procedural", "spec": spec}}, "b", "/w")

@@ -416,6 +416,43 @@ def test_data_preparation_writes_labelled_spectrograms(tmp_path):
     assert (img[:, bar[-1] + 1:] < 200).any()  # its value labels and unit
 
 
+def test_extra_training_identities_keep_the_evaluation_identities(tmp_path):
+    """More training voices, numbered after the faceid range: the prepared train split holds
+    both ranges in order, and val / test / faceid are the corpus's without them."""
+    from keras_sf2f.data import prepare
+    from keras_sf2f.data.procedural import identity_name
+    from keras_sf2f.data.table import load_split
+    from keras_sf2f.evaluation import oracle
+
+    plain = CorpusSpec(seed=SEED, num_identities=10, num_faceid_identities=2)
+    spec = CorpusSpec(seed=SEED, num_identities=10, num_faceid_identities=2,
+                      utterances_per_identity=1, images_per_identity=1, image_size=64,
+                      faceid_images_per_identity=2, extra_train_identities=3)
+    assert spec.splits() == {**plain.splits(), "train_extra": (12, 15)}
+    assert spec.identities("train") == list(range(8)) + [12, 13, 14]
+    for split in ("val", "test", "faceid"):
+        assert spec.identities(split) == plain.identities(split)
+    assert spec.split_of(13) == "train" and spec.split_of(11) == "faceid"
+    assert spec.all_identities() == range(15)
+    with pytest.raises(ValueError, match=r"0 \.\. 14"):
+        spec.split_of(15)
+    with pytest.raises(ValueError, match="extra_train_identities"):
+        CorpusSpec(extra_train_identities=-1)
+
+    data_dir = str(tmp_path / "data")
+    prepare.prepare_procedural(data_dir, spec, num_workers=1, preview=False)
+    train = load_split(data_dir, "train")
+    assert list(train.names) == [identity_name(i) for i in spec.identities("train")]
+    assert list(load_split(data_dir, "test").names) == [identity_name(9)]
+    # The evaluation's reading of the corpus follows the recorded ranges.
+    info = oracle.procedural_identities(data_dir, "train", train.names)
+    assert info["identities"] == spec.identities("train")
+    assert oracle.procedural_identities(data_dir, "test", [identity_name(9)])["identities"] \
+        == [9]
+    with pytest.raises(ValueError, match=r"\[0, 8\), \[12, 15\)"):
+        oracle.procedural_identities(data_dir, "train", list(train.names)[:8])
+
+
 def test_mel_band_centres_rise_to_below_nyquist():
     centres = mel_band_centres_hz(16000, 40)
     assert centres.shape == (40,) and np.all(np.diff(centres) > 0)

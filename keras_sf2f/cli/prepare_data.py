@@ -45,7 +45,8 @@ def corpus_spec(options: PrepareOptions):
                       images_per_identity=options.images_per_identity,
                       num_faceid_identities=options.faceid_identities,
                       faceid_images_per_identity=options.faceid_images_per_identity,
-                      face_quality=options.face_quality)
+                      face_quality=options.face_quality,
+                      extra_train_identities=options.extra_train_identities)
 
 
 def main(argv):

@@ -92,6 +92,12 @@ class PrepareOptions:
         "training the face-identity network; default half of --corpus_identities.")
     faceid_images_per_identity: int = option(
         10, "Procedural corpus: faces per face-identity-network identity.", lower=2)
+    extra_train_identities: int = option(
+        0,
+        "Procedural corpus: further voice-face identities for the train split, numbered after "
+        "the faceid range, so the validation and test identities (and their figures) stay "
+        "those of --corpus_identities. Training then has --num_train_identities = 80 % of "
+        "--corpus_identities plus these.", lower=0)
     face_quality: str = option(
         "aligned",
         "Procedural corpus faces: 'aligned' (HQ-VoxCeleb-like) or 'in_the_wild' (unaligned, "

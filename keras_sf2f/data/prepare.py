@@ -46,6 +46,7 @@ from keras_sf2f.audio import io as audio_io
 from keras_sf2f.audio.features import normalize_log_mel
 from keras_sf2f.data import records
 from keras_sf2f.data import procedural
+from keras_sf2f.data.corpus import SPLIT_NAMES, split_identities
 from keras_sf2f.data.procedural import identity_name
 from keras_sf2f.safe_pickle import UnsafePickleError, load_reference_mel
 from keras_sf2f.progress import Progress
@@ -202,8 +203,8 @@ def prepare_procedural(output_dir: str, spec, *, num_workers: int = 2, min_frame
                        utterance_shards: int = 4, preview: bool = True) -> dict:
     """Generates the corpus described by ``spec`` (a ``corpus.CorpusSpec``) into records."""
     ranges = spec.splits()
-    splits = {name: [identity_name(i) for i in range(a, b)]
-              for name, (a, b) in ranges.items()}
+    splits = {name: [identity_name(i) for i in split_identities(ranges, name)]
+              for name in SPLIT_NAMES}
     writer = DatasetWriter(output_dir, splits, utterance_shards=utterance_shards,
                            source={"kind": "procedural", "seed": spec.seed,
                                    "spec": dataclasses.asdict(spec),

@@ -9,7 +9,9 @@ Identity ranges (``default_splits``): train / val / test share the voice-face ra
 ``[0, num_identities)``; ``faceid`` is a further, disjoint range ``[num_identities,
 num_identities + K)`` whose identities only need faces (for the face-identity network used
 by the perceptual loss and evaluation, disjoint from every voice-face identity as FaceNet's
-VGGFace2 is disjoint from VoxCeleb).
+VGGFace2 is disjoint from VoxCeleb). ``CorpusSpec.extra_train_identities`` adds training
+identities after the faceid range (``train_extra``), so a corpus with more training voices
+keeps the validation and test identities of the one without them.
 
 Typical use (the prepare step)::
 
@@ -36,9 +38,12 @@ from keras_sf2f.data.corpus.voice import (MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE,
                                           synthesize_utterance, vocal_tract_length_cm)
 
 SPLIT_NAMES = ("train", "val", "test", "faceid")
+#: The range of ``CorpusSpec.extra_train_identities`` in ``CorpusSpec.splits()``: train data.
+TRAIN_EXTRA = "train_extra"
 
 __all__ = [
     "CorpusSpec", "IdentitySamples", "default_splits", "generate_identity", "SPLIT_NAMES",
+    "TRAIN_EXTRA", "split_identities",
     "IdentityAttributes", "identity_attributes", "rng_for", "SHARED_FIELDS",
     "FACE_ONLY_FIELDS", "STREAM_ATTRIBUTES", "STREAM_VOICE", "STREAM_FACE",
     "synthesize_utterance", "mean_f0_hz", "vocal_tract_length_cm", "SAMPLE_RATE",
@@ -120,6 +125,9 @@ class CorpusSpec:
     faceid_images_per_identity: int = 10
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    # Further training identities, numbered after the faceid range: the train split is then
+    # [0, train stop) and this range, and val, test and faceid are those without them.
+    extra_train_identities: int = 0
 
     def __post_init__(self):
         if self.image_size not in SIZES:
@@ -128,7 +136,7 @@ class CorpusSpec:
             raise ValueError(f"face_quality must be one of {QUALITIES}, got "
                              f"{self.face_quality!r}")
         for name in ("utterances_per_identity", "images_per_identity",
-                     "faceid_images_per_identity"):
+                     "faceid_images_per_identity", "extra_train_identities"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.seed < 0:
@@ -136,23 +144,37 @@ class CorpusSpec:
         self.splits()  # validates num_identities and fractions
 
     def splits(self) -> dict[str, tuple[int, int]]:
-        return default_splits(self.num_identities, self.val_fraction, self.test_fraction,
-                              faceid_identities=self.num_faceid_identities)
+        """Half-open identity ranges: ``default_splits``'s, plus ``train_extra`` (part of
+        the train split) when ``extra_train_identities`` > 0."""
+        ranges = default_splits(self.num_identities, self.val_fraction, self.test_fraction,
+                                faceid_identities=self.num_faceid_identities)
+        if self.extra_train_identities > 0:
+            start = ranges["faceid"][1]
+            ranges[TRAIN_EXTRA] = (start, start + self.extra_train_identities)
+        return ranges
 
     def split_of(self, identity: int) -> str:
         for name, (start, stop) in self.splits().items():
             if start <= identity < stop:
-                return name
+                return "train" if name == TRAIN_EXTRA else name
         raise ValueError(f"identity {identity} is outside the corpus "
-                         f"(0 .. {self.splits()['faceid'][1] - 1})")
+                         f"(0 .. {self.all_identities().stop - 1})")
 
-    def identities(self, split: str) -> range:
+    def identities(self, split: str) -> list[int]:
         if split not in SPLIT_NAMES:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
-        return range(*self.splits()[split])
+        return split_identities(self.splits(), split)
 
     def all_identities(self) -> range:
-        return range(0, self.splits()["faceid"][1])
+        return range(0, max(stop for _, stop in self.splits().values()))
+
+
+def split_identities(ranges: dict, split: str) -> list[int]:
+    """The identities of ``split`` given a corpus's ranges (``CorpusSpec.splits()``, or the
+    ``ranges`` a prepared corpus records in its dataset.json): its own range, and for
+    ``train`` also ``train_extra`` when there is one."""
+    names = (split, TRAIN_EXTRA) if split == "train" else (split,)
+    return [i for name in names if name in ranges for i in range(*ranges[name])]
 
 
 @dataclasses.dataclass

@@ -42,6 +42,8 @@ def wild_prepare_args(dataset_info: dict, config: str, wild_dir: str) -> list:
             "--face_quality=in_the_wild"]
     if spec.get("num_faceid_identities") is not None:
         args.append(f"--faceid_identities={spec['num_faceid_identities']}")
+    if spec.get("extra_train_identities"):
+        args.append(f"--extra_train_identities={spec['extra_train_identities']}")
     return args
 
 
