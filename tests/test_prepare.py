@@ -208,3 +208,30 @@ def test_sharded_writer_renames_on_close_and_leaves_nothing_on_failure(tmp_path)
     w.write(b"x")
     w.__exit__(RuntimeError, None, None)
     assert not any(n.startswith("test-") for n in os.listdir(d))
+
+
+_SERIALIZE_BOTH = """
+import hashlib
+import numpy as np
+from keras_sf2f.data import records
+mel = np.linspace(-1, 1, 120 * records.NUM_MEL_BINS, dtype=np.float32).reshape(120, -1)
+utterance = records.Utterance("id00001", 3, "id00001/u0", mel, "wav/id00001/u0.wav")
+face = records.Face("id00001", 3, "id00001_f00", {s: bytes([s % 251]) * s
+                                                  for s in records.IMAGE_SIZES})
+print(hashlib.sha256(utterance.to_example() + face.to_example()).hexdigest())
+"""
+
+
+def test_records_are_the_same_bytes_in_every_process():
+    """Protobuf orders a map by the process's string hashing unless told to sort it: without
+    that, two preparations of the same corpus wrote the same records with other bytes, and
+    their shard checksums disagreed."""
+    import subprocess
+    import sys
+    digests = set()
+    for hash_seed in ("1", "2", "3"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed, TF_CPP_MIN_LOG_LEVEL="3")
+        done = subprocess.run([sys.executable, "-c", _SERIALIZE_BOTH], env=env, check=True,
+                              capture_output=True, text=True, timeout=300)
+        digests.add(done.stdout.strip().splitlines()[-1])
+    assert len(digests) == 1, digests

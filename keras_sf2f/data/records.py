@@ -60,6 +60,14 @@ def _int(value: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
 
 
+def _serialize(feature: dict) -> bytes:
+    """An Example's bytes, the same in every process: protobuf writes a map (the features) in
+    an order that depends on the process's string hashing unless asked to sort it, and the
+    shard checksums of dataset.json should say whether two preparations match."""
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class Utterance:
     identity: str
@@ -81,7 +89,7 @@ class Utterance:
         }
         if self.source_path:
             feature["source_path"] = _bytes(self.source_path.encode())
-        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        return _serialize(feature)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +110,7 @@ class Face:
         }
         for size in IMAGE_SIZES:
             feature[f"png_{size}"] = _bytes(self.png[size])
-        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        return _serialize(feature)
 
 
 UTTERANCE_FEATURES = {
