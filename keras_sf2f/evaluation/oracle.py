@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from keras_sf2f.data.corpus import TRAIN_EXTRA, split_identities
+from keras_sf2f.data.corpus import split_identities, split_ranges
 from keras_sf2f.data.corpus.attributes import IdentityAttributes, identity_attributes
 from keras_sf2f.data.corpus.face import draw_face
 from keras_sf2f.data.procedural import identity_name
@@ -126,8 +126,7 @@ def procedural_identities(data_dir: str, split: str, names) -> dict | None:
     identities = split_identities(ranges, split)
     expected = [identity_name(i) for i in identities]
     if list(names) != expected:
-        recorded = ", ".join(f"[{lo}, {hi})" for name, (lo, hi) in ranges.items()
-                             if name in (split, TRAIN_EXTRA if split == "train" else split))
+        recorded = ", ".join(f"[{lo}, {hi})" for lo, hi in split_ranges(ranges, split))
         raise ValueError(f"split {split!r} of {data_dir}: identity names do not follow the "
                          f"corpus range {recorded} recorded in dataset.json")
     return {"seed": int(source["seed"]), "identities": identities,

@@ -43,7 +43,7 @@ TRAIN_EXTRA = "train_extra"
 
 __all__ = [
     "CorpusSpec", "IdentitySamples", "default_splits", "generate_identity", "SPLIT_NAMES",
-    "TRAIN_EXTRA", "split_identities",
+    "TRAIN_EXTRA", "split_identities", "split_ranges",
     "IdentityAttributes", "identity_attributes", "rng_for", "SHARED_FIELDS",
     "FACE_ONLY_FIELDS", "STREAM_ATTRIBUTES", "STREAM_VOICE", "STREAM_FACE",
     "synthesize_utterance", "mean_f0_hz", "vocal_tract_length_cm", "SAMPLE_RATE",
@@ -169,12 +169,17 @@ class CorpusSpec:
         return range(0, max(stop for _, stop in self.splits().values()))
 
 
-def split_identities(ranges: dict, split: str) -> list[int]:
-    """The identities of ``split`` given a corpus's ranges (``CorpusSpec.splits()``, or the
-    ``ranges`` a prepared corpus records in its dataset.json): its own range, and for
-    ``train`` also ``train_extra`` when there is one."""
+def split_ranges(ranges: dict, split: str) -> list[tuple[int, int]]:
+    """The ranges of ``split`` among a corpus's ranges (``CorpusSpec.splits()``, or the
+    ``ranges`` a prepared corpus records in its dataset.json): its own, and for ``train``
+    also ``train_extra`` when there is one."""
     names = (split, TRAIN_EXTRA) if split == "train" else (split,)
-    return [i for name in names if name in ranges for i in range(*ranges[name])]
+    return [tuple(ranges[name]) for name in names if name in ranges]
+
+
+def split_identities(ranges: dict, split: str) -> list[int]:
+    """The identities of ``split``, in order (``split_ranges``)."""
+    return [i for start, stop in split_ranges(ranges, split) for i in range(start, stop)]
 
 
 @dataclasses.dataclass
