@@ -158,6 +158,19 @@ def ablation_run(tmp_path_factory):
     return root, first.stdout, second.stdout
 
 
+def _train_config(argv):
+    """The validated training configuration that train.py's flags make of ``argv``."""
+    from keras_sf2f.flags import ToolFlags
+    from keras_sf2f.training.config import TrainConfig
+
+    flag_values = ToolFlags("train")
+    try:
+        flag_values(["train", *argv])
+        return flag_values.config(TrainConfig).validate()
+    finally:
+        flag_values.unparse_flags()
+
+
 def _flags(root, name):
     """A variant's effective configuration (its flags.cfg read as training reads it), with the
     model options beside the training ones."""
@@ -299,9 +312,6 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
     """Every variant of the default plan (the demo flagfiles), through absl's parser: the
     training configuration each command produces differs from full SF2F's exactly by the
     variant's change. (The end-to-end test above trains a subset to stay fast.)"""
-    from keras_sf2f.flags import ToolFlags
-    from keras_sf2f.training.config import TrainConfig
-
     configs = os.path.join(REPO_ROOT, "configs")
     plan = ablations.Plan(output_dir=str(tmp_path / "out"), data_dir="/d", face_network="/f",
                           base_config=os.path.join(configs, "demo.cfg"),
@@ -310,15 +320,8 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
                           train_steps=300)
     runner = ablations.Ablations(plan)
     assert [v.name for v in runner.variants] == list(ablations.VARIANT_NAMES)
-    flag_values = ToolFlags("train")
-    trained = {}
-    for v in runner.variants:
-        flag_values.unparse_flags()
-        try:
-            flag_values(["test", *runner.train_args(v)])
-            trained[v.name] = flag_values.config(TrainConfig).validate().to_dict()
-        finally:
-            flag_values.unparse_flags()
+    trained = {v.name: _train_config(runner.train_args(v)).to_dict()
+               for v in runner.variants}
 
     def changes(name):
         full = dict(trained["sf2f"], **{f"model.{k}": x for k, x in
@@ -380,9 +383,6 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path, decoder_steps):
     (its decoder and voice pre-training and generator steps, also when the flagfile's
     proportions change: decoder_steps) changed by one thing; the paper's GAN and AC terms are
     rows that add them; --ablation_seed reaches every training."""
-    from keras_sf2f.flags import ToolFlags
-    from keras_sf2f.training.config import TrainConfig
-
     configs = os.path.join(REPO_ROOT, "configs")
     base_config = os.path.join(configs, "demo.cfg")
     if decoder_steps is not None:
@@ -404,15 +404,8 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path, decoder_steps):
     assert plan.train_steps == generator_steps
     runner = ablations.Ablations(plan)
     assert [v.name for v in runner.variants] == list(catalog.DEMO_VARIANT_NAMES)
-    flag_values = ToolFlags("train")
-    trained = {}
-    for v in runner.variants:
-        flag_values.unparse_flags()
-        try:
-            flag_values(["test", *runner.train_args(v)])
-            trained[v.name] = flag_values.config(TrainConfig).validate().to_dict()
-        finally:
-            flag_values.unparse_flags()
+    trained = {v.name: _train_config(runner.train_args(v)).to_dict()
+               for v in runner.variants}
     sf2f = trained["sf2f"]
     # Full SF2F is the demo flagfile as it is, seed aside.
     for key in ("l1_weight", "gan_weight", "ac_weight", "perceptual_weight", "train_steps",
@@ -575,19 +568,9 @@ def test_orderings_verdicts():
 
 
 def test_demo_voice2face_config_matches_the_demo_scale():
-    from keras_sf2f.flags import ToolFlags
-    from keras_sf2f.training.config import TrainConfig
-
-    flag_values = ToolFlags("train")
-    configs = {}
-    for name in ("demo", "demo_voice2face"):
-        flag_values.unparse_flags()
-        try:
-            flag_values(["test", f"--flagfile={os.path.join(REPO_ROOT, 'configs', name)}.cfg",
-                         "--model_dir=m", "--data_dir=d", "--face_network=f"])
-            configs[name] = flag_values.config(TrainConfig).validate()
-        finally:
-            flag_values.unparse_flags()
+    configs = {name: _train_config([
+        f"--flagfile={os.path.join(REPO_ROOT, 'configs', name)}.cfg", "--model_dir=m",
+        "--data_dir=d", "--face_network=f"]) for name in ("demo", "demo_voice2face")}
     sf2f, v2f = configs["demo"], configs["demo_voice2face"]
     assert (v2f.model.encoder, v2f.model.decoder, v2f.model.encoder_add_noise) == (
         "cnn", "deconv_64", True)

@@ -6,7 +6,6 @@ resume, and the configuration errors.
 """
 
 import os
-import signal
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -16,7 +15,8 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from test_training import data_dir, make_config, run, tiny_facenet  # noqa: E402,F401
-from test_voice_pretrain import _changed, _weights, run_with_snapshots  # noqa: E402
+from test_voice_pretrain import (  # noqa: E402
+    _changed, _weights, run_with_snapshots, straight_and_resumed)
 
 # Slow (training): `pytest -m "not slow"` leaves it out.
 pytestmark = pytest.mark.slow
@@ -74,15 +74,7 @@ def test_decoder_pretraining_resumes_where_it_stopped(data_dir, tmp_path):  # no
     def make(name):
         return _phases_config(tmp_path / name, data_dir, checkpoint_every_steps=100)
 
-    _, straight = run(make("straight"), face_network=tiny_facenet)
-
-    def interrupt(step, values):
-        if step == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    first, _ = run(make("resumed"), face_network=tiny_facenet, step_callback=interrupt)
-    assert first.stopped_by_signal and first.step == 1
-    result, seen = run(make("resumed"), face_network=tiny_facenet)
+    straight, result, seen = straight_and_resumed(make, stop_after=1)
     assert result.step == 4 and sorted(seen) == [2, 3, 4]
     np.testing.assert_allclose(seen[2]["decoder_pretrain/total_loss"],
                                straight[2]["decoder_pretrain/total_loss"], rtol=1e-5)

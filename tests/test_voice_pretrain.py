@@ -51,6 +51,22 @@ def run_with_snapshots(config, parts):
     return result, seen, snapshots
 
 
+def straight_and_resumed(make, stop_after):
+    """Runs ``make("straight")`` through, and ``make("resumed")`` stopped by SIGTERM after
+    step ``stop_after`` then run again: (straight's {step: values}, the resumed run's result,
+    the steps the second process ran {step: values})."""
+    _, straight = run(make("straight"), face_network=tiny_facenet)
+
+    def interrupt(step, values):
+        if step == stop_after:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    first, _ = run(make("resumed"), face_network=tiny_facenet, step_callback=interrupt)
+    assert first.stopped_by_signal and first.step == stop_after
+    result, seen = run(make("resumed"), face_network=tiny_facenet)
+    return straight, result, seen
+
+
 def test_pretraining_moves_only_the_encoder_then_the_generator_trains(
         data_dir, tmp_path):  # noqa: F811
     config = make_config(tmp_path / "run", data_dir, voice_pretrain_steps=2, train_steps=4,
@@ -84,15 +100,7 @@ def test_pretraining_resumes_where_it_stopped(data_dir, tmp_path):  # noqa: F811
         return make_config(tmp_path / name, data_dir, voice_pretrain_steps=2, train_steps=3,
                            checkpoint_every_steps=100, face_network="tiny")
 
-    _, seen_straight = run(make("straight"), face_network=tiny_facenet)
-
-    def interrupt(step, values):
-        if step == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    first, _ = run(make("resumed"), face_network=tiny_facenet, step_callback=interrupt)
-    assert first.stopped_by_signal and first.step == 1
-    result, seen = run(make("resumed"), face_network=tiny_facenet)
+    seen_straight, result, seen = straight_and_resumed(make, stop_after=1)
     assert result.step == 3 and sorted(seen) == [2, 3]
     np.testing.assert_allclose(seen[2]["voice_pretrain/cosine_distance"],
                                seen_straight[2]["voice_pretrain/cosine_distance"], rtol=1e-5)
