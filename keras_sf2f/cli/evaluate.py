@@ -115,10 +115,11 @@ def main(argv):
                      f"{steps[baseline_name]}), model configuration from "
                      f"`{baseline.config_source}`.")
     if FLAGS.eval_untrained_baseline:
-        models["untrained"] = build_generator(model_config)
+        # Seeded, so that two evaluations' reports have the same untrained row.
+        models["untrained"] = build_generator(model_config, seed=FLAGS.eval_seed)
         steps["untrained"] = 0
         notes.append("`untrained`: the same architecture as "
-                     f"`{name}` freshly initialised (no training).")
+                     f"`{name}` freshly initialised from --eval_seed (no training).")
 
     protocols = len(config.durations) * config.runs
     progress = Progress(protocols * len(models), "evaluating", unit="runs", write=logging.info)

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 
 import numpy as np
 
@@ -160,6 +159,8 @@ class AttributeReader:
         mean squared error of standardised targets (each attribute weighs the same).
         """
         import keras  # noqa: PLC0415
+
+        from keras_sf2f.models.builder import seeded_initialisation  # noqa: PLC0415
         names = tuple(targets)
         if not names:
             raise ValueError("no attributes to learn")
@@ -170,17 +171,11 @@ class AttributeReader:
         x = _resize(faces, READER_SIZE)
         x = np.concatenate([x, _blurred(x, 32), _blurred(x, 16)])
         z = np.tile((y - mean) / std, (3, 1)).astype(np.float32)
-        # Seeded for a reproducible reader; Python's and NumPy's global streams are put back
-        # afterwards so that training a reader mid-evaluation changes nothing else.
-        saved = random.getstate(), np.random.get_state()
-        try:
-            keras.utils.set_random_seed(seed)
+        # Seeded for a reproducible reader, without moving the evaluation's other streams.
+        with seeded_initialisation(seed):
             model = cls.build(len(names))
             model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
             model.fit(x, z, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
-        finally:
-            random.setstate(saved[0])
-            np.random.set_state(saved[1])
         return cls(names, model, mean, std)
 
     def predict(self, images) -> dict:

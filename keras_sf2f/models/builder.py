@@ -14,7 +14,9 @@ training loop, see ``checkpoint_objects``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import random
 from typing import Any, ClassVar, Mapping, NamedTuple
 
 import numpy as np
@@ -225,8 +227,29 @@ class Sf2fModels(NamedTuple):
     identity_classifiers: list
 
 
-def build_generator(config: ModelConfig):
-    """The VoiceToFaceGenerator of a configuration, built (weights created)."""
+@contextlib.contextmanager
+def seeded_initialisation(seed: int):
+    """Inside the block, Keras and TensorFlow draw their random numbers (weight initialisation
+    among them) from ``seed``, so the same seed builds the same weights. Python's and NumPy's
+    global streams are put back afterwards: a seeded build in the middle of other work changes
+    nothing else's random numbers."""
+    import keras  # noqa: PLC0415
+
+    saved = random.getstate(), np.random.get_state()
+    try:
+        keras.utils.set_random_seed(seed)
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+
+
+def build_generator(config: ModelConfig, seed: int | None = None):
+    """The VoiceToFaceGenerator of a configuration, built (weights created); with ``seed``,
+    its initial weights are those of that seed (:func:`seeded_initialisation`)."""
+    if seed is not None:
+        with seeded_initialisation(seed):
+            return build_generator(config)
     from keras_sf2f.models.face_decoder import (  # noqa: PLC0415
         DeconvFaceDecoder, FaceDecoder, MultiResolutionFaceDecoder)
     from keras_sf2f.models.fuser import AttentionFuser  # noqa: PLC0415
