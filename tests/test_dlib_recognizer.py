@@ -102,3 +102,45 @@ def test_the_embedder_splits_its_batches_without_changing_them():
         assert two.computed == one.computed == 9
     finally:
         two.close()
+
+
+@needs_dlib
+def test_aligned_chips_are_dlibs_own_alignment_and_differ_from_whole_pictures():
+    """DlibEmbedder(align=True) gives the recogniser the chip dlib's stock pipeline cuts
+    (compute_face_descriptor with the 5 landmarks aligns internally): same descriptors, an
+    independent oracle; and those chips are not the whole-picture chips."""
+    import dlib  # noqa: PLC0415
+
+    from keras_sf2f.data.corpus import draw_face  # noqa: PLC0415
+    from keras_sf2f.evaluation.detection import FaceDetector  # noqa: PLC0415
+
+    faces = np.stack([draw_face(0, i, 0, 64, "aligned") for i in range(450, 456)])
+    # One picture with no face in it: its landmarks are sought in the whole picture.
+    faces = np.concatenate([faces, np.full([1, 64, 64, 3], 128, np.uint8)])
+    aligned = embedders.DlibEmbedder(name="dlib_aligned", align=True, processes=1)
+    whole = embedders.DlibEmbedder(processes=1)
+    chips = aligned.chips(_generator_space(faces))
+    assert chips.shape == (7, dr.CHIP_SIZE, dr.CHIP_SIZE, 3) and chips.dtype == np.uint8
+    assert not np.array_equal(chips, whole.chips(_generator_space(faces)))
+
+    detector = FaceDetector()
+    landmarks = dlib.shape_predictor(dr.dlib_model_path(dr.LANDMARK_MODEL))
+    network = dlib.face_recognition_model_v1(dr.dlib_model_path())
+    big = detector.prepare(faces)
+    found = 0
+    expected = []
+    for picture in big:
+        boxes = dlib.get_frontal_face_detector()(picture, 0)
+        found += len(boxes) > 0
+        box = boxes[0] if len(boxes) else dlib.rectangle(0, 0, 255, 255)
+        d = np.asarray(network.compute_face_descriptor(picture, landmarks(picture, box)))
+        expected.append(d / np.linalg.norm(d))
+    assert found >= 4  # most corpus faces are found, the grey picture is not
+    got = aligned.embed(_generator_space(faces))
+    np.testing.assert_allclose(got, np.stack(expected), atol=1e-5)
+
+
+def _generator_space(pixels):
+    """uint8 pictures in the generator's (ImageNet-normalised) space, as embedders take them."""
+    from keras_sf2f.image_ranges import pixels_to_normalized  # noqa: PLC0415
+    return np.asarray(pixels_to_normalized(pixels.astype(np.float32), "imagenet"))

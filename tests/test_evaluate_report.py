@@ -385,8 +385,9 @@ def test_demo_quality_script(data_dir, tmp_path):
     assert json.loads((tmp_path / "q.json").read_text()) == json.loads(json.dumps(out))
     assert out["step"] == 9 and out["identities"] == NUM_TEST and out["chance_recall"] == 1.0
     row = out["models"]["model"]["crops_5s"]
-    assert set(row["recall@5"]) == {"face_identity_net", "dlib_resnet"}
+    assert set(row["recall@5"]) == {"face_identity_net", "dlib_resnet", "dlib_aligned"}
     assert row["recall@5"]["dlib_resnet"]["mean"] == 1.0  # K = N: always a hit
+    assert row["recall@5"]["dlib_aligned"]["mean"] == 1.0
     for key in ("detection_rate", "diversity_ratio_pixels", "templates", "collapsed"):
         assert row[key]["runs"] == 2 and set(row[key]) == {"mean", "std", "runs"}
     assert set(out["models"]) == {"model", ev.GROUND_TRUTH_MODEL}

@@ -112,6 +112,21 @@ class FaceDetector:
             out.append(max(scores) if len(scores) else -np.inf)
         return np.asarray(out, np.float64)
 
+    def best_boxes(self, pictures) -> list:
+        """For pictures as :meth:`prepare` returns them: the best-scoring face box of each as
+        ``(left, top, right, bottom)`` in their pixels, or None where none was found."""
+        out = []
+        for picture in pictures:
+            with self._lock:
+                boxes, scores, _ = self._detector.run(np.ascontiguousarray(picture),
+                                                      self.upsample, self.threshold)
+            if not len(boxes):
+                out.append(None)
+                continue
+            best = boxes[int(np.argmax(scores))]
+            out.append((best.left(), best.top(), best.right(), best.bottom()))
+        return out
+
     def detect(self, images) -> np.ndarray:
         """bool ``[B]``: a face was found in the image."""
         return np.isfinite(self.scores(images))

@@ -41,16 +41,19 @@ MIN_CHIPS_PER_HELPER = 4
 _LENGTH = struct.Struct("<Q")
 
 
-def dlib_model_path() -> str:
-    """Path of ``dlib_face_recognition_resnet_model_v1.dat`` inside the installed
+#: dlib's 5-point landmark model, in the same package (aligned chips, ``DlibEmbedder``).
+LANDMARK_MODEL = "shape_predictor_5_face_landmarks.dat"
+
+
+def dlib_model_path(filename: str = "dlib_face_recognition_resnet_model_v1.dat") -> str:
+    """Path of a dlib model file (default the recogniser's) inside the installed
     ``face_recognition_models`` package (found without importing it: its ``__init__`` needs
     setuptools' ``pkg_resources``, which current setuptools no longer ships)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("the face_recognition_models package is not installed "
                           "(pip install face_recognition_models)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models",
-                        "dlib_face_recognition_resnet_model_v1.dat")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "models", filename)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing from face_recognition_models")
     return path

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sf2f.evaluation import dlib_recognizer
+from keras_sf2f.evaluation.detection import FaceDetector
 from keras_sf2f.evaluation.dlib_recognizer import DlibRecognizer, dlib_model_path
 from keras_sf2f.image_ranges import normalized_to_uint8_np, pixels_to_uint8_np
 from keras_sf2f.models import face_preprocessing
@@ -129,9 +130,18 @@ class DlibEmbedder(FaceEmbedder):
       processes: dlib's network runs in that many helper processes, each on a share of every
         batch (``dlib_recognizer.py``); default one per available core, 1 = in this process.
         The descriptors are the same either way.
+      align: instead of ``box``, dlib's stock alignment: the picture upscaled as for face
+        detection (``detection.FaceDetector``, 256 px bicubic), the best HOG face box (the
+        whole picture when none is found), dlib's 5 landmarks in it, and the chip
+        ``dlib.get_face_chip`` cuts from them (150 px, padding 0.25), the chip dlib's
+        recogniser was trained on. What an outside check of an export would measure
+        (``benchmarks/check_export.py``); on the demo's soft 64 px faces it ranks seeds
+        differently from the whole picture (BUILD_NOTES.md, "Checked from outside").
     """
 
     CHIP_SIZE = dlib_recognizer.CHIP_SIZE
+    #: dlib's default margin around the landmarks' face when it cuts an aligned chip.
+    ALIGNED_PADDING = 0.25
     #: Descriptors kept by chip (``num_jitters=0`` only): an evaluation embeds the same
     #: picture many times (an untrained or collapsed model draws one face for every crop), and
     #: dlib's network is most of its time on 2 cores. About 0.6 KB per chip.
@@ -140,7 +150,7 @@ class DlibEmbedder(FaceEmbedder):
     def __init__(self, name: str = "dlib_resnet",
                  box: Sequence[float] = (0.0, 0.0, 1.0, 1.0),
                  normalize_method: str = "imagenet", num_jitters: int = 0,
-                 batch_size: int = 64, processes: int | None = None):
+                 batch_size: int = 64, processes: int | None = None, align: bool = False):
         if importlib.util.find_spec("dlib") is None:  # optional dependency (dlib-bin)
             raise ImportError("DlibEmbedder needs the dlib-bin and face_recognition_models "
                               "packages (pip install dlib-bin face_recognition_models)")
@@ -151,6 +161,12 @@ class DlibEmbedder(FaceEmbedder):
         self.batch_size = int(batch_size)
         self.embedding_dim = 128
         dlib_model_path()  # a missing model file is reported here, not at the first batch
+        self.align = bool(align)
+        if self.align:
+            import dlib  # noqa: PLC0415 - optional dependency, checked above
+            self._detector = FaceDetector(normalize_method=normalize_method)
+            self._landmarks = dlib.shape_predictor(
+                dlib_model_path(dlib_recognizer.LANDMARK_MODEL))
         self.recognizer = DlibRecognizer(processes)
         # Chip bytes -> descriptor. Exact: with no jitter dlib's descriptor is a function of
         # the chip alone (jittered descriptors are random, so they are never kept).
@@ -159,6 +175,8 @@ class DlibEmbedder(FaceEmbedder):
 
     def chips(self, images) -> np.ndarray:
         """The uint8 150x150 RGB chips dlib sees."""
+        if self.align:
+            return self._aligned_chips(images)
         pixels = normalized_to_uint8_np(_check_images(images), self.normalize_method)
         h, w = pixels.shape[1:3]
         left, top, right, bottom = self.box
@@ -169,6 +187,21 @@ class DlibEmbedder(FaceEmbedder):
                                   (self.CHIP_SIZE, self.CHIP_SIZE), method="bilinear",
                                   antialias=True)
         return pixels_to_uint8_np(resized.numpy())
+
+    def _aligned_chips(self, images) -> np.ndarray:
+        import dlib  # noqa: PLC0415 - optional dependency, checked in __init__
+        pictures = self._detector.prepare(_check_images(images))
+        chips = []
+        for picture, box in zip(pictures, self._detector.best_boxes(pictures)):
+            h, w = picture.shape[:2]
+            rect = dlib.rectangle(*(box or (0, 0, w - 1, h - 1)))
+            picture = np.ascontiguousarray(picture)
+            chips.append(dlib.get_face_chip(picture, self._landmarks(picture, rect),
+                                            size=self.CHIP_SIZE,
+                                            padding=self.ALIGNED_PADDING))
+        if not chips:
+            return np.zeros([0, self.CHIP_SIZE, self.CHIP_SIZE, 3], np.uint8)
+        return np.stack(chips).astype(np.uint8)
 
     def embed(self, images) -> np.ndarray:
         x = _check_images(images)

@@ -508,7 +508,8 @@ class Evaluator:
 
 def make_embedders(face_network: str, use_dlib: bool = True) -> tuple:
     """``([embedders], [report notes])``: the project's face-identity network first (the one
-    training validates with), then dlib's recogniser when asked for and installed."""
+    training validates with), then dlib's recogniser on whole pictures and on aligned chips
+    when asked for and installed."""
     face_net = FaceNetEmbedder.from_path(face_network, name="face_identity_net")
     embedders = [face_net]
     notes = [f"`face_identity_net`: the project's face-identity network from "
@@ -517,7 +518,14 @@ def make_embedders(face_network: str, use_dlib: bool = True) -> tuple:
     if use_dlib and dlib_available():
         embedders.append(DlibEmbedder())
         notes.append("`dlib_resnet`: dlib's pretrained 128-D ResNet face recogniser "
-                     "(face_recognition_models, CC0); no part of training has seen it.")
+                     "(face_recognition_models, CC0); no part of training has seen it. It "
+                     "is given the whole picture as its 150 px chip.")
+        # The same recogniser on dlib's stock aligned chips: how someone checking the faces
+        # from outside would use it; the two protocols rank seeds differently.
+        embedders.append(DlibEmbedder(name="dlib_aligned", align=True))
+        notes.append("`dlib_aligned`: the same recogniser on dlib's stock aligned chips "
+                     "(HOG face box on a 256 px upscale, or the whole picture when none is "
+                     "found; 5 landmarks; `get_face_chip`, 150 px, padding 0.25).")
     return embedders, notes
 
 
