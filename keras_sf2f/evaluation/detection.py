@@ -106,20 +106,23 @@ class FaceDetector:
         scored above ``threshold``."""
         out = []
         for picture in self.prepare(images):
-            with self._lock:
-                _, scores, _ = self._detector.run(np.ascontiguousarray(picture),
-                                                  self.upsample, self.threshold)
+            _, scores = self._run(picture)
             out.append(max(scores) if len(scores) else -np.inf)
         return np.asarray(out, np.float64)
+
+    def _run(self, picture) -> tuple:
+        """dlib's detector on one prepared picture: (boxes, their scores)."""
+        with self._lock:
+            boxes, scores, _ = self._detector.run(np.ascontiguousarray(picture),
+                                                  self.upsample, self.threshold)
+        return boxes, scores
 
     def best_boxes(self, pictures) -> list:
         """For pictures as :meth:`prepare` returns them: the best-scoring face box of each as
         ``(left, top, right, bottom)`` in their pixels, or None where none was found."""
         out = []
         for picture in pictures:
-            with self._lock:
-                boxes, scores, _ = self._detector.run(np.ascontiguousarray(picture),
-                                                      self.upsample, self.threshold)
+            boxes, scores = self._run(picture)
             if not len(boxes):
                 out.append(None)
                 continue
