@@ -172,6 +172,9 @@ def main(argv=None) -> int:
                         help="write the generated faces (identities, all_windows, crops_5s)")
     args = parser.parse_args(argv)
 
+    if not os.path.isfile(os.path.join(args.export_dir, "saved_model.pb")):
+        sys.exit(f"check_export: no saved_model.pb in {args.export_dir} (give the export's "
+                 f"version directory, e.g. runs/demo/export/sf2f_demo/1)")
     utterances, photos = read_split(args.data_dir, args.split)
     identities = sorted(utterances)
     predict = tf.saved_model.load(args.export_dir).signatures["predict_mel"]
