@@ -29,7 +29,7 @@ import math
 import keras
 from keras import ops
 
-from keras_sf2f.models import fast_conv, fused_batch_norm
+from keras_sf2f.models import fast_conv, fused_batch_norm, upsample_conv
 # nn.LeakyReLU's default slope, which the reference decoder gets from get_activation('leakyrelu').
 from keras_sf2f.models.discriminator_arch import TORCH_DEFAULT_LEAKY_SLOPE  # noqa: F401
 
@@ -211,7 +211,14 @@ class UpBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        x = self.conv(self.upsample(inputs))
+        if upsample_conv.applies(inputs.shape, self.conv.kernel.shape):
+            # The same upsampling and convolution without the upsampled map (fewer
+            # multiply-adds, float rounding only: models/upsample_conv.py). The kernel's taps
+            # are added in the variable's dtype, then cast to the compute dtype.
+            kernel = ops.cast(self.conv.kernel.value, inputs.dtype)
+            x = upsample_conv.upsample_conv3x3(inputs, kernel)
+        else:
+            x = self.conv(self.upsample(inputs))
         x = self.norm(x, training=training)
         return self.glu(x)
 
