@@ -61,7 +61,7 @@ def test_gradients_match_plain_ops(fast):
                                    atol=1e-5 * np.abs(e.numpy()).max())
 
 
-def test_up_block_takes_the_phase_path_from_8x8(monkeypatch):
+def test_up_block_takes_the_phase_path_at_inference_from_8x8(monkeypatch):
     calls = []
     original = upsample_conv.upsample_conv3x3
     monkeypatch.setattr(upsample_conv, "upsample_conv3x3",
@@ -73,6 +73,10 @@ def test_up_block_takes_the_phase_path_from_8x8(monkeypatch):
         plain = block.glu(block.norm(block.conv(block.upsample(x)), training=False))
         np.testing.assert_allclose(got.numpy(), plain.numpy(), rtol=0, atol=1e-5)
     assert calls == [(2, 8, 8, 8)]
+    # Training keeps the plain computation (it measured slower there).
+    block(tf.zeros((2, 8, 8, 8)), training=True)
+    assert calls == [(2, 8, 8, 8)]
     assert upsample_conv.applies((None, 8, 8, 3), (3, 3, 3, 4))
     assert not upsample_conv.applies((None, 4, 4, 3), (3, 3, 3, 4))
     assert not upsample_conv.applies((None, None, None, 3), (3, 3, 3, 4))
+    assert not upsample_conv.applies((None, 8, 8, 3), (3, 3, 3, 4), tf.bfloat16)

@@ -211,12 +211,11 @@ class UpBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        if upsample_conv.applies(inputs.shape, self.conv.kernel.shape):
-            # The same upsampling and convolution without the upsampled map (fewer
-            # multiply-adds, float rounding only: models/upsample_conv.py). The kernel's taps
-            # are added in the variable's dtype, then cast to the compute dtype.
-            kernel = ops.cast(self.conv.kernel.value, inputs.dtype)
-            x = upsample_conv.upsample_conv3x3(inputs, kernel)
+        if not training and upsample_conv.applies(inputs.shape, self.conv.kernel.shape,
+                                                  inputs.dtype):
+            # Inference: the same upsampling and convolution without the upsampled map (fewer
+            # multiply-adds, float rounding only; models/upsample_conv.py says where it pays).
+            x = upsample_conv.upsample_conv3x3(inputs, self.conv.kernel.value)
         else:
             x = self.conv(self.upsample(inputs))
         x = self.norm(x, training=training)

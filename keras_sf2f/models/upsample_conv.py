@@ -14,11 +14,21 @@ only two distinct input rows and two distinct input columns, so the same outputs
 All four phases are one 2x2 'valid' convolution of the padded input with ``4 * C_out`` output
 channels (phase ``(a, b)`` is the window at offset ``(a, b)``); the phases are then interleaved
 into the ``2H x 2W`` map. That is 16 multiply-adds per input pixel and channel pair instead of
-36 (plus the one-pixel border), for the forward pass and both gradients. Measured on 2 cores
-(AMD EPYC Zen 4, oneDNN), one up block's forward: batch 32, 1.2-1.6x faster; batch 1 under
-XLA, 1.3-1.8x faster from 16x16 inputs. On 4x4 inputs (the first up block) the 2x2 kernels'
-construction costs more than it saves at batch 1, so :func:`applies` keeps the plain
-computation below 8x8 inputs.
+36, plus the one-pixel border.
+
+Where it pays (AMD EPYC Zen 4, oneDNN, 2 cores; measured per up block of SF2F-64/128):
+
+* inference, float32: batch 1 under XLA (the Python inference path), 1.3-1.8x faster from
+  16x16 inputs and 1.3x at 8x8; batch 32 without XLA, 1.2-1.6x faster at 8x8 to 32x32. On
+  4x4 inputs (the first up block) building the 2x2 kernels costs more than it saves at batch
+  1 (2.7 against 5.4 ms), so :func:`applies` keeps the plain computation below 8x8 inputs.
+  With it (and the XLA features' cheaper power spectrum) the 30 s audio-in latency of
+  SF2F-64 went from 0.92x to 1.03x PyTorch's forward (``benchmarks/results/``);
+* training (forward and both gradients, batch 64): float32 1.2-1.3x faster at 8x8 and 16x16
+  but 0.7-1.0x at 32x32 and 64x64 (the interleaving and its gradient move more memory than
+  the saved products), and slower at every size in bfloat16 (0.5-0.9x: the SF2F-128
+  bfloat16 step fell from 1.23x to 1.00x PyTorch's). So the up blocks use it only for
+  inference (``training`` false) in float32, and train with the plain computation.
 
 The results are the same sums of the same products in another order (the kernel's taps are
 added before they multiply), so they differ from the plain computation by float rounding only
@@ -36,12 +46,13 @@ from keras_sf2f.models import fast_conv
 MIN_INPUT_PIXELS = 64
 
 
-def applies(input_shape, kernel_shape) -> bool:
-    """Whether :func:`upsample_conv3x3` is used for an NHWC input of ``input_shape`` (static
-    height and width of at least :data:`MIN_INPUT_PIXELS` pixels) and a 3x3 kernel."""
+def applies(input_shape, kernel_shape, dtype="float32") -> bool:
+    """Whether :func:`upsample_conv3x3` is used (at inference) for an NHWC input of
+    ``input_shape`` (static height and width of at least :data:`MIN_INPUT_PIXELS` pixels), a
+    3x3 kernel and a float32 computation (see the module docstring)."""
     height, width = input_shape[1], input_shape[2]
     return (height is not None and width is not None and height * width >= MIN_INPUT_PIXELS
-            and tuple(kernel_shape[:2]) == (3, 3))
+            and tuple(kernel_shape[:2]) == (3, 3) and tf.as_dtype(dtype) == tf.float32)
 
 
 def phase_kernels(kernel):
