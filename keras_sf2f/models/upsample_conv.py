@@ -32,6 +32,9 @@ Where it pays (AMD EPYC Zen 4, oneDNN, 2 cores; measured per up block of SF2F-64
   Stage 2 calls its frozen decoder that way, so the fuser's gradient passes through it there
   (its float32 step measured the same, 0.231 against 0.232 steps/s).
 
+Not measured on the Intel kind (an earlier, different phase form measured 0.97x on its decoder,
+BUILD_NOTES.md) or on a GPU (none reachable); it is correct there by the same tests.
+
 The results are the same sums of the same products in another order (the kernel's taps are
 added before they multiply), so they differ from the plain computation by float rounding only
 (~1e-6 relative in float32). The weights are the plain 3x3 kernel: checkpoints, the reference
