@@ -23,6 +23,11 @@ recall figure can reach with a given embedder. It comes in three kinds, one per 
   Embedders often rank it above a single draw, because the mean keeps what the voice decides
   and blurs what it does not.
 
+No model reads the voice perfectly. ``heard_mean_faces`` draws the same mean face for a voice
+read with a given accuracy per factor (a Pearson r, e.g. what a trained encoder's embedding
+gives): the face an ideal pixel-loss model with that hearing aims at
+(``benchmarks/hearing_ceiling.py`` scores it).
+
 Only the procedural corpus has attributes; for any other data there is no oracle.
 """
 
@@ -35,14 +40,15 @@ import os
 import numpy as np
 
 from keras_sf2f.data.corpus import split_identities, split_ranges
-from keras_sf2f.data.corpus.attributes import IdentityAttributes, identity_attributes
+from keras_sf2f.data.corpus.attributes import (SHARED_FIELDS, IdentityAttributes,
+                                               identity_attributes)
 from keras_sf2f.data.corpus.face import draw_face
 from keras_sf2f.data.procedural import identity_name
 from keras_sf2f.image_ranges import pixels_to_uint8_np
 
 __all__ = ["FACE_ONLY_ATTRIBUTES", "oracle_attributes", "voice_only_attributes",
-           "oracle_faces", "mean_faces", "donor_draws", "procedural_source",
-           "procedural_identities"]
+           "oracle_faces", "mean_faces", "FactorScale", "factor_scale", "read_factors",
+           "heard_mean_faces", "donor_draws", "procedural_source", "procedural_identities"]
 
 #: Voice-only faces averaged into one by ``mean_faces`` in the evaluation.
 MEAN_DRAWS = 16
@@ -92,6 +98,81 @@ def mean_faces(seed: int, identities, donor_rows, size: int,
     if total is None:
         raise ValueError("mean_faces needs at least one row of donors")
     return pixels_to_uint8_np(total / len(donor_rows))
+
+
+@dataclasses.dataclass(frozen=True)
+class FactorScale:
+    """Mean, standard deviation and range of each voice-linked factor (``SHARED_FIELDS``
+    order) over a set of identities: the standardised space ``read_factors`` works in."""
+    mean: np.ndarray
+    std: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def factor_scale(seed: int, identities) -> FactorScale:
+    """The ``FactorScale`` of ``identities`` (the training split: what a model learns from)."""
+    values = np.stack([identity_attributes(seed, int(i)).vector(SHARED_FIELDS)
+                       for i in identities])
+    if len(values) < 2:
+        raise ValueError("factor_scale needs at least two identities")
+    return FactorScale(values.mean(0), values.std(0) + 1e-12, values.min(0), values.max(0))
+
+
+def read_factors(z: np.ndarray, accuracy: np.ndarray, draws: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """``[draws, factors]``: standardised factors a listener with ``accuracy`` could believe in.
+
+    A Gaussian model of imperfect hearing, per factor with Pearson r = ``accuracy``: the reading
+    is ``x = r z + sqrt(1 - r^2) e`` (so corr(x, z) = r when z is standardised), and each draw
+    comes from what the truth could be given that reading, ``N(r x, 1 - r^2)``. At r = 1
+    every draw is ``z``; at r = 0 the draws do not depend on ``z``."""
+    z, r = np.asarray(z, np.float64), np.asarray(accuracy, np.float64)
+    if z.shape != r.shape or z.ndim != 1:
+        raise ValueError(f"z and accuracy must be vectors of one length, got {z.shape} and "
+                         f"{r.shape}")
+    if np.any(r < 0) or np.any(r > 1):
+        raise ValueError(f"accuracy must be in [0, 1], got {r.tolist()}")
+    spread = np.sqrt(1.0 - r ** 2)
+    reading = r * z + spread * rng.standard_normal(z.shape)
+    return r * reading + spread * rng.standard_normal((int(draws),) + z.shape)
+
+
+def heard_mean_faces(seed: int, identities, donor_rows, size: int, accuracy,
+                     scale: FactorScale, rng: np.random.Generator,
+                     quality: str = "aligned") -> np.ndarray:
+    """uint8 ``[len(identities), size, size, 3]``: ``mean_faces`` for a voice read with
+    ``accuracy`` (Pearson r per factor, ``SHARED_FIELDS`` order): per identity one reading,
+    and for each donor row a voice-only face whose voice-linked factors are one draw of
+    ``read_factors`` (back in the factors' units, clipped to ``scale``'s range). A factor
+    read with r = 1 keeps the identity's own value exactly, so all-ones accuracy is
+    ``mean_faces``."""
+    accuracy = np.asarray(accuracy, np.float64)
+    if accuracy.shape != (len(SHARED_FIELDS),):
+        raise ValueError(f"accuracy needs one r per factor of {SHARED_FIELDS}, got "
+                         f"{accuracy.shape}")
+    donor_rows = np.asarray(donor_rows)
+    if donor_rows.ndim != 2 or len(donor_rows) == 0:
+        raise ValueError("heard_mean_faces needs at least one row of donors")
+    if donor_rows.shape[1] != len(identities):
+        raise ValueError(f"each row of donors needs a donor per identity: "
+                         f"{donor_rows.shape[1]} donors for {len(identities)} identities")
+    exact = accuracy >= 1.0
+    means = []
+    for n, identity in enumerate(identities):
+        own = identity_attributes(seed, int(identity))
+        values = own.vector(SHARED_FIELDS)
+        draws = read_factors((values - scale.mean) / scale.std, accuracy, len(donor_rows), rng)
+        believed = np.clip(scale.mean + scale.std * draws, scale.low, scale.high)
+        believed[:, exact] = values[exact]
+        faces = np.zeros((size, size, 3))
+        for donor, factors in zip(donor_rows[:, n], believed):
+            shared = dataclasses.replace(own, **{k: float(v) for k, v in
+                                                 zip(SHARED_FIELDS, factors)})
+            faces += draw_face(seed, int(donor), 0, size, quality,
+                               attributes=identity_attributes(seed, int(donor), shared=shared))
+        means.append(faces / len(donor_rows))
+    return pixels_to_uint8_np(np.stack(means))
 
 
 def donor_draws(donor_range, count: int, runs: int, seed: int) -> np.ndarray:
