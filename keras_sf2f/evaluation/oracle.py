@@ -126,7 +126,9 @@ def read_factors(z: np.ndarray, accuracy: np.ndarray, draws: int,
     A Gaussian model of imperfect hearing, per factor with Pearson r = ``accuracy``: the reading
     is ``x = r z + sqrt(1 - r^2) e`` (so corr(x, z) = r when z is standardised), and each draw
     comes from what the truth could be given that reading, ``N(r x, 1 - r^2)``. At r = 1
-    every draw is ``z``; at r = 0 the draws do not depend on ``z``."""
+    every draw is ``z``; at r = 0 the draws do not depend on ``z``. The model is Gaussian, so
+    a two-mode factor (gender) is only approximated; trained encoders read it at r 0.98,
+    where the approximation hardly matters."""
     z, r = np.asarray(z, np.float64), np.asarray(accuracy, np.float64)
     if z.shape != r.shape or z.ndim != 1:
         raise ValueError(f"z and accuracy must be vectors of one length, got {z.shape} and "
