@@ -68,6 +68,21 @@ def write_tiny_dataset(directory: str, names: dict, *, utterances: int = 2, fram
     return directory
 
 
+def save_tiny_face_network(path) -> str:
+    """A randomly initialised 16-D face-identity network saved where ``--face_network`` reads
+    one (trainers/train_face_identity.py's layout); returns the directory."""
+    from keras_sf2f.models.facenet import FaceNet
+    from keras_sf2f.training.face_identity import save_face_network
+
+    architecture = dict(embedding_dim=16, width_multiplier=0.0625, repeats=[1, 1, 1],
+                        dropout_rate=0.0)
+    model = FaceNet(**architecture)
+    model.build((None, 140, 140, 3))
+    save_face_network(model, {"architecture": architecture, "image_size": 64,
+                              "input": {"normalize_method": "imagenet"}}, str(path))
+    return str(path)
+
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

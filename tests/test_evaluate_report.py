@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from conftest import save_tiny_face_network  # noqa: E402
 from keras_sf2f.data import records  # noqa: E402
 from keras_sf2f.data.prepare import DatasetWriter  # noqa: E402
 from keras_sf2f.data.procedural import face_pngs  # noqa: E402
@@ -342,18 +343,6 @@ def test_attribute_sentence_in_words():
     assert "Not readable even on the photos, so not judged: breathiness (photos r=0.04)." in text
 
 
-def _tiny_face_network(path):
-    from keras_sf2f.training.face_identity import save_face_network
-
-    architecture = dict(embedding_dim=16, width_multiplier=0.0625, repeats=[1, 1, 1],
-                        dropout_rate=0.0)
-    model = FaceNet(**architecture)
-    model.build((None, 140, 140, 3))
-    save_face_network(model, {"architecture": architecture, "image_size": 64,
-                              "input": {"normalize_method": "imagenet"}}, str(path))
-    return str(path)
-
-
 def test_demo_quality_script(data_dir, tmp_path):
     """benchmarks/demo_quality.py on a saved tiny checkpoint: JSON with the detection rate,
     diversity and recall per embedder for the checkpoint and the ground truth."""
@@ -377,7 +366,7 @@ def test_demo_quality_script(data_dir, tmp_path):
     # save() (not write()) records the save counter, as training's CheckpointManager does.
     tf.train.Checkpoint(generator=generator, step=tf.Variable(9, dtype=tf.int64)).save(
         str(model_dir / "ckpt"))
-    face_net = _tiny_face_network(tmp_path / "face_net")
+    face_net = save_tiny_face_network(tmp_path / "face_net")
     out = demo_quality.main([f"--checkpoint_dir={model_dir}",
                              f"--data_dir={data_dir}", f"--face_network={face_net}",
                              "--split=test", "--runs=2", "--k=5",

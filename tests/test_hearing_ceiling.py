@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from conftest import load_script  # noqa: E402
+from conftest import load_script, save_tiny_face_network  # noqa: E402
 from keras_sf2f.data import records  # noqa: E402
 from keras_sf2f.data.corpus.attributes import SHARED_FIELDS  # noqa: E402
 from keras_sf2f.data.corpus.face import draw_face  # noqa: E402
@@ -120,18 +120,6 @@ def _corpus(directory):
     return str(directory)
 
 
-def _tiny_face_network(path):
-    from keras_sf2f.models.facenet import FaceNet
-    from keras_sf2f.training.face_identity import save_face_network
-
-    architecture = dict(embedding_dim=16, width_multiplier=0.0625, repeats=[1, 1, 1],
-                        dropout_rate=0.0)
-    model = FaceNet(**architecture)
-    model.build((None, 140, 140, 3))
-    save_face_network(model, {"architecture": architecture, "image_size": 64,
-                              "input": {"normalize_method": "imagenet"}}, str(path))
-    return str(path)
-
 
 def _tiny_checkpoint(directory):
     import keras
@@ -160,7 +148,7 @@ def test_script_scores_its_rows_like_the_evaluation(tmp_path):
 
     script = load_script("benchmarks/hearing_ceiling.py")
     data = _corpus(tmp_path / "data")
-    face_net = _tiny_face_network(tmp_path / "face_net")
+    face_net = save_tiny_face_network(tmp_path / "face_net")
     probe = tmp_path / "voice_probe.json"
     probe.write_text(json.dumps({"val": {k: {"r": 0.5 if k == "age" else -0.2}
                                          for k in SHARED_FIELDS}}))
