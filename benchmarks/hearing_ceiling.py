@@ -26,7 +26,9 @@ The rows, each an accuracy per factor (gender, age, size, weight, accent, breath
 
 The model's own figures at the same split and runs are ``benchmarks/demo_quality.py``'s; a
 model well below the ceiling of its own hearing loses in how it draws, one near it in what
-it hears. Procedural corpus only (the factors must be known). Writes ``--output`` as JSON.
+it hears. Procedural corpus only (the factors must be known). Writes ``--output`` as JSON and
+``--faces_png`` as a grid: per identity (rows) its photo, then each row's face of the first run
+(columns), shown at 128 px with nearest-neighbour upscaling as in the report's ``faces.png``.
 """
 
 from __future__ import annotations
@@ -151,6 +153,10 @@ def parse_args(argv=None):
                    help="factor=r pairs, e.g. age=0.5,size=0.87 (others perfect); repeatable.")
     p.add_argument("--no_dlib", action="store_true", help="Skip dlib's recogniser.")
     p.add_argument("--output", default=None, help="JSON file to write.")
+    p.add_argument("--faces_png", default=None,
+                   help="PNG grid to write: photos, then each row's faces (first run).")
+    p.add_argument("--grid_identities", type=int, default=10,
+                   help="Identities (rows) in --faces_png.")
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error(f"--runs must be >= 1, got {args.runs}")
@@ -189,6 +195,7 @@ def main(argv=None) -> dict:
     out = {"data_dir": os.path.abspath(args.data_dir), "split": args.split,
            "identities": len(identities), "runs": args.runs, "factors": list(SHARED_FIELDS),
            "checkpoint": args.checkpoint_dir, "cpu": cpu_model(), "rows": {}}
+    columns = {"photo": evaluator.faces[evaluator.first_faces]}
     for name, accuracy in rows.items():
         rng = np.random.default_rng([args.seed, 0x4EA2])
 
@@ -197,8 +204,9 @@ def main(argv=None) -> dict:
             return pixels_to_normalized(oracle.heard_mean_faces(
                 seed, identities, block, 64, accuracy, scale, rng, info["quality"])).numpy()
 
-        results, figures, _ = evaluator.score_runs_with_figures(
+        results, figures, first = evaluator.score_runs_with_figures(
             faces(run) for run in range(args.runs))
+        columns[name] = first
         row = {"accuracy": dict(zip(SHARED_FIELDS, map(float, accuracy))),
                "recall@10": {e.name: {"mean": results[e.name]["recall@10"]["mean"],
                                       "std": float(np.sqrt(
@@ -212,6 +220,9 @@ def main(argv=None) -> dict:
                                    for e, v in row["recall@10"].items())
               + f", detection {row['detection']:.2f}, effective templates "
               f"{row['effective_templates']:.1f}", flush=True)
+    if args.faces_png:
+        count = min(args.grid_identities, len(identities))
+        ev.write_grid(args.faces_png, columns, list(evaluator.split.names), count)
     out["seconds"] = round(time.monotonic() - started, 1)
     if args.output:
         with files.atomic_write(args.output) as f:

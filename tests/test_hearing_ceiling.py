@@ -156,8 +156,12 @@ def test_script_scores_its_rows_like_the_evaluation(tmp_path):
     result = script.main([f"--data_dir={data}", f"--face_network={face_net}", "--split=val",
                           "--runs=2", "--no_dlib", "--hearing=age=0", f"--voice_probe={probe}",
                           f"--checkpoint_dir={_tiny_checkpoint(tmp_path / 'model')}",
-                          f"--output={out}"])
+                          f"--output={out}", f"--faces_png={tmp_path / 'faces.png'}",
+                          "--grid_identities=3"])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    from PIL import Image
+    with Image.open(tmp_path / "faces.png") as grid:  # 3 identities x (photo + 4 rows)
+        assert grid.width > 5 * 128 and 3 * 128 < grid.height < 4 * 128 + 100
     rows = result["rows"]
     assert list(rows) == ["perfect", "hearing age=0", "voice_probe", "checkpoint"]
     assert rows["hearing age=0"]["accuracy"]["age"] == 0.0
