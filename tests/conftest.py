@@ -83,6 +83,29 @@ def save_tiny_face_network(path) -> str:
     return str(path)
 
 
+def save_tiny_generator_checkpoint(directory, config, step: int) -> str:
+    """A randomly initialised generator of ``config`` (a ``ModelConfig``; seed 3) saved as a
+    run directory the evaluation tools read: ``train_config.json`` and ``ckpt-1`` recording
+    ``step``. Returns the directory."""
+    import json
+
+    import keras
+    import tensorflow as tf
+
+    from keras_sf2f.models import builder
+
+    keras.utils.set_random_seed(3)
+    generator = builder.build_generator(config)
+    generator(tf.zeros([1, 125, 40]), training=False)
+    os.makedirs(directory)
+    with open(os.path.join(directory, "train_config.json"), "w") as f:
+        json.dump({"model": config.to_dict()}, f)
+    # save() (not write()) records the save counter, as training's CheckpointManager does.
+    tf.train.Checkpoint(generator=generator, step=tf.Variable(step, dtype=tf.int64)).save(
+        os.path.join(directory, "ckpt"))
+    return str(directory)
+
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

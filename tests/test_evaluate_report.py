@@ -16,7 +16,8 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from conftest import save_tiny_face_network  # noqa: E402
+from conftest import (load_script, save_tiny_face_network,  # noqa: E402
+                      save_tiny_generator_checkpoint)
 from keras_sf2f.data import records  # noqa: E402
 from keras_sf2f.data.prepare import DatasetWriter  # noqa: E402
 from keras_sf2f.data.procedural import face_pngs  # noqa: E402
@@ -346,26 +347,11 @@ def test_attribute_sentence_in_words():
 def test_demo_quality_script(data_dir, tmp_path):
     """benchmarks/demo_quality.py on a saved tiny checkpoint: JSON with the detection rate,
     diversity and recall per embedder for the checkpoint and the ground truth."""
-    import importlib.util
-    import keras
-
     pytest.importorskip("dlib")
-    spec = importlib.util.spec_from_file_location(
-        "demo_quality", os.path.join(os.path.dirname(os.path.dirname(__file__)),
-                                     "benchmarks", "demo_quality.py"))
-    demo_quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo_quality)
+    demo_quality = load_script("benchmarks/demo_quality.py")
 
-    config = builder.ModelConfig(**TINY)
-    keras.utils.set_random_seed(3)
-    generator = builder.build_generator(config)
-    generator(tf.zeros([1, 125, 40]), training=False)
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    (model_dir / "train_config.json").write_text(json.dumps({"model": config.to_dict()}))
-    # save() (not write()) records the save counter, as training's CheckpointManager does.
-    tf.train.Checkpoint(generator=generator, step=tf.Variable(9, dtype=tf.int64)).save(
-        str(model_dir / "ckpt"))
+    model_dir = save_tiny_generator_checkpoint(str(tmp_path / "model"),
+                                               builder.ModelConfig(**TINY), step=9)
     face_net = save_tiny_face_network(tmp_path / "face_net")
     out = demo_quality.main([f"--checkpoint_dir={model_dir}",
                              f"--data_dir={data_dir}", f"--face_network={face_net}",

@@ -13,13 +13,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from conftest import load_script, save_tiny_face_network  # noqa: E402
+from conftest import (load_script, save_tiny_face_network,  # noqa: E402
+                      save_tiny_generator_checkpoint)
 from keras_sf2f.data import records  # noqa: E402
 from keras_sf2f.data.corpus.attributes import SHARED_FIELDS  # noqa: E402
 from keras_sf2f.data.corpus.face import draw_face  # noqa: E402
 from keras_sf2f.data.prepare import DatasetWriter  # noqa: E402
 from keras_sf2f.data.procedural import face_pngs, identity_name  # noqa: E402
 from keras_sf2f.evaluation import oracle  # noqa: E402
+from keras_sf2f.models import builder  # noqa: E402
 
 SEED = 5
 FACTORS = len(SHARED_FIELDS)
@@ -121,26 +123,6 @@ def _corpus(directory):
 
 
 
-def _tiny_checkpoint(directory):
-    import keras
-    import tensorflow as tf
-
-    from keras_sf2f.models import builder
-
-    config = builder.ModelConfig(encoder="cnn", encoder_channels=(8, 8, 8, 8),
-                                 embedding_dim=16, image_discriminator_arch_64="",
-                                 identity_classifier_arch_64="")
-    keras.utils.set_random_seed(3)
-    generator = builder.build_generator(config)
-    generator(tf.zeros([1, 125, 40]), training=False)
-    os.makedirs(directory)
-    with open(os.path.join(directory, "train_config.json"), "w") as f:
-        json.dump({"model": config.to_dict()}, f)
-    tf.train.Checkpoint(generator=generator, step=tf.Variable(7, dtype=tf.int64)).save(
-        os.path.join(directory, "ckpt"))
-    return str(directory)
-
-
 @pytest.mark.slow  # evaluates six sets of faces and restores a model
 def test_script_scores_its_rows_like_the_evaluation(tmp_path):
     from keras_sf2f.evaluation import evaluate as ev
@@ -153,9 +135,14 @@ def test_script_scores_its_rows_like_the_evaluation(tmp_path):
     probe.write_text(json.dumps({"val": {k: {"r": 0.5 if k == "age" else -0.2}
                                          for k in SHARED_FIELDS}}))
     out = tmp_path / "hearing.json"
+    model_dir = save_tiny_generator_checkpoint(
+        str(tmp_path / "model"),
+        builder.ModelConfig(encoder="cnn", encoder_channels=(8, 8, 8, 8), embedding_dim=16,
+                            image_discriminator_arch_64="", identity_classifier_arch_64=""),
+        step=7)
     result = script.main([f"--data_dir={data}", f"--face_network={face_net}", "--split=val",
                           "--runs=2", "--no_dlib", "--hearing=age=0", f"--voice_probe={probe}",
-                          f"--checkpoint_dir={_tiny_checkpoint(tmp_path / 'model')}",
+                          f"--checkpoint_dir={model_dir}",
                           f"--output={out}", f"--faces_png={tmp_path / 'faces.png'}",
                           "--grid_identities=3"])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
