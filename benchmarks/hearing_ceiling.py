@@ -175,6 +175,10 @@ def main(argv=None) -> dict:
     from keras_sf2f.evaluation import evaluate as ev, oracle  # noqa: PLC0415
     from keras_sf2f.image_ranges import pixels_to_normalized  # noqa: PLC0415
 
+    # Checked before any work: the checkpoint read-out needs the factors too.
+    if oracle.procedural_source(args.data_dir) is None:
+        raise SystemExit(f"error: {args.data_dir} is not a procedural corpus: the ceiling "
+                         f"needs the identities' factors")
     if args.checkpoint_dir:
         rows["checkpoint"] = checkpoint_hearing(args.checkpoint_dir, args.data_dir,
                                                 args.split, args.seed)
@@ -184,9 +188,6 @@ def main(argv=None) -> dict:
     embedders, _ = ev.make_embedders(args.face_network, use_dlib=not args.no_dlib)
     evaluator = ev.Evaluator(config, embedders, 64)
     info = oracle.procedural_identities(args.data_dir, args.split, evaluator.split.names)
-    if info is None:
-        raise SystemExit(f"error: {args.data_dir} is not a procedural corpus: the ceiling "
-                         f"needs the identities' factors")
     seed, identities = info["seed"], info["identities"]
     scale = oracle.factor_scale(seed, range(*info["donor_range"]))
     # The evaluation oracle's donors for its mean of 16, so "perfect" is its row exactly.

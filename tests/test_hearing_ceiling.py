@@ -174,4 +174,4 @@ def test_script_scores_its_rows_like_the_evaluation(tmp_path):
                                                  records.IMAGE_SIZES))
         writer.close()
         script.main([f"--data_dir={other}", f"--face_network={face_net}", "--split=val",
-                     "--runs=1", "--no_dlib"])
+                     "--runs=1", "--no_dlib", f"--checkpoint_dir={model_dir}"])
