@@ -73,8 +73,12 @@ def parse_hearing(text: str) -> np.ndarray:
 
 def probe_hearing(path: str) -> np.ndarray:
     """The r per factor of a ``voice_attribute_probe.py`` output (negative r counts as 0)."""
-    with open(path) as f:
-        figures = json.load(f)["val"]
+    try:
+        with open(path) as f:
+            figures = json.load(f)["val"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"error: --voice_probe={path}: not a voice_attribute_probe.py output "
+                         f"({type(e).__name__}: {e})") from None
     missing = [k for k in SHARED_FIELDS if k not in figures]
     if missing:
         raise SystemExit(f"error: {path} has no r for {', '.join(missing)} (run the probe "

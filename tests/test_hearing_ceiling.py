@@ -91,6 +91,8 @@ def test_hearing_flags_and_ridge_readout():
                        ("age=1.5", "in \\[0, 1\\]"), ("age", "factor=r")):
         with pytest.raises(SystemExit, match=words):
             script.parse_hearing(bad)
+    with pytest.raises(SystemExit, match="not a voice_attribute_probe.py output"):
+        script.probe_hearing("/nonexistent/voice_probe.json")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((400, 8))
     y = np.c_[x[:, 0] + 0.1 * rng.standard_normal(400),  # planted in the embedding
