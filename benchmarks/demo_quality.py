@@ -109,7 +109,8 @@ def main(argv=None) -> dict:
         data_dir=args.data_dir, split=args.split,
         durations=tuple(float(d) for d in args.durations.split(",") if d.strip()),
         runs=args.runs, seed=args.seed, fuser_protocol=args.all_windows,
-        detection=True, diversity=True, attributes=args.attributes)
+        detection=True, diversity=True, attributes=args.attributes,
+        voice_quality=model_config.voice_quality_channels)
     embedders, _ = ev.make_embedders(args.face_network, use_dlib=not args.no_dlib)
     evaluator = ev.Evaluator(config, embedders, image_size)
     names = [e.name for e in embedders]

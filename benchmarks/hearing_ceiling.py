@@ -120,13 +120,14 @@ def checkpoint_hearing(checkpoint_dir: str, data_dir: str, split: str, seed: int
         raise SystemExit(f"error: {checkpoint_dir} has no train_config.json or flags.cfg")
     generator, _, _ = ev.load_generator(checkpoint_dir, model_config)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, pipelines.NUM_MEL_BINS],
+    @tf.function(input_signature=[tf.TensorSpec([None, None, model_config.input_channels],
                                                 tf.float32)])
     def embed(mels):
         return tf.reshape(generator.encoder(mels, training=False), [tf.shape(mels)[0], -1])
 
     def embeddings(name: str, crops: int):
-        part = table.load_split(data_dir, name)
+        part = table.load_split(data_dir, name,
+                                voice_quality=model_config.voice_quality_channels)
         info = oracle.procedural_identities(data_dir, name, part.names)
         xs, ys = [], []
         for mels, label, _ in pipelines.evaluation_crops(part, frames=500,

@@ -73,6 +73,9 @@ def parse_args(argv=None):
                         "embedding of the identity's faces (mean, unit norm) is the target.")
     p.add_argument("--target", default="attributes", choices=("attributes", "face_embedding"),
                    help="What the encoder is trained to predict.")
+    p.add_argument("--voice_quality_channels", action="store_true",
+                   help="Also feed the records' four voice-quality channels (data prepared "
+                        "with --voice_quality_channels).")
     return p.parse_args(argv)
 
 
@@ -87,8 +90,12 @@ def main(argv=None) -> dict:
     from keras_sf2f.models.voice_encoder import VoiceEncoder  # noqa: PLC0415
 
     keras.utils.set_random_seed(args.seed)
-    train = table_lib.load_split(args.data_dir, "train")
-    val = table_lib.load_split(args.data_dir, "val")
+    try:
+        train = table_lib.load_split(args.data_dir, "train",
+                                     voice_quality=args.voice_quality_channels)
+        val = table_lib.load_split(args.data_dir, "val", voice_quality=args.voice_quality_channels)
+    except table_lib.DataError as e:
+        raise SystemExit(f"error: {e}") from None
     y_train = split_attributes(args.data_dir, "train", train)
     y_val = split_attributes(args.data_dir, "val", val)
     mean, std = y_train.mean(0), y_train.std(0) + 1e-6
@@ -110,9 +117,9 @@ def main(argv=None) -> dict:
 
     channels = tuple(int(c) for c in args.encoder_channels.split(","))
     encoder = VoiceEncoder(mode="inception", channels=channels, embedding_dim=args.embedding_dim,
-                           input_channels=pipelines.NUM_MEL_BINS, add_noise=False)
+                           input_channels=train.channels, add_noise=False)
     head = keras.layers.Dense(int(targets.shape[1]))
-    encoder.build((None, None, pipelines.NUM_MEL_BINS))
+    encoder.build((None, None, train.channels))
     head.build((None, args.embedding_dim))
     variables = encoder.trainable_variables + head.trainable_variables
     optimizer = keras.optimizers.Adam(args.learning_rate)

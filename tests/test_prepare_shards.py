@@ -174,3 +174,26 @@ def test_command_line_refuses_with_the_reason(tmp_path):
     for needle in ("shard 0 of 3 is incomplete", "shard 1 of 3 is missing",
                    "shard 2 of 3 is missing", "--shard_index=2 --num_shards=3"):
         assert needle in result.stderr
+
+
+def test_voice_quality_channels_from_raw_audio_sharded_or_not(tree, unsharded, tmp_path):
+    """``voice_quality_channels``: the same log-mels, plus the channels of the same speech,
+    whether prepared in one run or in two shards merged; mel pickles cannot have them."""
+    one = str(tmp_path / "one")
+    _prepare(tree, one, voice_quality_channels=True)
+    sharded = str(tmp_path / "sharded")
+    for i in (0, 1):
+        _prepare(tree, sharded, shard_index=i, num_shards=2, voice_quality_channels=True)
+    prepare.merge_voxceleb_shards(sharded)
+    assert _dataset(sharded) == _dataset(one)
+    assert _dataset(one)["voice_quality_channels"] == ["harmonicity", "cepstral_peak",
+                                                        "log_pitch", "log_energy"]
+    plain = table.load_split(unsharded, "train")
+    for out in (one, sharded):
+        both = table.load_split(out, "train", voice_quality=True)
+        assert both.channels == 44 and both.utterance_ids == plain.utterance_ids
+        np.testing.assert_array_equal(both.frames.numpy()[:, :40], plain.frames.numpy())
+        assert np.abs(both.frames.numpy()[:, 40:]).max() > 0.5
+    with pytest.raises(ValueError, match="mel pickles"):
+        prepare.prepare_voxceleb(tree, str(tmp_path / "pickles"), audio_source="mel_pickles",
+                                 voice_quality_channels=True)

@@ -357,7 +357,8 @@ def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarra
 # --------------------------------------------------------------------------------------------
 
 def speech_log_mel(path_or_samples, *, sample_rate: int = TARGET_RATE, min_frames: int = 100,
-                   use_vad: bool = True, name: Optional[str] = None) -> np.ndarray:
+                   use_vad: bool = True, name: Optional[str] = None,
+                   voice_quality: bool = False) -> np.ndarray:
     """The reference's offline features: load -> webrtcvad -> log mel filterbank -> normalise.
 
     Args:
@@ -369,9 +370,12 @@ def speech_log_mel(path_or_samples, *, sample_rate: int = TARGET_RATE, min_frame
       use_vad: apply :func:`~keras_sf2f.audio.vad.webrtc_vad` (aggressiveness 1, 30 ms frames,
         300 ms padding) before the features, as the reference does.
       name: how to call an array input in error messages.
+      voice_quality: also compute the four voice-quality channels of the same speech
+        (:mod:`~keras_sf2f.audio.voice_quality`) and append them after the log-mels.
 
     Returns:
-      float32 ``[frames, 40]``, normalised with :func:`~keras_sf2f.audio.features.normalize_log_mel`.
+      float32 ``[frames, 40]``, normalised with :func:`~keras_sf2f.audio.features.normalize_log_mel`;
+      ``[frames, 44]`` with ``voice_quality``.
 
     Raises:
       AudioError: unreadable input, nothing left after VAD, or fewer than ``min_frames`` frames.
@@ -412,4 +416,8 @@ def speech_log_mel(path_or_samples, *, sample_rate: int = TARGET_RATE, min_frame
         raise AudioError(name, f"only {len(speech) / TARGET_RATE:.2f} s {where}; at least "
                                f"{min_frames / 100:.2f} s ({min_frames} frames) is needed")
     feats = features.log_mel_filterbank(np.asarray(speech, np.float32), TARGET_RATE)
-    return features.normalize_log_mel(feats.numpy()).astype(np.float32)
+    mel = features.normalize_log_mel(feats.numpy()).astype(np.float32)
+    if not voice_quality:
+        return mel
+    from keras_sf2f.audio.voice_quality import voice_quality_channels  # noqa: PLC0415
+    return np.concatenate([mel, voice_quality_channels(speech).numpy()], axis=1)

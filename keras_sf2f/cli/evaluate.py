@@ -85,7 +85,8 @@ def main(argv):
         seed=FLAGS.eval_seed, fuser_protocol=FLAGS.eval_fuser_protocol,
         max_windows=FLAGS.eval_max_windows, reference_ground_truth=FLAGS.reference_ground_truth,
         galleries="reference" if FLAGS.reference_galleries else None,
-        diversity=FLAGS.eval_diversity, attributes=FLAGS.eval_attributes)
+        diversity=FLAGS.eval_diversity, attributes=FLAGS.eval_attributes,
+        voice_quality=model_config.voice_quality_channels)
 
     notes = []
     if FLAGS.eval_detection:

@@ -87,7 +87,8 @@ def main(argv):
         spec = corpus_spec(FLAGS.config(PrepareOptions))
         info = prepare.prepare_procedural(
             FLAGS.data_dir, spec, num_workers=FLAGS.num_workers,
-            min_frames=FLAGS.min_speech_frames, utterance_shards=FLAGS.utterance_shards)
+            min_frames=FLAGS.min_speech_frames, utterance_shards=FLAGS.utterance_shards,
+            voice_quality_channels=FLAGS.voice_quality_channels)
     else:
         if not FLAGS.voxceleb_root:
             raise app.UsageError("--data_source=voxceleb needs --voxceleb_root")
@@ -95,7 +96,8 @@ def main(argv):
             FLAGS.voxceleb_root, FLAGS.data_dir, audio_source=FLAGS.audio_source,
             face_type=FLAGS.face_type, min_frames=FLAGS.min_speech_frames,
             utterance_shards=FLAGS.utterance_shards, num_workers=FLAGS.num_workers,
-            shard_index=FLAGS.shard_index, num_shards=FLAGS.num_shards)
+            shard_index=FLAGS.shard_index, num_shards=FLAGS.num_shards,
+            voice_quality_channels=FLAGS.voice_quality_channels)
     shard = info.get("shard")
     if shard:
         done = shard["complete"] == shard["num_shards"]

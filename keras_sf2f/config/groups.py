@@ -52,6 +52,13 @@ TRAIN_STEPS = SharedOption(
     "256) are ~132k steps; its 50 fuser epochs ~550. Ablations: the steps of each stage-1 "
     "variant, only when given (else keras_sf2f.evaluation.ablations.DEFAULT_TRAIN_STEPS).",
     lower=1)
+VOICE_QUALITY_CHANNELS = SharedOption(
+    "voice_quality_channels", False,
+    "Four voice-quality channels per 10 ms frame after the 40 log-mels (harmonicity, cepstral "
+    "peak, log pitch, log energy; keras_sf2f/audio/voice_quality.py): prepare_data.py stores "
+    "them in the records, and the voice encoder takes 44 channels (training, evaluation and the "
+    "served graph compute or read them). Not in the reference: its encoder hears log-mels "
+    "only. They carry the roughness of an ageing or breathy voice that the log-mels blur.")
 EVAL_MAX_WINDOWS = SharedOption(
     "eval_max_windows", 20,
     "At most this many 1.25 s windows per identity, taken from the start of its speech, in "
@@ -92,6 +99,7 @@ class PrepareOptions:
         "training the face-identity network; default half of --corpus_identities.")
     faceid_images_per_identity: int = option(
         10, "Procedural corpus: faces per face-identity-network identity.", lower=2)
+    voice_quality_channels: bool = VOICE_QUALITY_CHANNELS.field()
     extra_train_identities: int = option(
         0,
         "Procedural corpus: further voice-face identities for the train split, numbered after "

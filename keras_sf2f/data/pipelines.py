@@ -14,7 +14,6 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_sf2f.audio.features import MEL_PAD_VALUE
-from keras_sf2f.data.records import NUM_MEL_BINS
 from keras_sf2f.data.table import DataError, SplitTable
 from keras_sf2f.image_ranges import pixels_to_normalized
 
@@ -91,7 +90,8 @@ def stage1_dataset(table: SplitTable, *, batch_size: int, image_size: int, seed:
                    start_step: int = 0, num_steps: int | None = None,
                    min_frames: int = STAGE1_MIN_FRAMES,
                    max_frames: int = STAGE1_MAX_FRAMES) -> tf.data.Dataset:
-    """Stage-1 batches ``(images [B,S,S,3], log_mel [B,T,40], labels [B])``.
+    """Stage-1 batches ``(images [B,S,S,3], log_mel [B,T,C], labels [B])``, C the table's
+    channels (40 log-mels, or 44 with the voice-quality channels).
 
     Per batch one crop length T ~ U{min_frames..max_frames}; per identity one random face and
     one random utterance, cropped (or padded) to T frames, as the reference's collate_fn.
@@ -118,7 +118,7 @@ def stage1_dataset(table: SplitTable, *, batch_size: int, image_size: int, seed:
         images, mels = tf.map_fn(
             item, (positions, ids),
             fn_output_signature=(tf.TensorSpec([image_size, image_size, 3], tf.float32),
-                                 tf.TensorSpec([None, NUM_MEL_BINS], tf.float32)))
+                                 tf.TensorSpec([None, table.channels], tf.float32)))
         return images, mels, ids
 
     ds = _identity_batches(table, batch_size, seed, start_step, num_steps)
@@ -133,7 +133,7 @@ def identity_windows(table: SplitTable, identity: tf.Tensor, *, seed_tensor=None
     The reference's ``get_all_mel_segments_of_id``: walk the identity's utterances (in a
     random order and each from a random start when ``seed_tensor`` is given; sorted and from
     frame 0 otherwise), cut ``1 + (len - window) // window`` windows from each, stop at
-    ``max_windows``. Returns ``(segments [max_windows, window, 40], mask [max_windows])``;
+    ``max_windows``. Returns ``(segments [max_windows, window, channels], mask [max_windows])``;
     rows past the identity's available windows are padding with mask False.
     """
     first = table.id_utt_first[identity]
@@ -190,7 +190,8 @@ def fuser_dataset(table: SplitTable, *, batch_size: int, image_size: int, seed: 
         images, segs, mask = tf.map_fn(
             item, (positions, ids),
             fn_output_signature=(tf.TensorSpec([image_size, image_size, 3], tf.float32),
-                                 tf.TensorSpec([max_windows, WINDOW_FRAMES, NUM_MEL_BINS], tf.float32),
+                                 tf.TensorSpec([max_windows, WINDOW_FRAMES, table.channels],
+                                               tf.float32),
                                  tf.TensorSpec([max_windows], tf.bool)))
         return images, segs, mask, ids
 
@@ -238,7 +239,7 @@ def evaluation_crops(table: SplitTable, *, frames: int, crops_per_identity: int,
                      run: int = 0) -> tf.data.Dataset:
     """The seed's protocol: for each identity, ``crops_per_identity`` random crops of
     ``frames`` frames from its speech (utterances concatenated, so a 5 s crop exists even
-    when single utterances are shorter). Yields ``(log_mel [crops, frames, 40], label,
+    when single utterances are shorter). Yields ``(log_mel [crops, frames, channels], label,
     available_frames)``; an identity with less speech than one crop is padded with the
     normalised zero and reports how many frames it had. Deterministic in (seed, run)."""
 

@@ -43,6 +43,7 @@ from PIL import Image
 
 from keras_sf2f import files
 from keras_sf2f.audio import io as audio_io
+from keras_sf2f.audio import voice_quality
 from keras_sf2f.audio.features import normalize_log_mel
 from keras_sf2f.data import records
 from keras_sf2f.data import procedural
@@ -93,8 +94,10 @@ class DatasetWriter:
     """Writes the records of every split and, on close, splits.json and dataset.json."""
 
     def __init__(self, output_dir: str, splits: dict, *, utterance_shards: int = 4,
-                 face_shards: int = 1, source: dict | None = None):
+                 face_shards: int = 1, source: dict | None = None,
+                 voice_quality: bool = False):
         os.makedirs(output_dir, exist_ok=True)
+        self.voice_quality = voice_quality
         self.output_dir = output_dir
         self.splits = {k: sorted(v) for k, v in splits.items()}
         self.labels = {k: {n: i for i, n in enumerate(v)} for k, v in self.splits.items()}
@@ -111,12 +114,17 @@ class DatasetWriter:
         self.frames = collections.Counter()
 
     def add_utterance(self, name: str, utterance_id: str, log_mel: np.ndarray,
-                      source_path: str = "") -> None:
+                      source_path: str = "", voice_quality: np.ndarray | None = None) -> None:
         """``source_path``: the audio file, relative to the dataset root (``source.root``),
-        for a report to play the speech; "" when there is none."""
+        for a report to play the speech; "" when there is none. ``voice_quality``: the
+        frames' voice-quality channels, required when the writer was made with
+        ``voice_quality=True``."""
+        if self.voice_quality != (voice_quality is not None):
+            raise ValueError(f"utterance {utterance_id}: voice-quality channels "
+                             f"{'missing' if self.voice_quality else 'not asked for'}")
         split = self.split_of[name]
         rec = records.Utterance(name, self.labels[split][name], utterance_id, log_mel,
-                                source_path)
+                                source_path, voice_quality)
         self._writers[split, "utterances"].write(rec.to_example())
         self.per_identity[name][0] += 1
         self.frames[split] += int(log_mel.shape[0])
@@ -150,6 +158,8 @@ class DatasetWriter:
         info = {"source": self.source, "splits": summary, "skipped": self.skips.to_json(),
                 "image_sizes": list(records.IMAGE_SIZES), "mel_bins": records.NUM_MEL_BINS,
                 "mel_normalisation": "(logfbank - 10.9915) / 3.1661",
+                "voice_quality_channels": list(voice_quality.CHANNELS)
+                if self.voice_quality else [],
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shards": shards}
         files.write_json(os.path.join(self.output_dir, records.SPLITS_FILE), self.splits)
         files.write_json(os.path.join(self.output_dir, records.DATASET_FILE), info)
@@ -200,15 +210,18 @@ def parallel_map(fn, jobs, num_workers: int, *, initializer=None, chunksize: int
 # The embedded procedural corpus.
 
 def prepare_procedural(output_dir: str, spec, *, num_workers: int = 2, min_frames: int = 100,
-                       utterance_shards: int = 4, preview: bool = True) -> dict:
-    """Generates the corpus described by ``spec`` (a ``corpus.CorpusSpec``) into records."""
+                       utterance_shards: int = 4, preview: bool = True,
+                       voice_quality_channels: bool = False) -> dict:
+    """Generates the corpus described by ``spec`` (a ``corpus.CorpusSpec``) into records;
+    ``voice_quality_channels`` also stores each utterance's voice-quality channels."""
     ranges = spec.splits()
     splits = {name: [identity_name(i) for i in split_identities(ranges, name)]
               for name in SPLIT_NAMES}
     writer = DatasetWriter(output_dir, splits, utterance_shards=utterance_shards,
                            source={"kind": "procedural", "seed": spec.seed,
                                    "spec": dataclasses.asdict(spec),
-                                   "ranges": ranges})
+                                   "ranges": ranges},
+                           voice_quality=voice_quality_channels)
     jobs = [(spec, i, records.IMAGE_SIZES) for i in spec.all_identities()]
     progress = Progress(len(jobs), "generating identities", unit="identities",
                         write=logging.info)
@@ -225,7 +238,10 @@ def prepare_procedural(output_dir: str, spec, *, num_workers: int = 2, min_frame
                     except audio_io.AudioError as e:
                         writer.skips.skip("utterance", str(e))
                         continue
-                    writer.add_utterance(name, procedural.utterance_id(name, item), mel)
+                    quality = (voice_quality.voice_quality_channels(samples).numpy()
+                               if voice_quality_channels else None)
+                    writer.add_utterance(name, procedural.utterance_id(name, item), mel,
+                                         voice_quality=quality)
                     if preview and len(previews["mels"]) < 6 and item == 0:
                         previews["mels"].append(mel)
                         previews["mel_titles"].append(
@@ -426,6 +442,7 @@ class _IdentityJob(NamedTuple):
     audio_source: str
     min_frames: int
     max_utterances: int | None
+    voice_quality: bool = False
 
 
 def _init_feature_worker() -> None:
@@ -442,8 +459,9 @@ def _read_voxceleb_identity(job: _IdentityJob):
     the face PNGs, all per-item work of the preparation, run in a worker process.
 
     Returns ``(identity, utterances, faces, skips)``: ``utterances = [(utterance id, log mel
-    float16 [frames, 40], source path)]``, ``faces = [(image id, {size: png})]``, ``skips =
-    [(kind, reason)]`` in the order met. The log mel is returned as float16, the precision
+    float16 [frames, 40], source path, voice-quality channels float16 [frames, 4] or None)]``,
+    ``faces = [(image id, {size: png})]``, ``skips = [(kind, reason)]`` in the order met.
+    The log mel is returned as float16, the precision
     the records store (``records.Utterance`` converts to float16 the same way), which halves
     what travels back and what the main process holds until it writes."""
     utterances, faces, skips = [], [], []
@@ -454,8 +472,13 @@ def _read_voxceleb_identity(job: _IdentityJob):
                 break
             utt_id = os.path.relpath(path, folder).replace(os.sep, "_")
             try:
+                quality = None
                 if job.audio_source == "wav":
-                    mel = audio_io.speech_log_mel(path, min_frames=job.min_frames)
+                    mel = audio_io.speech_log_mel(path, min_frames=job.min_frames,
+                                                  voice_quality=job.voice_quality)
+                    if job.voice_quality:
+                        mel, quality = mel[:, :records.NUM_MEL_BINS], \
+                            mel[:, records.NUM_MEL_BINS:].astype(np.float16)
                 else:
                     mel = normalize_log_mel(load_reference_mel(path)).astype(np.float32)
                     if mel.shape[0] < job.min_frames:
@@ -471,7 +494,7 @@ def _read_voxceleb_identity(job: _IdentityJob):
             source_path = (os.path.relpath(path, job.root).replace(os.sep, "/")
                            if job.audio_source == "wav" else "")
             utterances.append((utt_id, np.asarray(mel, np.float32).astype(np.float16),
-                               source_path))
+                               source_path, quality))
     for path in _files(job.face_folder, IMAGE_EXTENSIONS):
         try:
             with Image.open(path) as im:
@@ -485,13 +508,15 @@ def _read_voxceleb_identity(job: _IdentityJob):
 
 
 def _read_identities(plan: _VoxCelebPlan, identities: list, *, min_frames: int,
-                     max_utterances: int | None, num_workers: int) -> dict:
+                     max_utterances: int | None, num_workers: int,
+                     voice_quality: bool = False) -> dict:
     """identity -> (utterances, faces, skips) of ``_read_voxceleb_identity``, every identity
     read in ``num_workers`` processes. Everything is held in memory until the records are
     written, so that identities left without a usable utterance or face can be dropped
     before labels are assigned: about 60 KB per 8 s utterance (float16 log mel)."""
     jobs = [_IdentityJob(n, tuple(plan.speakers[n]), plan.face_folder(n), plan.root,
-                         plan.audio_source, min_frames, max_utterances) for n in identities]
+                         plan.audio_source, min_frames, max_utterances, voice_quality)
+            for n in identities]
     progress = Progress(len(jobs), "reading identities", unit="identities",
                         write=logging.info)
     read, utterances = {}, 0
@@ -538,8 +563,8 @@ def _write_identities(writer: "DatasetWriter", skips: "SkipLog", final: dict, re
         for names in final.values():
             for n in names:
                 utterances, faces, _ = read[n]
-                for utt_id, mel, source_path in utterances:
-                    writer.add_utterance(n, utt_id, mel, source_path)
+                for utt_id, mel, source_path, quality in utterances:
+                    writer.add_utterance(n, utt_id, mel, source_path, quality)
                 for image_id, pngs in faces:
                     writer.add_face(n, image_id, pngs)
     except BaseException:
@@ -552,7 +577,8 @@ def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
                      face_type: str = "masked", min_frames: int = 100,
                      utterance_shards: int = 16, face_shards: int = 4,
                      max_utterances_per_identity: int | None = None, num_workers: int = 1,
-                     shard_index: int | None = None, num_shards: int | None = None) -> dict:
+                     shard_index: int | None = None, num_shards: int | None = None,
+                     voice_quality_channels: bool = False) -> dict:
     """Prepares a VoxCeleb + HQ-VoxCeleb tree laid out as the reference code reads it.
 
     ``root`` holds the meta CSVs ``vox1/vox1_meta.csv`` and ``vox2/full_vox2_meta.csv`` and
@@ -570,16 +596,20 @@ def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
     :func:`merge_voxceleb_shards` makes the prepared directory once all shards are done
     (see "Preparing VoxCeleb at scale" in BUILD_NOTES.md).
     """
+    if voice_quality_channels and audio_source != "wav":
+        raise ValueError("voice-quality channels need the waveforms: the reference's mel "
+                         "pickles hold only log-mels (use --audio_source=wav)")
     plan = _voxceleb_plan(root, audio_source, face_type)
     options = {"audio_source": audio_source, "face_type": face_type, "min_frames": min_frames,
                "utterance_shards": utterance_shards, "face_shards": face_shards,
-               "max_utterances_per_identity": max_utterances_per_identity}
+               "max_utterances_per_identity": max_utterances_per_identity,
+               "voice_quality_channels": voice_quality_channels}
     if shard_index is not None or num_shards is not None:
         return _prepare_voxceleb_shard(plan, output_dir, options, shard_index, num_shards,
                                        num_workers)
     read = _read_identities(plan, plan.order, min_frames=min_frames,
                             max_utterances=max_utterances_per_identity,
-                            num_workers=num_workers)
+                            num_workers=num_workers, voice_quality=voice_quality_channels)
     skips = SkipLog()
     for n in plan.order:
         for kind, reason in read[n][2]:
@@ -588,7 +618,8 @@ def prepare_voxceleb(root: str, output_dir: str, *, audio_source: str = "wav",
     for _, reason in drops:
         skips.skip("identity", reason)
     writer = DatasetWriter(output_dir, final, utterance_shards=utterance_shards,
-                           face_shards=face_shards, source=plan.source())
+                           face_shards=face_shards, source=plan.source(),
+                           voice_quality=voice_quality_channels)
     info = _write_identities(writer, skips, final, read)
     _write_identity_attributes(output_dir, [n for v in final.values() for n in v], plan.genders)
     return info
@@ -657,7 +688,8 @@ def _prepare_voxceleb_shard(plan: _VoxCelebPlan, output_dir: str, options: dict,
                  len(plan.order))
     read = _read_identities(plan, mine, min_frames=options["min_frames"],
                             max_utterances=options["max_utterances_per_identity"],
-                            num_workers=num_workers)
+                            num_workers=num_workers,
+                            voice_quality=options["voice_quality_channels"])
     skips = SkipLog()
     first_reasons = []  # [global position of the identity, reason]: the merge orders by it
     for n in mine:
@@ -674,7 +706,8 @@ def _prepare_voxceleb_shard(plan: _VoxCelebPlan, output_dir: str, options: dict,
     # One file per split and kind: it holds the identities in the global order, which lets
     # the merge interleave the shards' files in a single streaming pass.
     writer = DatasetWriter(directory, final, utterance_shards=1, face_shards=1,
-                           source={**plan.source(), "shard": [shard_index, num_shards]})
+                           source={**plan.source(), "shard": [shard_index, num_shards]},
+                           voice_quality=options["voice_quality_channels"])
     info = _write_identities(writer, skips, final, read)
     kept = [n for v in final.values() for n in v]
     manifest = {
@@ -836,8 +869,11 @@ def merge_voxceleb_shards(output_dir: str, *, num_shards: int | None = None,
     skips.examples = [reason for _, reason in reasons + dropped][:SKIP_EXAMPLES]
 
     options = first["options"]
+    # Shards made before the option existed have no voice-quality channels.
+    quality = bool(options.get("voice_quality_channels", False))
     writer = DatasetWriter(output_dir, final, utterance_shards=options["utterance_shards"],
-                           face_shards=options["face_shards"], source=first["source"])
+                           face_shards=options["face_shards"], source=first["source"],
+                           voice_quality=quality)
     writer.skips = skips
     directories = [shard_dir(output_dir, m["shard_index"], num_shards) for m in manifests]
     progress = Progress(sum(e["records"] for m in manifests for e in m["records"].values()),
@@ -855,9 +891,11 @@ def merge_voxceleb_shards(output_dir: str, *, num_shards: int | None = None,
                         mel = np.frombuffer(f["log_mel"].bytes_list.value[0], "<f2")
                         source = (f["source_path"].bytes_list.value[0].decode()
                                   if "source_path" in f else "")
+                        channels = (np.frombuffer(f["voice_quality"].bytes_list.value[0], "<f2")
+                                    .reshape(-1, records.NUM_VOICE_QUALITY) if quality else None)
                         writer.add_utterance(
                             identity, f["utterance_id"].bytes_list.value[0].decode(),
-                            mel.reshape(-1, records.NUM_MEL_BINS), source)
+                            mel.reshape(-1, records.NUM_MEL_BINS), source, channels)
                     else:
                         writer.add_face(identity, f["image_id"].bytes_list.value[0].decode(),
                                         {s: f[f"png_{s}"].bytes_list.value[0]

@@ -17,7 +17,11 @@ normalised features, and halves the size). Optional ``source_path``: the audio f
 utterance was read from, relative to the dataset root recorded in ``dataset.json``
 (``source.root``), so that a report can play the speech (VoxCeleb from raw audio); absent in
 data prepared before it existed and for sources without audio files (mel pickles, the
-procedural corpus, which is regenerated from its seed instead): read as ``""``.
+procedural corpus, which is regenerated from its seed instead): read as ``""``. Optional
+``voice_quality``: the standardised voice-quality channels of the same frames
+(``keras_sf2f.audio.voice_quality``), float16 little-endian ``[num_frames, 4]``, present when
+the data was prepared with ``--voice_quality_channels`` (``dataset.json`` lists the channels
+under ``voice_quality_channels``); read as ``[0, 4]`` when absent.
 
 Face example: ``identity``, ``label``, ``image_id`` and one PNG per stored resolution,
 ``png_64`` and ``png_128`` (RGB, uint8, already aligned). Both resolutions are resized from
@@ -45,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sf2f import files
+from keras_sf2f.audio.voice_quality import NUM_CHANNELS as NUM_VOICE_QUALITY
 
 NUM_MEL_BINS = 40
 IMAGE_SIZES = (64, 128)
@@ -75,6 +80,7 @@ class Utterance:
     utterance_id: str
     log_mel: np.ndarray  # [frames, 40], normalised
     source_path: str = ""  # audio file relative to the dataset root; "" = none recorded
+    voice_quality: np.ndarray | None = None  # [frames, 4], standardised; None = not prepared
 
     def to_example(self) -> bytes:
         mel = np.asarray(self.log_mel, dtype="<f2")
@@ -89,6 +95,12 @@ class Utterance:
         }
         if self.source_path:
             feature["source_path"] = _bytes(self.source_path.encode())
+        if self.voice_quality is not None:
+            quality = np.asarray(self.voice_quality, dtype="<f2")
+            if quality.shape != (mel.shape[0], NUM_VOICE_QUALITY):
+                raise ValueError(f"voice_quality must be [{mel.shape[0]}, {NUM_VOICE_QUALITY}] "
+                                 f"(one row per log-mel frame), got {quality.shape}")
+            feature["voice_quality"] = _bytes(quality.tobytes())
         return _serialize(feature)
 
 
@@ -121,6 +133,8 @@ UTTERANCE_FEATURES = {
     "log_mel": tf.io.FixedLenFeature([], tf.string),
     # Optional (older data and sources without audio files): "" when absent.
     "source_path": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    # Optional (data prepared without --voice_quality_channels): "" when absent.
+    "voice_quality": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
 
 FACE_FEATURES = {
@@ -132,10 +146,12 @@ FACE_FEATURES = {
 
 
 def parse_utterance(serialized: tf.Tensor) -> dict:
-    """Parses one utterance example; ``log_mel`` comes back as float32 [frames, 40]."""
+    """Parses one utterance example; ``log_mel`` comes back as float32 [frames, 40],
+    ``voice_quality`` as float32 [frames, 4] ([0, 4] when the record has none)."""
     ex = tf.io.parse_single_example(serialized, UTTERANCE_FEATURES)
-    mel = tf.io.decode_raw(ex["log_mel"], tf.float16, little_endian=True)
-    ex["log_mel"] = tf.reshape(tf.cast(mel, tf.float32), [-1, NUM_MEL_BINS])
+    for key, channels in (("log_mel", NUM_MEL_BINS), ("voice_quality", NUM_VOICE_QUALITY)):
+        values = tf.io.decode_raw(ex[key], tf.float16, little_endian=True)
+        ex[key] = tf.reshape(tf.cast(values, tf.float32), [-1, channels])
     return ex
 
 

@@ -5,7 +5,9 @@ identity per item, every identity once per epoch) and cuts up to 20 windows from
 identity's utterances for the fuser. Both need random access by identity, which TFRecord
 streams do not give. So the pipelines load a split once into flat tensors:
 
-* all utterances' normalised log-mel frames, concatenated: ``frames`` float16 [F, 40];
+* all utterances' normalised log-mel frames, concatenated: ``frames`` float16 [F, 40], or
+  [F, 44] with the four voice-quality channels after the 40 log-mels when asked for
+  (``voice_quality=True``, for a model with ``--voice_quality_channels``);
 * per utterance its first frame and length, utterances grouped by identity, sorted by
   utterance id inside an identity (the order the reference's evaluator uses);
 * all face PNGs per stored resolution, grouped by identity the same way.
@@ -36,7 +38,7 @@ class DataError(ValueError):
 class SplitTable:
     split: str
     names: list            # identity names; the label of names[i] is i
-    frames: tf.Variable    # float16 [total_frames, 40]
+    frames: tf.Variable    # float16 [total_frames, channels]: 40 log-mels (+ 4 voice quality)
     utt_start: tf.Tensor   # int64 [num_utterances] first frame of each utterance
     utt_length: tf.Tensor  # int64 [num_utterances]
     id_utt_first: tf.Tensor   # int64 [num_identities] first utterance of each identity
@@ -49,6 +51,11 @@ class SplitTable:
     # Per utterance (same order as utterance_ids): its audio file relative to the dataset
     # root when preparation recorded one (records.Utterance.source_path), else "".
     utterance_sources: list = dataclasses.field(default_factory=list)
+
+    @property
+    def channels(self) -> int:
+        """Feature channels per frame: 40 log-mels, 44 with the voice-quality channels."""
+        return int(self.frames.shape[1])
 
     @property
     def num_identities(self) -> int:
@@ -73,18 +80,21 @@ def _group(labels: np.ndarray, keys: list, num_identities: int):
 
 
 def load_split(data_dir: str, split: str, *, require_utterances: bool = True,
-               require_faces: bool = True) -> SplitTable:
+               require_faces: bool = True, voice_quality: bool = False) -> SplitTable:
     """Reads one split of a prepared data directory into a SplitTable.
 
-    Raises DataError naming the file and the record when a shard cannot be read."""
+    ``voice_quality``: append the records' voice-quality channels to the log-mels (a model
+    with ``--voice_quality_channels``); without it they are left out, so such data also
+    serves a log-mel model. Raises DataError naming the file and the record when a shard
+    cannot be read, and when voice quality is asked of data prepared without it."""
     try:
-        return _load_split(data_dir, split, require_utterances, require_faces)
+        return _load_split(data_dir, split, require_utterances, require_faces, voice_quality)
     except records.CorruptShardError as e:
         raise DataError(str(e)) from None
 
 
 def _load_split(data_dir: str, split: str, require_utterances: bool,
-                require_faces: bool) -> SplitTable:
+                require_faces: bool, voice_quality: bool) -> SplitTable:
     splits = records.read_json(os.path.join(data_dir, records.SPLITS_FILE))
     if split not in splits:
         raise DataError(f"{data_dir}: no split named {split!r} (have: {sorted(splits)})")
@@ -101,7 +111,16 @@ def _load_split(data_dir: str, split: str, require_utterances: bool,
     for ex in records.read_examples(utt_paths, records.parse_utterance, expected):
         labels.append(int(ex["label"]))
         keys.append(ex["utterance_id"].decode())
-        mels.append(ex["log_mel"].astype(np.float16))
+        mel = ex["log_mel"].astype(np.float16)
+        if voice_quality:
+            quality = ex["voice_quality"]
+            if quality.shape[0] != mel.shape[0]:
+                raise DataError(
+                    f"{data_dir}: utterance {keys[-1]} of split {split!r} has no voice-quality "
+                    f"channels: the model wants them (--voice_quality_channels); prepare the "
+                    f"data again with --voice_quality_channels")
+            mel = np.concatenate([mel, quality.astype(np.float16)], axis=1)
+        mels.append(mel)
         sources.append(ex["source_path"].decode())
     labels = np.asarray(labels, np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= n):
@@ -110,7 +129,8 @@ def _load_split(data_dir: str, split: str, require_utterances: bool,
     lengths = np.asarray([mels[i].shape[0] for i in order], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     frames = (np.concatenate([mels[i] for i in order]) if order
-              else np.zeros([0, records.NUM_MEL_BINS], np.float16))
+              else np.zeros([0, records.NUM_MEL_BINS + voice_quality * records.NUM_VOICE_QUALITY],
+                            np.float16))
 
     face_paths = records.shard_paths(data_dir, split, "faces")
     flabels, fkeys, pngs = [], [], {s: [] for s in records.IMAGE_SIZES}

@@ -66,7 +66,7 @@ from PIL import Image, ImageDraw
 
 from keras_sf2f import files
 from keras_sf2f import runs as run_files  # "runs" names the crop runs in this module
-from keras_sf2f.data import pipelines, table
+from keras_sf2f.data import pipelines, records, table
 from keras_sf2f.evaluation import attribute_reader, diversity, face_report, metrics, oracle
 from keras_sf2f.evaluation import results_page as page
 from keras_sf2f.evaluation import summaries as summary_tags
@@ -111,6 +111,9 @@ class EvaluationConfig:
     # validation identities), shown on the results page. Costs one embedding of the training
     # split per model; data without a training split only gets a note.
     typicality: bool = True
+    # The records' voice-quality channels after the log-mels, for models trained with
+    # --voice_quality_channels (a log-mel model evaluated beside one reads the first 40).
+    voice_quality: bool = False
 
     def effective_recall_ks(self) -> tuple:
         if self.galleries == "reference" and tuple(self.recall_ks) == (1, 5, 10):
@@ -128,14 +131,16 @@ def _windows(mels: tf.Tensor):
 class FaceGenerator:
     """Batched, traced generation of faces from log-mels: the largest output image, or every
     resolution the generator draws (``all_resolutions=True``, lowest first) from the same
-    forward pass."""
+    forward pass. The features may carry more channels than the generator takes (data with
+    voice-quality channels for a log-mel model): it gets its first ``input_channels``."""
 
     def __init__(self, generator, batch_size: int):
         self.generator = generator
         self.batch_size = batch_size
         self.has_fuser = getattr(generator, "fuser", None) is not None
 
-        bins = pipelines.NUM_MEL_BINS
+        encoder = getattr(generator, "encoder", None)
+        bins = self.channels = int(getattr(encoder, "input_channels", records.NUM_MEL_BINS))
 
         # One trace per input kind, whatever the batch size and length.
         @tf.function(input_signature=[tf.TensorSpec([None, None, bins], tf.float32)])
@@ -158,7 +163,16 @@ class FaceGenerator:
                           for k in range(len(batches[0]))]
         return per_resolution if all_resolutions else per_resolution[-1]
 
+    def _check(self, features: np.ndarray) -> None:
+        if features.shape[-1] < self.channels:
+            raise ValueError(
+                f"the model takes {self.channels} feature channels per frame, the data has "
+                f"{features.shape[-1]}: a model trained with --voice_quality_channels needs "
+                f"them in the data and the evaluation (EvaluationConfig.voice_quality)")
+
     def from_crops(self, crops: np.ndarray, all_resolutions: bool = False):
+        self._check(crops)
+        crops = crops[..., :self.channels]
         out = []
         for i in range(0, len(crops), self.batch_size):
             mels = tf.constant(crops[i:i + self.batch_size])
@@ -171,6 +185,8 @@ class FaceGenerator:
 
     def from_windows(self, segments: np.ndarray, mask: np.ndarray,
                      all_resolutions: bool = False):
+        self._check(segments)
+        segments = segments[..., :self.channels]
         out = []
         for i in range(0, len(segments), self.batch_size):
             segs = tf.constant(segments[i:i + self.batch_size])
@@ -217,7 +233,8 @@ class Evaluator:
         self.image_size = image_size
         if config.galleries not in (None, "reference"):
             raise ValueError(f"galleries must be None or 'reference', got {config.galleries!r}")
-        self.split = table.load_split(config.data_dir, config.split)
+        self.split = table.load_split(config.data_dir, config.split,
+                                      voice_quality=config.voice_quality)
         self.centroids = classifier_centroids or {}
         n = self.split.num_identities
         if config.galleries == "reference":
@@ -433,7 +450,8 @@ class Evaluator:
                         pipelines.identity_windows(self.split, tf.constant(i, tf.int64),
                                                    max_windows=capacity)
                         for i in range(start, stop))])
-                segs, masks = np.stack(segs), np.stack(masks)
+                # A log-mel model beside a voice-quality one reads the first channels.
+                segs, masks = np.stack(segs)[..., :module.num_mel_bins], np.stack(masks)
                 has = masks.any(axis=1)
                 if has.any():
                     embedding = module.embed(tf.constant(segs[has]), tf.constant(masks[has]))

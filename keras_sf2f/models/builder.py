@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Mapping, NamedTuple
 import numpy as np
 
 from keras_sf2f.config import options
+from keras_sf2f.config.groups import VOICE_QUALITY_CHANNELS
 from keras_sf2f.config.options import option
 
 # Output resolutions (px, lowest first) of each decoder choice.
@@ -56,6 +57,7 @@ class ModelConfig:
         512, "Size of the unit-norm voice embedding (the decoder's input).")
     num_mel_bins: int = option(
         40, "Log-mel channels per frame fed to the encoder (the reference's 40-band logfbank).")
+    voice_quality_channels: bool = VOICE_QUALITY_CHANNELS.field()
     encoder_add_noise: bool = option(
         False, "Add stddev * N(0, 1) to the embedding and re-normalise (voice2face baseline).")
     encoder_noise_stddev: float = option(
@@ -132,6 +134,13 @@ class ModelConfig:
     def check_parsed(self) -> None:
         """Run on a tool's model flags once they are parsed (keras_sf2f/flags.py)."""
         self.validate()
+
+    @property
+    def input_channels(self) -> int:
+        """Feature channels per frame the voice encoder takes: the log-mels, then the four
+        voice-quality channels when ``voice_quality_channels``."""
+        from keras_sf2f.audio.voice_quality import NUM_CHANNELS  # noqa: PLC0415 - loads TF
+        return self.num_mel_bins + (NUM_CHANNELS if self.voice_quality_channels else 0)
 
     @property
     def output_resolutions(self) -> tuple[int, ...]:
@@ -260,7 +269,8 @@ def build_generator(config: ModelConfig, seed: int | None = None):
              if config.fuser == "attention" else None)
     encoder = VoiceEncoder(
         mode=config.encoder, channels=config.encoder_channels,
-        embedding_dim=config.embedding_dim, input_channels=config.num_mel_bins,
+        embedding_dim=config.embedding_dim, input_channels=config.input_channels,
+        voice_quality_channels=config.input_channels - config.num_mel_bins,
         add_noise=config.encoder_add_noise, noise_stddev=config.encoder_noise_stddev,
         noise_at_inference=config.encoder_noise_at_inference, fuser=fuser,
         name="voice_encoder")
@@ -272,7 +282,7 @@ def build_generator(config: ModelConfig, seed: int | None = None):
         decoder = DeconvFaceDecoder(config.embedding_dim, config.deconv_decoder_channels,
                                     name="face_decoder")
     generator = VoiceToFaceGenerator(encoder, decoder, name="generator")
-    generator.build((None, None, config.num_mel_bins))
+    generator.build((None, None, config.input_channels))
     return generator
 
 
@@ -357,8 +367,8 @@ def describe(models: Sf2fModels, config: ModelConfig) -> str:
     """Human-readable summary: per-module parameter counts and input/output shapes."""
     counts = count_parameters(models)
     generator = models.generator
-    mel_shape = (None, "frames", config.num_mel_bins)
-    segment_shape = (None, "segments", "frames", config.num_mel_bins)
+    mel_shape = (None, "frames", config.input_channels)
+    segment_shape = (None, "segments", "frames", config.input_channels)
     embedding_shape = (None, config.embedding_dim)
     image_shapes = [(None, size, size, 3) for size in generator.output_resolutions]
     rows = [

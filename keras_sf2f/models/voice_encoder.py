@@ -43,7 +43,7 @@ class VoiceEncoder(keras.Model):
                  embedding_dim: int = 512, input_channels: int = 40, add_noise: bool = False,
                  noise_stddev: float = 0.05, noise_at_inference: bool = True,
                  fuser: AttentionFuser | dict | None = None, seed: int | None = None,
-                 **kwargs):
+                 voice_quality_channels: int = 0, **kwargs):
         super().__init__(**kwargs)
         if mode not in ENCODER_MODES:
             raise ValueError(f"encoder mode must be one of {ENCODER_MODES}, got {mode!r}")
@@ -57,6 +57,12 @@ class VoiceEncoder(keras.Model):
         self.channels = channels
         self.embedding_dim = int(embedding_dim)
         self.input_channels = int(input_channels)
+        # How many of the last input channels are voice-quality channels (after the log-mels):
+        # the encoder treats all channels alike; this says what a served graph must compute.
+        self.voice_quality_channels = int(voice_quality_channels)
+        if not 0 <= self.voice_quality_channels < self.input_channels:
+            raise ValueError(f"voice_quality_channels must be in [0, input_channels), got "
+                             f"{voice_quality_channels} of {input_channels}")
         self.add_noise = bool(add_noise)
         self.noise_stddev = float(noise_stddev)
         self.noise_at_inference = bool(noise_at_inference)
@@ -149,5 +155,5 @@ class VoiceEncoder(keras.Model):
             noise_stddev=self.noise_stddev, noise_at_inference=self.noise_at_inference,
             fuser=(None if self.fuser is None
                    else keras.saving.serialize_keras_object(self.fuser)),
-            seed=self.seed)
+            seed=self.seed, voice_quality_channels=self.voice_quality_channels)
         return config

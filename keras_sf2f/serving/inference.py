@@ -79,7 +79,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_sf2f.audio import features
+from keras_sf2f.audio import features, voice_quality
 from keras_sf2f.audio.vad import energy_gate
 from keras_sf2f.data.pipelines import MAX_WINDOWS, WINDOW_FRAMES
 from keras_sf2f.image_ranges import normalized_to_unit, unit_to_uint8
@@ -229,7 +229,11 @@ class FaceFromVoice:
         self.config = (config or ServingConfig()).validate()
         self.generator = generator
         self.encoder = generator.encoder
+        # Feature channels per frame the encoder takes: the log-mel bands, then (a model
+        # trained with --voice_quality_channels) the voice-quality channels.
         self.num_mel_bins = int(self.encoder.input_channels)
+        self.voice_quality_channels = int(getattr(self.encoder, "voice_quality_channels", 0))
+        self.log_mel_bands = self.num_mel_bins - self.voice_quality_channels
         self.image_size = int(generator.output_resolutions[-1])
         self.embedding_dim = int(self.encoder.embedding_dim)
         self.has_fuser = self.encoder.fuser is not None
@@ -338,8 +342,14 @@ class FaceFromVoice:
         # Only the samples of the windows used are turned into features.
         needed = (cfg.window_capacity * cfg.window_frames - 1) * step + length
         with tf.control_dependencies([short]):
-            feats = features.log_mel_filterbank(speech[:needed], _RATE, self.num_mel_bins)
+            feats = features.log_mel_filterbank(speech[:needed], _RATE, self.log_mel_bands)
         feats = features.normalize_log_mel(feats)
+        if self.voice_quality_channels:
+            # Their windows reach LOOKAHEAD samples past a log-mel frame's end: the speech
+            # after `needed`, as the records' channels were computed on whole utterances.
+            quality = voice_quality.voice_quality_channels(
+                speech[:needed + voice_quality.LOOKAHEAD])[:tf.shape(feats)[0]]
+            feats = tf.concat([feats, quality], axis=1)
         frames = tf.shape(feats)[0]
         count = tf.minimum(frames // cfg.window_frames, cfg.window_capacity)
         used = feats[:count * cfg.window_frames]
@@ -585,8 +595,12 @@ class FaceFromVoice:
                                   "ops), NOT the webrtcvad collector of the offline data "
                                   "preparation",
                 "features": "log mel filterbank, python_speech_features logfbank semantics, "
-                            f"{self.num_mel_bins} bands, normalised (x - {features.MEL_MEAN}) / "
-                            f"{features.MEL_STD}",
+                            f"{self.log_mel_bands} bands, normalised (x - {features.MEL_MEAN}) / "
+                            f"{features.MEL_STD}"
+                            + (f"; then the {self.voice_quality_channels} voice-quality "
+                               f"channels of keras_sf2f.audio.voice_quality ("
+                               f"{', '.join(voice_quality.CHANNELS)})"
+                               if self.voice_quality_channels else ""),
                 "windows": f"{cfg.window_frames} frames, stride {cfg.window_frames}, from the "
                            f"start of the speech, at most "
                            f"{cfg.max_windows or 'all'} (capacity {cfg.window_capacity})",
@@ -645,12 +659,18 @@ def waveform_to_face_function(generator, sample_rate: int = _RATE,
     length, step = features.frame_geometry(rate)
     frames = WINDOW_FRAMES
     num_mel_bins = int(generator.encoder.input_channels)
+    quality = int(getattr(generator.encoder, "voice_quality_channels", 0))
+    if quality and rate != voice_quality.SAMPLE_RATE:
+        raise ValueError(f"voice-quality channels are computed at "
+                         f"{voice_quality.SAMPLE_RATE} Hz, got a {rate} Hz waveform")
     log_mel = features.log_mel_filterbank_compilable if jit_compile else \
         features.log_mel_filterbank
 
     def windows_to_face(samples):
         """Samples of exactly ``count`` whole windows -> (image, embedding)."""
-        mel = features.normalize_log_mel(log_mel(samples, rate, num_mel_bins))
+        mel = features.normalize_log_mel(log_mel(samples, rate, num_mel_bins - quality))
+        if quality:
+            mel = tf.concat([mel, voice_quality.voice_quality_channels(samples)], axis=1)
         windows = tf.reshape(mel, [1, -1, frames, num_mel_bins])
         images, embedding = generator(windows, training=False)
         return images[-1], embedding

@@ -181,7 +181,8 @@ def typicality_reference(generator, data_dir: str,
     module = FaceFromVoice(generator, serving_config)
     capacity = module.config.window_capacity
     try:
-        train = load_split(data_dir, "train", require_utterances=False, require_faces=False)
+        train = load_split(data_dir, "train", require_utterances=False, require_faces=False,
+                           voice_quality=module.voice_quality_channels > 0)
     except (DataError, OSError, ValueError) as e:
         raise ExportError(f"voice typicality: cannot read the training split of {data_dir}: "
                           f"{e}") from None
@@ -202,7 +203,8 @@ def typicality_reference(generator, data_dir: str,
         distances.append(own)
     val_note = ""
     try:
-        val = load_split(data_dir, val_split, require_utterances=False, require_faces=False)
+        val = load_split(data_dir, val_split, require_utterances=False, require_faces=False,
+                         voice_quality=module.voice_quality_channels > 0)
     except DataError as e:
         val = None
         val_note = str(e)

@@ -406,7 +406,8 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
     # to start from have loaded: a mistyped path must not leave a run directory behind, nor
     # overwrite the flags of the run being resumed.
 
-    train_table = load_split(config.data_dir, "train")
+    quality = config.model.voice_quality_channels
+    train_table = load_split(config.data_dir, "train", voice_quality=quality)
     if config.model.identity_classifier_arch_64 or config.model.identity_classifier_arch_128:
         if config.model.num_train_identities != train_table.num_identities:
             raise DataError(
@@ -414,7 +415,8 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
                 f"identities but the identity classifiers are "
                 f"{config.model.num_train_identities} wide: set "
                 f"--num_train_identities={train_table.num_identities}")
-    val_table = load_split(config.data_dir, config.val_split) if config.eval_every_steps else None
+    val_table = (load_split(config.data_dir, config.val_split, voice_quality=quality)
+                 if config.eval_every_steps else None)
 
     keras.utils.set_random_seed(config.seed)
     if face_network is None and config.face_network:

@@ -338,7 +338,7 @@ class GanTrainer:
         self._local_step = (tf.function(self._local_gradients, jit_compile=True,
                                         autograph=False)
                             if config.jit_compile else self._local_gradients)
-        mel_bins = config.model.num_mel_bins
+        mel_bins = config.model.input_channels
         self.generate = tf.function(self._generate, input_signature=[
             tf.TensorSpec([None, None, None, mel_bins], tf.float32),
             tf.TensorSpec([None, None], tf.bool)])
