@@ -426,6 +426,7 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path, decoder_steps):
     assert changes("baseline_encoder") == {"model.encoder": "cnn"}
     assert changes("low_quality_faces") == {"data_dir": plan.wild_data_dir}
     assert changes("generator_ema") == {"generator_ema_decay": 0.99}
+    assert changes("voice_quality") == {"model.voice_quality_channels": True}
     without_decoder = int(demo["train_steps"]) - int(demo["decoder_pretrain_steps"])
     assert changes("no_decoder_pretrain") == {"decoder_pretrain_steps": 0,
                                               "train_steps": without_decoder,
@@ -486,6 +487,45 @@ def test_evaluate_entry_point_with_baseline_and_reference_galleries(ablation_run
 
 
 # -- pure helpers -------------------------------------------------------------------------------
+
+def test_voice_quality_row_gets_data_with_the_channels(tmp_path):
+    """Data prepared for the voice-quality row carries the channels; given data without them
+    leaves that row out with the reason, and the other rows run."""
+    from keras_sf2f.evaluation.ablations import inputs
+
+    face_net = tmp_path / "face_net"
+    face_net.mkdir()
+    (face_net / "face_identity.json").write_text("{}")
+    chosen = catalog.select(catalog.variants(128, "demo"), ["sf2f", "voice_quality"])
+    calls = []
+
+    def run_tool(script, args, log_path, what):
+        calls.append((script, args))
+        os.makedirs(args[1].split("=", 1)[1])
+        with open(os.path.join(args[1].split("=", 1)[1], "dataset.json"), "w") as f:
+            json.dump({"voice_quality_channels": ["harmonicity"] if "--voice_quality_channels"
+                       in args else []}, f)
+
+    def plan(data):
+        return ablations.Plan(output_dir=str(tmp_path / "out"), data_dir=str(data),
+                              face_network=str(face_net),
+                              base_config=os.path.join(REPO_ROOT, "configs", "demo.cfg"),
+                              fuser_config=os.path.join(REPO_ROOT, "configs", "demo_fuser.cfg"),
+                              voice2face_config=os.path.join(REPO_ROOT, "configs",
+                                                             "demo_voice2face.cfg"),
+                              recipe="demo")
+    failed = inputs.ensure_inputs(plan(tmp_path / "fresh"), chosen, run_tool, print)
+    assert failed == {} and calls[0][0] == "trainers/prepare_data.py"
+    assert "--voice_quality_channels" in calls[0][1]
+    assert inputs.has_voice_quality(str(tmp_path / "fresh"))
+    # Without the row the data is prepared as before.
+    inputs.ensure_inputs(plan(tmp_path / "plain"), chosen[:1], run_tool, print)
+    assert "--voice_quality_channels" not in calls[1][1]
+    failed = inputs.ensure_inputs(plan(tmp_path / "plain"), chosen, run_tool, print)
+    assert list(failed) == ["voice_quality"] and "--voice_quality_channels" in failed[
+        "voice_quality"]
+    assert len(calls) == 2  # existing data is not prepared again
+
 
 def test_selection_adds_what_a_variant_starts_from():
     all_variants = ablations.variants(128)

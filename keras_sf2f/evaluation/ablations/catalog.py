@@ -27,6 +27,7 @@ REFERENCE_LOSS_FLAGS = ("--l1_weight=10", "--gan_weight=1", "--ac_weight=0.05",
 
 
 RECIPES = ("reference", "demo")
+VOICE_QUALITY_FLAG = "--voice_quality_channels"
 
 # What the paper says about a row, as checked by orderings.py: removing or replacing a part
 # makes the model worse (full SF2F above the row), or adding a paper term to a base that lacks
@@ -60,6 +61,11 @@ class Variant:
     # Decoder pre-training steps (--decoder_pretrain_steps) in the same units, run first.
     decoder_pretrain_factor: int = 0
     claim: str | None = None  # BASE_ABOVE, ROW_ABOVE or None (see above)
+
+    @property
+    def voice_quality(self) -> bool:
+        """Trains on the data's voice-quality channels: the data must have them."""
+        return VOICE_QUALITY_FLAG in self.overrides
 
     def change_text(self) -> str:
         """What the row changes from its flagfile, for the tables' list of runs."""
@@ -163,6 +169,8 @@ def _demo_variants(deconv: tuple) -> list:
         row("with_gan", "+ L_G (GAN, weight 1)", ("2",), ("--gan_weight=1",), claim=ROW_ABOVE),
         row("generator_ema", "+ generator moving average (0.99)", ("2",),
             ("--generator_ema_decay=0.99",)),
+        row("voice_quality", "+ voice-quality channels (44 features per frame)", ("2",),
+            (VOICE_QUALITY_FLAG,)),
     ]
 
 

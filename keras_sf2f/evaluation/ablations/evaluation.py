@@ -9,6 +9,7 @@ import os
 import time
 from typing import Callable
 
+from keras_sf2f.evaluation.ablations import inputs
 from keras_sf2f.evaluation.ablations.catalog import AblationError, Variant
 from keras_sf2f.evaluation.ablations.plan import Plan, read_flagfile
 
@@ -33,6 +34,9 @@ class VariantEvaluation:
             from keras_sf2f.evaluation import evaluate as ev  # noqa: PLC0415
             p = self.plan
             config = p.evaluation_config()
+            # Data with the channels: the voice-quality row reads all 44, the others the
+            # first 40 (evaluate.FaceGenerator).
+            config.voice_quality = inputs.has_voice_quality(p.data_dir)
             embedders, notes = ev.make_embedders(p.face_network, p.eval_dlib)
             image_size = int(read_flagfile(p.base_config).get("image_size", 64))
             centroids, note = ev.classifier_centroids(p.data_dir, embedders[0], image_size)

@@ -9,7 +9,7 @@ import json
 import os
 from typing import Callable
 
-from keras_sf2f.evaluation.ablations.catalog import AblationError
+from keras_sf2f.evaluation.ablations.catalog import VOICE_QUALITY_FLAG, AblationError
 from keras_sf2f.evaluation.ablations.plan import Plan
 
 
@@ -50,13 +50,18 @@ def wild_prepare_args(dataset_info: dict, config: str, wild_dir: str) -> list:
 def ensure_inputs(plan: Plan, chosen: list, run_tool: Callable, stamp: Callable) -> dict:
     """Prepares the data and trains the face-identity network when missing, and the
     in-the-wild data when a chosen variant trains on it; ``run_tool(script, args, log_path,
-    what)`` runs a tool. Returns ``{variant name: why}`` of the variants that cannot run
-    because their in-the-wild data cannot be prepared."""
+    what)`` runs a tool; the data gets the voice-quality channels when it is prepared here for
+    a row that trains on them. Returns ``{variant name: why}`` of the variants that cannot
+    run: their in-the-wild data cannot be prepared, or the given data has no voice-quality
+    channels."""
     p = plan
     logs = os.path.join(p.output_dir, "logs")
+    quality = any(v.voice_quality for v in chosen)
     if not os.path.isfile(os.path.join(p.data_dir, "dataset.json")):
+        # The records keep the log-mels as they are; the other rows read only those.
         run_tool("trainers/prepare_data.py",
-                 [f"--flagfile={p.base_config}", f"--data_dir={p.data_dir}"],
+                 [f"--flagfile={p.base_config}", f"--data_dir={p.data_dir}"]
+                 + ([VOICE_QUALITY_FLAG] if quality else []),
                  os.path.join(logs, "prepare_data.log"),
                  f"preparing {p.data_dir} from {p.base_config}")
     face_net_ready = (os.path.isfile(p.face_network) if p.face_network.endswith(".keras")
@@ -69,6 +74,14 @@ def ensure_inputs(plan: Plan, chosen: list, run_tool: Callable, stamp: Callable)
                  os.path.join(logs, "train_face_identity.log"),
                  f"training the face-identity network -> {p.face_network}")
     failed = {}
+    if quality and not has_voice_quality(p.data_dir):
+        why = (f"{p.data_dir} was prepared without voice-quality channels: prepare it with "
+               f"{VOICE_QUALITY_FLAG} (the other rows read the same log-mels) or leave the "
+               f"row out")
+        for v in chosen:
+            if v.voice_quality:
+                failed[v.name] = why
+        stamp(f"skipping the voice-quality row: {why}")
     if any(v.wild_faces for v in chosen) and not os.path.isfile(
             os.path.join(p.wild_data_dir, "dataset.json")):
         with open(os.path.join(p.data_dir, "dataset.json")) as f:
@@ -87,6 +100,12 @@ def ensure_inputs(plan: Plan, chosen: list, run_tool: Callable, stamp: Callable)
     if any(v.wild_faces for v in chosen if v.name not in failed):
         check_same_voices(p.data_dir, p.wild_data_dir)
     return failed
+
+
+def has_voice_quality(data_dir: str) -> bool:
+    """Whether ``data_dir``'s records carry the voice-quality channels."""
+    with open(os.path.join(data_dir, "dataset.json")) as f:
+        return bool(json.load(f).get("voice_quality_channels"))
 
 
 def check_same_voices(data_dir: str, wild_data_dir: str) -> None:
