@@ -68,6 +68,9 @@ def _window_autocorrelation() -> np.ndarray:
     return ac / ac[0]
 
 
+_GRAPH = None
+
+
 def voice_quality_channels(waveform) -> tf.Tensor:
     """Standardised voice-quality channels of 16 kHz int16-scale samples.
 
@@ -79,8 +82,21 @@ def voice_quality_channels(waveform) -> tf.Tensor:
       float32 ``[num_frames(len, 16000), 4]``, frame ``f`` aligned with the log-mel frame
       ``f``; zero samples give ``[0, 4]``.
     """
-    x = tf.cast(tf.convert_to_tensor(np.asarray(waveform) if not isinstance(
-        waveform, tf.Tensor) else waveform), tf.float64) / _INT16
+    global _GRAPH
+    if not isinstance(waveform, tf.Tensor):
+        waveform = tf.convert_to_tensor(np.asarray(waveform, np.float64))
+    if tf.executing_eagerly():
+        # One traced graph for every eager call (data preparation calls this per utterance):
+        # op-by-op execution costs more than the arithmetic.
+        if _GRAPH is None:
+            _GRAPH = tf.function(_channels, autograph=False).get_concrete_function(
+                tf.TensorSpec([None], tf.float64))
+        return _GRAPH(tf.reshape(tf.cast(waveform, tf.float64), [-1]))
+    return _channels(waveform)
+
+
+def _channels(waveform: tf.Tensor) -> tf.Tensor:
+    x = tf.cast(waveform, tf.float64) / _INT16
     x = tf.reshape(x, [-1])
     _, step = features.frame_geometry(SAMPLE_RATE)
     count = features.num_frames(tf.shape(x)[0], SAMPLE_RATE)
