@@ -199,6 +199,12 @@ def test_served_graph_computes_the_channels(speech_like):
     windows = feats[:250].reshape(1, 2, 125, 44)
     want = model.predict_mel(tf.constant(windows))
     np.testing.assert_allclose(out["embedding"], want["embedding"], atol=1e-5)
+    # The Python waveform path (benchmarks) computes the same features.
+    from keras_sf2f.serving.inference import waveform_to_face_function
+    _, embedding = waveform_to_face_function(generator, 16000, max_windows=2)(
+        tf.constant(speech, tf.float32))
+    np.testing.assert_allclose(embedding[0] / np.linalg.norm(embedding[0]),
+                               want["embedding"][0], atol=1e-5)
     # Without the channels (zeros in their place) the embedding is another one.
     blind = windows.copy()
     blind[..., 40:] = 0.0

@@ -666,11 +666,18 @@ def waveform_to_face_function(generator, sample_rate: int = _RATE,
     log_mel = features.log_mel_filterbank_compilable if jit_compile else \
         features.log_mel_filterbank
 
+    # The voice-quality windows reach past the last frame, as in the served graph.
+    lookahead = voice_quality.LOOKAHEAD if quality else 0
+
     def windows_to_face(samples):
-        """Samples of exactly ``count`` whole windows -> (image, embedding)."""
-        mel = features.normalize_log_mel(log_mel(samples, rate, num_mel_bins - quality))
+        """Samples of exactly ``count`` whole windows (then up to ``lookahead`` more) ->
+        (image, embedding)."""
+        mel = features.normalize_log_mel(log_mel(samples[:tf.shape(samples)[0] - lookahead]
+                                                 if lookahead else samples,
+                                                 rate, num_mel_bins - quality))
         if quality:
-            mel = tf.concat([mel, voice_quality.voice_quality_channels(samples)], axis=1)
+            channels = voice_quality.voice_quality_channels(samples)[:tf.shape(mel)[0]]
+            mel = tf.concat([mel, channels], axis=1)
         windows = tf.reshape(mel, [1, -1, frames, num_mel_bins])
         images, embedding = generator(windows, training=False)
         return images[-1], embedding
@@ -686,7 +693,7 @@ def waveform_to_face_function(generator, sample_rate: int = _RATE,
                            f"({((frames - 1) * step + length) / rate:.3f} s)")
         with tf.control_dependencies([enough]):
             # The samples that ``count`` windows read: exactly count * 125 frames.
-            samples = waveform[:(count * frames - 1) * step + length]
+            samples = waveform[:(count * frames - 1) * step + length + lookahead]
         return model(samples)
 
     # reduce_retracing: one trace per input dtype, not one per waveform length.
