@@ -72,3 +72,27 @@ def test_input_checks():
         detection.to_uint8_images(np.zeros((1, 8, 8, 3), np.int32))
     single = np.zeros((8, 8, 3), np.uint8)
     assert detection.to_uint8_images(single).shape == (1, 8, 8, 3)
+
+
+def test_face_centre_brightness_follows_the_corpus_skin_tone(faces64):
+    from keras_sf2f.data.corpus.attributes import identity_attributes
+    brightness = detection.face_centre_brightness(faces64)
+    tone = np.array([identity_attributes(0, i).skin_tone for i in IDENTITIES])
+    # skin_tone 0 is the lightest, 1 the darkest; the centre box sees skin, not hair or beard.
+    assert np.corrcoef(brightness, tone)[0, 1] < -0.9
+    # The same figure from generator-space input and at 128 px.
+    space = detection.to_uint8_images(faces64).astype(np.float32) / 255.0
+    imagenet = (space - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(detection.face_centre_brightness(imagenet.astype(np.float32)),
+                               brightness, atol=1.0)
+    faces128 = np.stack([draw_face(0, i, 0, 128, "aligned") for i in IDENTITIES])
+    assert np.corrcoef(detection.face_centre_brightness(faces128), brightness)[0, 1] > 0.95
+
+
+def test_brightness_thirds_split_by_rank():
+    b = np.array([50.0, 200.0, 10.0, 120.0, 90.0, 250.0, 30.0])
+    thirds = detection.brightness_thirds(b)
+    # Ranks 0-6 (darkest first) -> 0, 0, 0, 1, 1, 2, 2.
+    np.testing.assert_array_equal(thirds, [0, 2, 0, 1, 1, 2, 0])
+    assert np.bincount(detection.brightness_thirds(np.zeros(9)), minlength=3).tolist() == [3, 3, 3]
+    assert detection.brightness_thirds(np.zeros(0)).shape == (0,)

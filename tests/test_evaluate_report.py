@@ -264,6 +264,11 @@ def test_face_figures_per_protocol_and_for_the_ground_truth(with_figures):
                 "collapsed"} <= set(figures), protocol
         runs = 1 if protocol == "fuser_all_windows" else 2
         assert figures["detection_rate"]["runs"] == runs
+        # The rate per brightness third of the identities' photos (squares: never a face).
+        for name in ("darkest", "middle", "lightest"):
+            assert figures[f"detection_rate_{name}_third"]["mean"] == 0.0, protocol
+    thirds = evaluator.brightness_thirds
+    assert len(thirds) == NUM_TEST and np.ptp(np.bincount(thirds, minlength=3)) <= 1
     # The test data are coloured squares, not the procedural corpus: no attributes to read.
     assert not any(k.startswith("attribute_") for k in out["figures"]["crops_5s"])
     assert any("No attribute reader" in n for n in evaluator.figure_notes)
@@ -368,6 +373,23 @@ def test_demo_quality_script(data_dir, tmp_path):
     assert set(out["models"]) == {"model", ev.GROUND_TRUTH_MODEL}
     gt = out["models"][ev.GROUND_TRUTH_MODEL]["photos"]
     assert gt["templates"]["mean"] == NUM_TEST and "recall@5" not in gt
+
+
+def test_detection_section_gives_the_brightness_thirds():
+    from keras_sf2f.evaluation import face_report
+
+    cell = lambda v: {"mean": v, "variance": 0.0, "runs": 1}  # noqa: E731
+    thirds = {"detection_rate": cell(0.8), "detection_rate_darkest_third": cell(0.5),
+              "detection_rate_middle_third": cell(0.9), "detection_rate_lightest_third": cell(1.0)}
+    figures = {"SF2F": {"crops_5s": thirds}, "ground truth": {"photos": dict(thirds)}}
+    lines = face_report.sections(figures, 50)
+    assert ("| model | protocol | detection rate | darkest third | middle third | "
+            "lightest third |") in lines
+    assert "| SF2F | 5 s crops | 0.800 | 0.50 | 0.90 | 1.00 |" in lines
+    # Figures without the thirds (older metrics): the table keeps its one column.
+    lines = face_report.sections({"SF2F": {"crops_5s": {"detection_rate": cell(0.8)}}}, 50)
+    assert "| model | protocol | detection rate |" in lines
+    assert "| SF2F | 5 s crops | 0.800 |" in lines
 
 
 def test_attribute_section_table_and_sentences():

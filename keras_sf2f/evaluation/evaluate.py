@@ -67,10 +67,10 @@ from PIL import Image, ImageDraw
 from keras_sf2f import files
 from keras_sf2f import runs as run_files  # "runs" names the crop runs in this module
 from keras_sf2f.data import pipelines, records, table
-from keras_sf2f.evaluation import attribute_reader, diversity, face_report, metrics, oracle
+from keras_sf2f.evaluation import (attribute_reader, detection, diversity, face_report, metrics,
+                                   oracle)
 from keras_sf2f.evaluation import results_page as page
 from keras_sf2f.evaluation import summaries as summary_tags
-from keras_sf2f.evaluation.detection import FaceDetector
 from keras_sf2f.evaluation.embedders import DlibEmbedder, FaceNetEmbedder, dlib_available
 from keras_sf2f.evaluation.results import (
     GROUND_TRUTH_MODEL, GROUND_TRUTH_PROTOCOL, ORACLE_PROTOCOL, ORACLE_VOICE_MEAN_PROTOCOL,
@@ -264,8 +264,13 @@ class Evaluator:
                 renormalize=not config.reference_ground_truth)
             for e in embedders}
         self.detector = None
+        self.brightness_thirds = None
         if config.detection:
-            self.detector = FaceDetector()
+            self.detector = detection.FaceDetector()
+            # Each identity's third by its pictured photo's face-centre brightness: the
+            # detector finds dark faces less often even in photos (detection.py).
+            self.brightness_thirds = detection.brightness_thirds(
+                detection.face_centre_brightness(self.faces[self.first_faces]))
         self.attribute_reader = None  # trained on first use (attribute_reader.py)
         self._attribute_targets = None
         self.figure_notes = []
@@ -313,7 +318,13 @@ class Evaluator:
             return out
         pixels = normalized_to_uint8_np(images)
         if self.detector is not None:
-            out["detection_rate"] = self.detector.rate(pixels)
+            found = self.detector.detect(pixels)
+            out["detection_rate"] = float(found.mean()) if found.size else 0.0
+            if len(found) == len(self.brightness_thirds):
+                for third, name in enumerate(detection.BRIGHTNESS_THIRDS):
+                    chosen = found[self.brightness_thirds == third]
+                    if chosen.size:
+                        out[f"detection_rate_{name}_third"] = float(chosen.mean())
         if self.config.diversity:
             if embeddings is None:
                 embeddings = {e.name: e.embed(images) for e in self.embedders}
