@@ -24,8 +24,7 @@ ceiling to compare a model with, not 1.
 
 HOG reads intensity gradients, so a dark face with little contrast between skin, brows and
 eyes is found less often even when it is a real photo: on the demo corpus's validation photos
-the rate is about 0.6 for the darkest third of the identities and 0.95-0.98 for the other
-two. ``brightness_thirds`` splits the identities into thirds by their ground-truth photo's
+the rate is 0.63 for the darkest third of the identities and 0.96 for each of the other two. ``brightness_thirds`` splits the identities into thirds by their ground-truth photo's
 face-centre brightness, so that the evaluation can give the rate per third beside the
 ground truth's own: a model that draws dark faces faithfully loses detection there because
 of the detector, which the overall rate alone would hide.
