@@ -189,7 +189,10 @@ def main(argv):
     for model_name, protocols in figures.items():
         for protocol, values in protocols.items():
             shown = [f"{label} {values[key]['mean']:.3f}" for key, label in (
-                ("detection_rate", "detection rate"), ("diversity_ratio_pixels", "diversity"),
+                ("detection_rate", "detection rate"),
+                ("detection_rate_darkest_third", "darkest third"),
+                ("detection_rate_lightest_third", "lightest third"),
+                ("diversity_ratio_pixels", "diversity"),
                 ("effective_templates", "templates"), ("attribute_r_gender", "gender r"),
                 ("attribute_r_skin_tone", "skin tone r"), ("attribute_r_age", "age r"))
                 if key in values]
