@@ -96,3 +96,15 @@ def test_brightness_thirds_split_by_rank():
     np.testing.assert_array_equal(thirds, [0, 2, 0, 1, 1, 2, 0])
     assert np.bincount(detection.brightness_thirds(np.zeros(9)), minlength=3).tolist() == [3, 3, 3]
     assert detection.brightness_thirds(np.zeros(0)).shape == (0,)
+
+
+def test_rates_by_third():
+    found = np.array([True, False, True, True, False, False, True])
+    thirds = np.array([0, 0, 1, 1, 2, 2, 2])
+    assert detection.rates_by_third(found, thirds) == {
+        "detection_rate_darkest_third": 0.5, "detection_rate_middle_third": 1.0,
+        "detection_rate_lightest_third": pytest.approx(1 / 3)}
+    # A third without faces is left out; an empty result rates 0.
+    assert list(detection.rates_by_third(found[:2], thirds[:2])) == [
+        "detection_rate_darkest_third"]
+    assert detection.found_rate(np.zeros(0, bool)) == 0.0

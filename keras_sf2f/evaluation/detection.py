@@ -24,10 +24,11 @@ ceiling to compare a model with, not 1.
 
 HOG reads intensity gradients, so a dark face with little contrast between skin, brows and
 eyes is found less often even when it is a real photo: on the demo corpus's validation photos
-the rate is 0.63 for the darkest third of the identities and 0.96 for each of the other two. ``brightness_thirds`` splits the identities into thirds by their ground-truth photo's
-face-centre brightness, so that the evaluation can give the rate per third beside the
-ground truth's own: a model that draws dark faces faithfully loses detection there because
-of the detector, which the overall rate alone would hide.
+the rate is 0.63 for the darkest third of the identities and 0.96 for each of the other two.
+``brightness_thirds`` splits the identities into thirds by their ground-truth photo's
+face-centre brightness, and ``rates_by_third`` gives the rate per third, so that the
+evaluation can put it beside the ground truth's own: a model that draws dark faces faithfully
+loses detection there because of the detector, which the overall rate alone would hide.
 """
 
 from __future__ import annotations
@@ -41,14 +42,17 @@ from PIL import Image
 # tests) pass pixels through without it.
 from keras_sf2f.image_ranges import normalized_to_uint8_np
 
-__all__ = ["BRIGHTNESS_THIRDS", "DETECTION_SIZE", "FaceDetector", "brightness_thirds",
-           "detection_rate", "detector_available", "face_centre_brightness", "to_uint8_images"]
+__all__ = ["BRIGHTNESS_THIRDS", "DETECTION_SIZE", "FaceDetector", "THIRD_RATE_KEYS",
+           "brightness_thirds", "detection_rate", "detector_available", "face_centre_brightness",
+           "found_rate", "rates_by_third", "to_uint8_images"]
 
 #: Side, in pixels, every image is upscaled to before detection.
 DETECTION_SIZE = 256
 
 #: Names of the brightness thirds, darkest first (``brightness_thirds``).
 BRIGHTNESS_THIRDS = ("darkest", "middle", "lightest")
+#: The figure names of the per-third rates (``rates_by_third``), in that order.
+THIRD_RATE_KEYS = tuple(f"detection_rate_{name}_third" for name in BRIGHTNESS_THIRDS)
 # The face centre whose brightness groups identities: rows and columns as fractions of the
 # image (an aligned face's nose and inner cheeks, below the eyes and above the mouth, where
 # hair, beard and background rarely reach).
@@ -98,6 +102,20 @@ def brightness_thirds(brightness) -> np.ndarray:
     groups = np.empty(len(b), np.int64)
     groups[np.argsort(b, kind="stable")] = np.arange(len(b)) * 3 // max(len(b), 1)
     return groups
+
+
+def found_rate(found) -> float:
+    """The fraction of True in a ``detect`` result (0.0 for no images)."""
+    found = np.asarray(found, bool)
+    return float(found.mean()) if found.size else 0.0
+
+
+def rates_by_third(found, thirds) -> dict:
+    """``{THIRD_RATE_KEYS[k]: rate}`` of a ``detect`` result over the faces in each
+    brightness third (``brightness_thirds``; a third without faces is left out)."""
+    found, thirds = np.asarray(found, bool), np.asarray(thirds)
+    return {key: found_rate(found[thirds == third])
+            for third, key in enumerate(THIRD_RATE_KEYS) if np.any(thirds == third)}
 
 
 class FaceDetector:
@@ -171,8 +189,7 @@ class FaceDetector:
 
     def rate(self, images) -> float:
         """Fraction of images in which a face was found (0.0 for no images)."""
-        found = self.detect(images)
-        return float(found.mean()) if found.size else 0.0
+        return found_rate(self.detect(images))
 
 
 _DEFAULT: list = []

@@ -319,12 +319,9 @@ class Evaluator:
         pixels = normalized_to_uint8_np(images)
         if self.detector is not None:
             found = self.detector.detect(pixels)
-            out["detection_rate"] = float(found.mean()) if found.size else 0.0
+            out["detection_rate"] = detection.found_rate(found)
             if len(found) == len(self.brightness_thirds):
-                for third, name in enumerate(detection.BRIGHTNESS_THIRDS):
-                    chosen = found[self.brightness_thirds == third]
-                    if chosen.size:
-                        out[f"detection_rate_{name}_third"] = float(chosen.mean())
+                out.update(detection.rates_by_third(found, self.brightness_thirds))
         if self.config.diversity:
             if embeddings is None:
                 embeddings = {e.name: e.embed(images) for e in self.embedders}

@@ -153,12 +153,13 @@ def _detection_section(figures_by_model: dict) -> list:
     rows = list(_rows(figures_by_model, "detection_rate"))
     if not rows:
         return []
-    thirds = [f"detection_rate_{name}_third" for name in detection.BRIGHTNESS_THIRDS]
+    # The per-third columns when any row has them (metrics from before them have not).
+    thirds = dict(zip(detection.THIRD_RATE_KEYS, detection.BRIGHTNESS_THIRDS))
     if not any(k in f for _, _, f in rows for k in thirds):
-        thirds = []
+        thirds = {}
     lines = ["## Are they faces? Face detection rate", "", DETECTION_TEXT, "",
              "| model | protocol | detection rate |"
-             + "".join(f" {name} third |" for name in detection.BRIGHTNESS_THIRDS[:len(thirds)]),
+             + "".join(f" {name} third |" for name in thirds.values()),
              "|---|---|---|" + "---|" * len(thirds)]
     lines += [f"| {m} | {_words(p)} | {_cell(f, 'detection_rate')} |"
               + "".join(f" {_cell(f, k, 2)} |" for k in thirds) for m, p, f in rows]
