@@ -92,6 +92,20 @@ def test_l1_pixel_loss_per_example():
                                rtol=1e-6)
 
 
+def test_image_gradient_l1_loss_hand_values():
+    # A constant offset has the same gradients as the target: no loss, although L1 is 0.7.
+    target = np.random.default_rng(0).normal(size=(2, 4, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(losses.image_gradient_l1_loss(target + 0.7, target).numpy(),
+                               [0.0, 0.0], atol=1e-6)
+    # One pixel raised by 1 in a 3x3 single-channel image: it changes 2 of the 6 vertical
+    # and 2 of the 6 horizontal differences by 1 each (corner pixel: 1 and 1).
+    pred = np.zeros([2, 3, 3, 1], np.float32)
+    pred[0, 1, 1, 0] = 1.0
+    pred[1, 0, 0, 0] = 1.0
+    got = losses.image_gradient_l1_loss(pred, np.zeros_like(pred)).numpy()
+    np.testing.assert_allclose(got, [2 / 6 + 2 / 6, 1 / 6 + 1 / 6], rtol=1e-6)
+
+
 def test_downsample_nearest_takes_even_rows_and_columns():
     x = tf.reshape(tf.range(16, dtype=tf.float32), [1, 4, 4, 1])
     got = losses.downsample_nearest(x, 2).numpy()[0, :, :, 0]
@@ -182,7 +196,8 @@ def test_trainer_generator_terms_match_spec_composition():
                         identity_classifier_arch_128="C4-4-2,C4-8-2",
                         num_train_identities=5)
     config = TrainConfig(model=model, batch_size=3, l1_weight=100.0, gan_weight=2.0,
-                         ac_weight=0.05, perceptual_weight=10.0, face_network="unused")
+                         ac_weight=0.05, perceptual_weight=10.0, gradient_l1_weight=3.0,
+                         face_network="unused")
     keras.utils.set_random_seed(0)
     trainer = GanTrainer(config, face_network=tiny_facenet)
     rng = np.random.default_rng(0)
@@ -198,6 +213,10 @@ def test_trainer_generator_terms_match_spec_composition():
     for res, fake in zip((64, 128), fakes):
         real = images[:, ::2, ::2] if res == 64 else images
         expected[f"loss/l1_pixel_loss_{res}"] = 100.0 * np.mean(np.abs(fake - real))
+        fake_np, real_np = np.asarray(fake), np.asarray(real)
+        expected[f"loss/gradient_l1_loss_{res}"] = 3.0 * sum(
+            np.mean(np.abs(np.diff(fake_np, axis=axis) - np.diff(real_np, axis=axis)))
+            for axis in (1, 2))
         expected[f"loss/g_gan_img_loss_{res}"] = 2.0 * np.mean(
             losses.generator_gan_loss(d[res](fake, training=True)))
         rf, ids = c[res](fake, training=True)

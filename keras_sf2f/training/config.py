@@ -72,6 +72,12 @@ class TrainConfig:
         100.0,
         "Weight of the FaceNet perceptual loss per resolution; <= 0 switches it off (no "
         "--face_network needed then).")
+    gradient_l1_weight: float = option(
+        0.0,
+        "Weight of an L1 loss on the image gradients (differences of neighbouring pixels) "
+        "between the drawn and the real face, per resolution, beside the L1 pixel loss, in "
+        "every phase that draws faces. Not in the reference (0: off); a lever the demo "
+        "screens for edge contrast (eyes, brows) that HOG face detectors read.", lower=0.0)
     voice_pretrain_steps: int = option(
         0,
         "Steps, counted in --train_steps, that train the voice encoder alone before any "

@@ -677,12 +677,16 @@ class GanTrainer:
 
     def _reconstruction_terms(self, fake, real, res, real_features=None) -> dict:
         """The generator's per-example terms that compare a drawn face with the real one at
-        one resolution: weighted L1 pixel loss and FaceNet perceptual loss (each when on).
+        one resolution: weighted L1 pixel loss, L1 on image gradients and FaceNet perceptual
+        loss (each when on).
         ``real_features``: the face network's features of ``real``, if already computed."""
         config = self.config
         terms = {}
         if config.l1_weight > 0:
             terms[f"l1_pixel_loss_{res}"] = config.l1_weight * losses.l1_pixel_loss(fake, real)
+        if config.gradient_l1_weight > 0:
+            terms[f"gradient_l1_loss_{res}"] = (
+                config.gradient_l1_weight * losses.image_gradient_l1_loss(fake, real))
         if config.perceptual_weight > 0:
             terms[f"img_perceptual_loss_{res}"] = (
                 config.perceptual_weight * losses.facenet_perceptual_loss(
