@@ -345,16 +345,19 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
     assert changes("adversarial_delay") == {"adversarial_start_step": 300,
                                             "adversarial_ramp_steps": 100}
     assert {k: trained["sf2f"][k] for k in ("l1_weight", "gan_weight", "ac_weight",
-                                            "perceptual_weight")} == {
-        "l1_weight": 10.0, "gan_weight": 1.0, "ac_weight": 0.05, "perceptual_weight": 100.0}
+                                            "perceptual_weight", "gradient_l1_weight")} == {
+        "l1_weight": 10.0, "gan_weight": 1.0, "ac_weight": 0.05, "perceptual_weight": 100.0,
+        "gradient_l1_weight": 0.0}
     # The demo: 2 x 300 steps each of decoder and voice pre-training, then 2 x 300
     # generator steps.
     assert changes("demo_recipe") == {"gan_weight": 0.0, "ac_weight": 0.0,
-                                      "perceptual_weight": 10.0, "train_steps": 1800,
+                                      "perceptual_weight": 10.0, "gradient_l1_weight": 10.0,
+                                      "train_steps": 1800,
                                       "eval_every_steps": 1800, "voice_pretrain_steps": 600,
                                       "decoder_pretrain_steps": 600}
     assert changes("demo_no_pretrain") == {"gan_weight": 0.0, "ac_weight": 0.0,
-                                           "perceptual_weight": 10.0, "train_steps": 600,
+                                           "perceptual_weight": 10.0,
+                                           "gradient_l1_weight": 10.0, "train_steps": 600,
                                            "eval_every_steps": 600}
     # The tables' list of runs names each row's change, also those that are not a flag.
     text = {v.name: v.change_text() for v in runner.variants}
@@ -408,7 +411,8 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path, decoder_steps):
                for v in runner.variants}
     sf2f = trained["sf2f"]
     # Full SF2F is the demo flagfile as it is, seed aside.
-    for key in ("l1_weight", "gan_weight", "ac_weight", "perceptual_weight", "train_steps",
+    for key in ("l1_weight", "gan_weight", "ac_weight", "perceptual_weight",
+                "gradient_l1_weight", "train_steps",
                 "voice_pretrain_steps", "decoder_pretrain_steps", "learning_rate"):
         assert str(sf2f[key]) == demo[key] or float(sf2f[key]) == float(demo[key]), key
     assert {v["seed"] for v in trained.values()} == {7}
@@ -421,6 +425,7 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path, decoder_steps):
 
     assert changes("no_l1") == {"l1_weight": 0.0}
     assert changes("no_perceptual") == {"perceptual_weight": 0.0}
+    assert changes("no_gradient_l1") == {"gradient_l1_weight": 0.0}
     assert changes("with_gan") == {"gan_weight": 1.0}
     assert changes("with_ac") == {"ac_weight": 0.05}
     assert changes("baseline_encoder") == {"model.encoder": "cnn"}

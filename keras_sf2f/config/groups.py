@@ -290,9 +290,9 @@ class AblationOptions:
         "Table 2 of the reference recipe: sf2f, no_l1, no_gan, no_ac, no_perceptual, "
         "baseline_encoder, baseline_decoder, low_quality_faces, generator_ema, "
         "adversarial_delay, demo_recipe, demo_no_pretrain; of the demo recipe: sf2f, no_l1, "
-        "no_perceptual, baseline_encoder, baseline_decoder, low_quality_faces, no_pretrain, "
-        "no_decoder_pretrain, with_ac, with_gan, generator_ema. Variants a chosen one depends "
-        "on are run too.")
+        "no_perceptual, no_gradient_l1, baseline_encoder, baseline_decoder, "
+        "low_quality_faces, no_pretrain, no_decoder_pretrain, with_ac, with_gan, "
+        "generator_ema, voice_quality. Variants a chosen one depends on are run too.")
     ablation_recipe: str = option(
         "reference",
         "What full SF2F is: 'reference' (the reference's L1 + GAN + AC + perceptual losses, "

@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 
 
-# The reference's stage-1 loss weights (SF2F 64). The demo's flagfile trains without the GAN
-# and AC terms and with perceptual weight 10 (BUILD_NOTES.md, "The demo's training levers");
+# The reference's stage-1 loss weights (SF2F 64), and no L1 on image gradients (a term of
+# ours). The demo's flagfile trains without the GAN and AC terms, with perceptual weight 10
+# and with the gradient term (BUILD_NOTES.md, "The demo's training levers");
 # the ablation rows put the paper's weights back so that each "w/o" row removes one term of the
 # paper's objective, and the demo's own recipe is a row of its own.
 REFERENCE_LOSS_FLAGS = ("--l1_weight=10", "--gan_weight=1", "--ac_weight=0.05",
-                        "--perceptual_weight=100")
+                        "--perceptual_weight=100", "--gradient_l1_weight=0")
 
 
 
@@ -152,6 +153,8 @@ def _demo_variants(deconv: tuple) -> list:
             claim=BASE_ABOVE),
         row("no_perceptual", "w/o L_P (perceptual)", ("2",), ("--perceptual_weight=0",),
             claim=BASE_ABOVE),
+        row("no_gradient_l1", "w/o L1 on image gradients", ("2",),
+            ("--gradient_l1_weight=0",)),
         row("baseline_encoder", "baseline encoder (1D-CNN)", ("2",), ("--encoder=cnn",),
             claim=BASE_ABOVE),
         row("baseline_decoder", "baseline decoder (deconvolution)", ("2",), deconv,
