@@ -76,8 +76,9 @@ class TrainConfig:
         0.0,
         "Weight of an L1 loss on the image gradients (differences of neighbouring pixels) "
         "between the drawn and the real face, per resolution, beside the L1 pixel loss, in "
-        "every phase that draws faces. Not in the reference (0: off); a lever the demo "
-        "screens for edge contrast (eyes, brows) that HOG face detectors read.", lower=0.0)
+        "every phase that draws faces: it asks for the typical edge (eyes, brows, outline) "
+        "where L1 on pixels blurs it. Not in the reference (0: off); configs/demo.cfg uses "
+        "10, the L1 pixel loss's weight.", lower=0.0)
     voice_pretrain_steps: int = option(
         0,
         "Steps, counted in --train_steps, that train the voice encoder alone before any "
