@@ -29,6 +29,20 @@ def _phases_config(model_dir, data_dir, **overrides):  # noqa: F811
     return make_config(model_dir, data_dir, **values)
 
 
+def _fixed_batch():
+    """One batch as the pipeline gives it: 3 faces, 40 frames of 40 log-mels, labels."""
+    rng = np.random.default_rng(0)
+    return (tf.constant(rng.uniform(-1, 1, (3, 64, 64, 3)), tf.float32),
+            tf.constant(rng.normal(size=(3, 40, 40)), tf.float32),
+            tf.constant([0, 1, 2], tf.int64))
+
+
+def _decoder_step(trainer, batch):
+    """One decoder-phase step of ``trainer`` on ``batch``: {loss name: value}."""
+    iterator = iter(trainer.distribute(lambda: tf.data.Dataset.from_tensors(batch).repeat()))
+    return {k: float(v) for k, v in trainer.decoder_pretrain_step(iterator).items()}
+
+
 def test_decoder_then_voice_then_generator(data_dir, tmp_path):  # noqa: F811
     config = _phases_config(tmp_path / "run", data_dir)
     result, seen, snapshots = run_with_snapshots(config, lambda trainer: (
@@ -91,18 +105,13 @@ def test_the_decoders_input_noise_is_drawn_and_reproducible(data_dir, tmp_path):
     from keras_sf2f.training.trainer import GanTrainer  # noqa: PLC0415
 
     face_network = tiny_facenet()
-    rng = np.random.default_rng(0)
-    batch = (tf.constant(rng.uniform(-1, 1, (3, 64, 64, 3)), tf.float32),
-             tf.constant(rng.normal(size=(3, 40, 40)), tf.float32),
-             tf.constant([0, 1, 2], tf.int64))
+    batch = _fixed_batch()
 
     def first_loss(noise):
         keras.utils.set_random_seed(0)
         config = _phases_config(tmp_path, data_dir, decoder_pretrain_noise=noise)
         trainer = GanTrainer(config, face_network=face_network)
-        iterator = iter(trainer.distribute(
-            lambda: tf.data.Dataset.from_tensors(batch).repeat()))
-        return float(trainer.decoder_pretrain_step(iterator)["decoder_pretrain/total_loss"])
+        return _decoder_step(trainer, batch)["decoder_pretrain/total_loss"]
 
     noisy = first_loss(0.5)
     assert first_loss(0.5) == pytest.approx(noisy, rel=1e-6)
@@ -134,10 +143,7 @@ def test_real_faces_pass_through_the_face_network_once(data_dir, tmp_path):  # n
 
     config = _phases_config(tmp_path / "run", data_dir)
     face_network = tiny_facenet()
-    rng = np.random.default_rng(0)
-    batch = (tf.constant(rng.uniform(-1, 1, (3, 64, 64, 3)), tf.float32),
-             tf.constant(rng.normal(size=(3, 40, 40)), tf.float32),
-             tf.constant([0, 1, 2], tf.int64))
+    batch = _fixed_batch()
 
     def one_step(separate_passes):
         keras.utils.set_random_seed(0)
@@ -154,13 +160,11 @@ def test_real_faces_pass_through_the_face_network_once(data_dir, tmp_path):  # n
         def loss_without_shared_features(*args, real_features=None, **kwargs):
             return original_loss(*args, **kwargs)
 
-        iterator = iter(trainer.distribute(
-            lambda: tf.data.Dataset.from_tensors(batch).repeat()))
         face_network.call = counting_call
         if separate_passes:
             losses_lib.facenet_perceptual_loss = loss_without_shared_features
         try:
-            values = {k: float(v) for k, v in trainer.decoder_pretrain_step(iterator).items()}
+            values = _decoder_step(trainer, batch)
         finally:
             face_network.call = original_call
             losses_lib.facenet_perceptual_loss = original_loss
