@@ -23,4 +23,10 @@ export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 processes=${SF2F_TEST_PROCESSES:-$(( $(nproc) >= 2 ? 2 : 1 ))}
 parallel=()
 if [ "$processes" -gt 1 ]; then parallel=(-n "$processes" --dist loadfile); fi
-exec .venv/bin/python -m pytest tests -q -ra --durations=15 ${parallel[@]+"${parallel[@]}"} "$@"
+# The whole suite, unless the arguments name test files or folders of their own.
+suite=(tests)
+for arg in "$@"; do
+  case $arg in tests/*|./tests/*) suite=(); break ;; esac
+done
+exec .venv/bin/python -m pytest ${suite[@]+"${suite[@]}"} -q -ra --durations=15 \
+  ${parallel[@]+"${parallel[@]}"} "$@"
