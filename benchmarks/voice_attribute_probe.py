@@ -66,6 +66,12 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=int, default=32, help="Identities per batch.")
     p.add_argument("--learning_rate", type=float, default=2e-3, help="Adam learning rate.")
     p.add_argument("--seconds", type=float, default=5.0, help="Validation crop length.")
+    p.add_argument("--crop_frames_min", type=int, default=None,
+                   help="Shortest training crop, frames of 10 ms (train.py's flag; default: "
+                        "stage 1's, 100).")
+    p.add_argument("--crop_frames_max", type=int, default=None,
+                   help="Longest training crop, frames (train.py's flag; default: stage 1's, "
+                        "150).")
     p.add_argument("--seed", type=int, default=0, help="Initialisation and data order.")
     p.add_argument("--output", default="voice_probe", help="Output directory.")
     p.add_argument("--face_network", default=None,
@@ -139,7 +145,11 @@ def main(argv=None) -> dict:
 
     t0 = time.time()
     ds = pipelines.stage1_dataset(train, batch_size=args.batch_size, image_size=64,
-                                  seed=args.seed, num_steps=args.steps)
+                                  seed=args.seed, num_steps=args.steps,
+                                  min_frames=args.crop_frames_min
+                                  or pipelines.STAGE1_MIN_FRAMES,
+                                  max_frames=args.crop_frames_max
+                                  or pipelines.STAGE1_MAX_FRAMES)
     curve = []
     for i, (_, mels, ids) in enumerate(ds):
         loss = float(step(mels, ids))
