@@ -21,6 +21,10 @@ export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 # (--dist loadfile), so its module fixtures are built once and its tests keep their order.
 # SF2F_TEST_PROCESSES=1 runs everything in one process, as before.
 processes=${SF2F_TEST_PROCESSES:-$(( $(nproc) >= 2 ? 2 : 1 ))}
+case $processes in
+  ''|*[!0-9]*) echo "[test] SF2F_TEST_PROCESSES must be a whole number, got '$processes'" >&2
+               exit 2 ;;
+esac
 parallel=()
 if [ "$processes" -gt 1 ]; then parallel=(-n "$processes" --dist loadfile); fi
 # The whole suite, unless the arguments name test files or folders of their own.
