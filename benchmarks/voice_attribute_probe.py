@@ -144,12 +144,13 @@ def main(argv=None) -> dict:
         return loss
 
     t0 = time.time()
-    ds = pipelines.stage1_dataset(train, batch_size=args.batch_size, image_size=64,
-                                  seed=args.seed, num_steps=args.steps,
-                                  min_frames=args.crop_frames_min
-                                  or pipelines.STAGE1_MIN_FRAMES,
-                                  max_frames=args.crop_frames_max
-                                  or pipelines.STAGE1_MAX_FRAMES)
+    crops = {"min_frames": args.crop_frames_min, "max_frames": args.crop_frames_max}
+    try:
+        ds = pipelines.stage1_dataset(train, batch_size=args.batch_size, image_size=64,
+                                      seed=args.seed, num_steps=args.steps,
+                                      **{k: v for k, v in crops.items() if v is not None})
+    except ValueError as e:  # crop lengths out of order or not positive
+        raise SystemExit(f"error: --crop_frames_min/--crop_frames_max: {e}") from None
     curve = []
     for i, (_, mels, ids) in enumerate(ds):
         loss = float(step(mels, ids))
