@@ -12,13 +12,21 @@ demo). This writes, per embedder, each row's recall@10 per seed and the mean ove
 each of the paper's orderings (``keras_sf2f/evaluation/ablations/orderings.py``, the recipe's
 claims) judged on every seed's own runs: a claim is established only when it holds on every
 seed. Rows missing from a seed's directory are shown as "-" for that seed.
+
+A seed may also be given as a kept snapshot of an ablations run: a directory holding the
+``ablations.csv`` the run wrote (as under ``docs/ablations/``), or that file itself. The CSV
+carries each cell's mean, standard deviation and number of runs, and each row's training
+command, whose ``--seed`` is the seed; so a seed trained on another machine can be combined
+with one trained here after its run directory is gone.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import shlex
 import sys
 
 from keras_sf2f import files, runs
@@ -26,12 +34,71 @@ from keras_sf2f.evaluation.ablations import orderings, variants
 from keras_sf2f.evaluation.ablations.orderings import TABLE_PROTOCOLS, protocol_label
 
 
+# The columns of tables.write_tables' ablations.csv this reads (besides each metric's pair).
+_SNAPSHOT_COLUMNS = {"variant", "protocol", "embedder", "runs", "train_args"}
+
+
+def _snapshot_csv(path: str) -> str | None:
+    """The ablations.csv a path names (the file, or a directory holding it without a
+    variants/ directory), else None."""
+    if os.path.isfile(path) and path.endswith(".csv"):
+        return path
+    candidate = os.path.join(path, "ablations.csv")
+    if os.path.isfile(candidate) and not os.path.isdir(os.path.join(path, "variants")):
+        return candidate
+    return None
+
+
+def _seed_of(train_args: str) -> str:
+    """The ``--seed`` of a training command line (the flagfile's when the command sets none)."""
+    seed = "?"
+    for arg in shlex.split(train_args):
+        if arg.startswith("--seed="):
+            seed = arg[len("--seed="):]
+    return seed
+
+
+def load_snapshot(csv_path: str) -> tuple:
+    """(training seed, results) from a kept ablations.csv: the cells metrics.json holds, with
+    the variance from the CSV's standard deviation (rounded to 6 digits, as written)."""
+    results, seeds = {}, set()
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = sorted(_SNAPSHOT_COLUMNS - set(rows[0] if rows else ()))
+    if missing:
+        raise ValueError(f"{csv_path} is not an ablations.csv with rows (missing columns: "
+                         f"{', '.join(missing)})")
+    for row in rows:
+        if row["variant"] == "oracle" or not row["train_args"]:
+            continue  # the oracle's reference rows: no model, no seed
+        seeds.add(_seed_of(row["train_args"]))
+        cells = {}
+        for key, value in row.items():
+            if key.endswith("_mean") and value:
+                metric = key[:-len("_mean")]
+                std = float(row.get(f"{metric}_std") or 0.0)
+                cells[metric] = {"mean": float(value), "variance": std * std,
+                                 "runs": int(row["runs"])}
+        results.setdefault(row["variant"], {}).setdefault(row["protocol"], {})[
+            row["embedder"]] = cells
+    if not results:
+        raise ValueError(f"{csv_path} has no trained variant")
+    if len(seeds) > 1:
+        raise ValueError(f"{csv_path} mixes training seeds {sorted(seeds)}")
+    return seeds.pop(), results
+
+
 def load_run(output_dir: str) -> tuple:
-    """(training seed, {variant: its metrics.json results}) of one ablations output dir."""
+    """(training seed, {variant: its metrics.json results}) of one ablations output dir, or of
+    a kept snapshot's ablations.csv (:func:`load_snapshot`)."""
+    snapshot = _snapshot_csv(output_dir)
+    if snapshot:
+        return load_snapshot(snapshot)
     results, seeds = {}, set()
     variants_dir = os.path.join(output_dir, "variants")
     if not os.path.isdir(variants_dir):
-        raise ValueError(f"{output_dir} has no variants/ (not a trainers/ablations.py output)")
+        raise ValueError(f"{output_dir} has no variants/ (not a trainers/ablations.py output, "
+                         f"nor a directory with its ablations.csv)")
     for name in sorted(os.listdir(variants_dir)):
         record_path = os.path.join(variants_dir, name, "variant.json")
         metrics_path = os.path.join(variants_dir, name, "report", "metrics.json")
@@ -111,7 +178,9 @@ def combine(seed_runs: list, recipe: str, metric: str = "recall@10") -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("output_dirs", nargs="+", help="trainers/ablations.py output dirs")
+    parser.add_argument("output_dirs", nargs="+",
+                        help="trainers/ablations.py output dirs, or kept ablations.csv "
+                             "snapshots (a file or the directory holding it)")
     parser.add_argument("--recipe", default="reference", choices=("reference", "demo"))
     parser.add_argument("--metric", default="recall@10")
     parser.add_argument("--output", help="Markdown file (default: print only)")
