@@ -68,17 +68,20 @@ def load_snapshot(csv_path: str) -> tuple:
     if missing:
         raise ValueError(f"{csv_path} is not an ablations.csv with rows (missing columns: "
                          f"{', '.join(missing)})")
-    for row in rows:
+    for line, row in enumerate(rows, start=2):
         if row["variant"] == "oracle" or not row["train_args"]:
             continue  # the oracle's reference rows: no model, no seed
         seeds.add(_seed_of(row["train_args"]))
         cells = {}
-        for key, value in row.items():
-            if key.endswith("_mean") and value:
-                metric = key[:-len("_mean")]
-                std = float(row.get(f"{metric}_std") or 0.0)
-                cells[metric] = {"mean": float(value), "variance": std * std,
-                                 "runs": int(row["runs"])}
+        try:
+            for key, value in row.items():
+                if key.endswith("_mean") and value:
+                    metric = key[:-len("_mean")]
+                    std = float(row.get(f"{metric}_std") or 0.0)
+                    cells[metric] = {"mean": float(value), "variance": std * std,
+                                     "runs": int(row["runs"])}
+        except ValueError as e:
+            raise ValueError(f"{csv_path}, line {line}: {e}") from None
         results.setdefault(row["variant"], {}).setdefault(row["protocol"], {})[
             row["embedder"]] = cells
     if not results:

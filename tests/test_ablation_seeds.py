@@ -92,6 +92,10 @@ def test_refuses_a_csv_that_is_not_an_ablations_table_or_mixes_seeds(tmp_path, c
     mixed.write_text("\n".join(lines[:2] + [lines[2].replace("--seed=0", "--seed=3")]) + "\n")
     assert ablation_seeds.main([str(mixed.parent)]) == 1
     assert "mixes training seeds ['0', '3']" in capsys.readouterr().err
+    broken = tmp_path / "broken.csv"
+    broken.write_text("\n".join(lines[:2] + [lines[2].replace(",5,4800,", ",five,4800,")]) + "\n")
+    assert ablation_seeds.main([str(broken)]) == 1
+    assert f"{broken}, line 3: invalid literal for int()" in capsys.readouterr().err
 
 
 def test_a_snapshots_orderings_are_those_its_run_wrote_from_metrics_json():
