@@ -58,6 +58,15 @@ def _seed_of(train_args: str) -> str:
     return seed
 
 
+def _one_seed(source: str, seeds: set, results: dict, what: str) -> tuple:
+    """(the seed, results) of one seed's run; refuses a run with no ``what`` or several seeds."""
+    if not results:
+        raise ValueError(f"{source} has no {what}")
+    if len(seeds) > 1:
+        raise ValueError(f"{source} mixes training seeds {sorted(seeds)}")
+    return seeds.pop(), results
+
+
 def load_snapshot(csv_path: str) -> tuple:
     """(training seed, results) from a kept ablations.csv: the cells metrics.json holds, with
     the variance from the CSV's standard deviation (rounded to 6 digits, as written)."""
@@ -84,11 +93,7 @@ def load_snapshot(csv_path: str) -> tuple:
             raise ValueError(f"{csv_path}, line {line}: {e}") from None
         results.setdefault(row["variant"], {}).setdefault(row["protocol"], {})[
             row["embedder"]] = cells
-    if not results:
-        raise ValueError(f"{csv_path} has no trained variant")
-    if len(seeds) > 1:
-        raise ValueError(f"{csv_path} mixes training seeds {sorted(seeds)}")
-    return seeds.pop(), results
+    return _one_seed(csv_path, seeds, results, "trained variant")
 
 
 def load_run(output_dir: str) -> tuple:
@@ -117,11 +122,7 @@ def load_run(output_dir: str) -> tuple:
         # command set one).
         effective = runs.read_flagfile(os.path.join(variants_dir, name, "model", "flags.cfg"))
         seeds.add(effective.get("seed", "?"))
-    if not results:
-        raise ValueError(f"{output_dir} has no finished variant")
-    if len(seeds) > 1:
-        raise ValueError(f"{output_dir} mixes training seeds {sorted(seeds)}")
-    return seeds.pop(), results
+    return _one_seed(output_dir, seeds, results, "finished variant")
 
 
 def _value(results: dict, name: str, protocol: str, embedder: str, metric: str):
