@@ -466,8 +466,11 @@ REPLICAS_SCRIPT = textwrap.dedent("""
                    rng.normal(size=(B // 2, T, 40)).astype(np.float32), labels()[:B // 2])
                   for _ in range(STEPS)]
         batches = [tuple(np.concatenate([x, x]) for x in half) for half in halves]
-        one = GanTrainer(config(), tf.distribute.get_strategy())
-        two = GanTrainer(config(), TWO)
+        # With a learning-rate decay (the second update at half the rate): the step sets the
+        # decaying optimizers' learning-rate variables inside the replicas' function.
+        decayed = dict(train_steps=STEPS, lr_decay_start_step=1, lr_decay_final_factor=0.5)
+        one = GanTrainer(config(**decayed), tf.distribute.get_strategy())
+        two = GanTrainer(config(**decayed), TWO)
         initial = initial_weights(one)
         out["stage1"] = dict(one=train(one, batches), two=train(two, batches, initial),
                              disagreement=per_replica_disagreement(two),

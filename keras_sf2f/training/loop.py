@@ -434,12 +434,18 @@ def train(config: TrainConfig, *, face_network=None, step_callback=None,
     best_vars = {name: tf.Variable(-math.inf if higher else math.inf, dtype=tf.float64,
                                    trainable=False, name=f"best_{name}")
                  for name, (higher, _) in BEST_METRICS.items()}
-    checkpoint = tf.train.Checkpoint(step=step_var, **{f"best_{k}": v for k, v in
-                                                       best_vars.items()},
-                                     **trainer.checkpoint_objects())
     # Before the manager exists: it reads the state file that setting an unreadable newest
     # checkpoint aside rewrites.
     latest = newest_readable_checkpoint(model_dir, set_aside=is_chief)
+    if latest:
+        # Before the checkpoint object takes the optimizers: this may rebuild some.
+        adopted = trainer.adopt_checkpoint_learning_rates(latest)
+        if adopted:
+            logging.info("%s: built with the learning-rate schedule, as %s saved them (an "
+                         "older run's form)", ", ".join(adopted), latest)
+    checkpoint = tf.train.Checkpoint(step=step_var, **{f"best_{k}": v for k, v in
+                                                       best_vars.items()},
+                                     **trainer.checkpoint_objects())
     keep = max(config.keep_checkpoints, MIN_KEPT_CHECKPOINTS)
     if keep != config.keep_checkpoints:
         logging.info("keeping %d regular checkpoints instead of %d, so that an unreadable "

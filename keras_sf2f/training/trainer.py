@@ -46,6 +46,11 @@ are not finite on *any* replica is skipped by that optimizer on every replica an
 halved (2^15 at first, doubled after 2000 good steps). The scales and counters are optimizer
 variables, so checkpoints hold them and a resumed run continues with them.
 
+Learning rates: the generator's and image discriminators' rates decay after
+``--lr_decay_start_step`` (``learning_rate_schedule``); their Adams keep a learning-rate
+variable that the step sets from the schedule, so checkpoints have one layout with or without a
+decay and a run can take up a decay when it resumes (``_adam_for``).
+
 How a replica's step runs: ``_local_gradients`` (the forward and backward passes of both
 updates: losses, gradients, BatchNorm statistics) and then the updates (``_replica_step``:
 cross-replica gradient sums and optimizer steps, the generator's moving average, BatchNorm
@@ -236,9 +241,9 @@ class GanTrainer:
                 c.image_size: c for c in self.models.identity_classifiers
                 if config.ac_weight > 0}
 
-            def schedule(decays: bool):
-                return learning_rate_schedule(config, decays)
-
+            # Optimizer name -> the learning-rate schedule its learning-rate variable follows
+            # (the decaying optimizers of a run with --lr_decay_start_step; see _adam_for).
+            self.learning_rate_schedules = {}
             self.generator_variables = list(generator.trainable_variables)
             if not self.generator_variables:
                 raise ValueError("the generator has no trainable variables")
@@ -251,7 +256,7 @@ class GanTrainer:
                 self.generator_ema = builder.build_generator(config.model)
                 self.generator_ema.trainable = False
                 self.copy_generator_to_ema()
-            self.generator_optimizer = _adam(config, schedule(True))
+            self.generator_optimizer = self._adam_for("generator_optimizer", decays=True)
             self.generator_optimizer.build(self.generator_variables)
             self.image_discriminator_variables = [
                 v for d in self.image_discriminators.values() for v in d.trainable_variables]
@@ -261,11 +266,13 @@ class GanTrainer:
             # rates, not the AC discriminators'.
             self.image_discriminator_optimizer = None
             if self.image_discriminator_variables:
-                self.image_discriminator_optimizer = _adam(config, schedule(True))
+                self.image_discriminator_optimizer = self._adam_for(
+                    "image_discriminator_optimizer", decays=True)
                 self.image_discriminator_optimizer.build(self.image_discriminator_variables)
             self.identity_classifier_optimizer = None
             if self.identity_classifier_variables:
-                self.identity_classifier_optimizer = _adam(config, schedule(False))
+                self.identity_classifier_optimizer = self._adam_for(
+                    "identity_classifier_optimizer", decays=False)
                 self.identity_classifier_optimizer.build(self.identity_classifier_variables)
             # --decoder_pretrain_steps: the map of the face network's embedding onto the
             # decoder's input, and the optimizer of the map and the decoder.
@@ -352,6 +359,50 @@ class GanTrainer:
         """Stage-2 batches (window stacks + mask) instead of stage-1 crops."""
         return self.config.model.fuser == "attention"
 
+    def _adam_for(self, name: str, decays: bool):
+        """The Adam of the GAN step's optimizer ``name``. Its learning rate is always a
+        variable: with a decay (``learning_rate_schedule``), the step sets it from the
+        schedule (``_follow_learning_rate_schedules``). An Adam built with the schedule itself
+        would have no such variable, so its checkpoint would differ from a run's without a
+        decay, and a run could not take up or change --lr_decay_start_step when it resumes."""
+        schedule = learning_rate_schedule(self.config, decays)
+        if callable(schedule):
+            self.learning_rate_schedules[name] = schedule
+        return _adam(self.config, self.config.learning_rate)
+
+    def adopt_checkpoint_learning_rates(self, prefix: str) -> list[str]:
+        """Before resuming from ``prefix`` (and before a ``tf.train.Checkpoint`` takes the
+        optimizers): a decaying optimizer that the checkpoint saved without a learning-rate
+        variable (runs with a decay written before 2026-12-07 built their Adam with the
+        schedule) is built that way again, so that the checkpoint matches. Returns the names
+        of the optimizers rebuilt."""
+        saved = [name for name, _ in tf.train.list_variables(prefix)]
+        adopted = []
+        for name in list(self.learning_rate_schedules):
+            mine = [n for n in saved if n.startswith(name + "/")]
+            if mine and not any("/_learning_rate/" in n for n in mine):
+                self.build_optimizer_with_schedule(name)
+                adopted.append(name)
+        return adopted
+
+    def build_optimizer_with_schedule(self, name: str):
+        """Replaces the decaying optimizer ``name`` by an Adam built with its schedule (the
+        form before 2026-12-07), which then follows the schedule by itself."""
+        schedule = self.learning_rate_schedules.pop(name)
+        variables = {"generator_optimizer": self.generator_variables,
+                     "image_discriminator_optimizer": self.image_discriminator_variables}[name]
+        with dtype_policy(self.config.mixed_precision), self.strategy.scope():
+            optimizer = _adam(self.config, schedule)
+            optimizer.build(variables)
+        setattr(self, name, optimizer)
+
+    def _follow_learning_rate_schedules(self):
+        """Sets each decaying optimizer's learning rate for its coming update: what Keras
+        computes for an optimizer built with the schedule (``schedule(iterations)``)."""
+        for name, schedule in self.learning_rate_schedules.items():
+            optimizer = self.optimizers()[name]
+            optimizer.learning_rate = schedule(optimizer.iterations)
+
     def optimizers(self) -> dict:
         """name -> optimizer, for the ones in use."""
         named = {"generator_optimizer": self.generator_optimizer,
@@ -403,9 +454,15 @@ class GanTrainer:
                 **{name: value for name, value in pretrain.items() if value is not None}}
 
     def learning_rates(self) -> dict:
-        return {f"lr/{name.replace('_optimizer', '')}":
-                float(tf.convert_to_tensor(opt.learning_rate).numpy())
-                for name, opt in self.optimizers().items()}
+        """The learning rate of each optimizer's next update, for the summaries."""
+        rates = {}
+        for name, optimizer in self.optimizers().items():
+            schedule = self.learning_rate_schedules.get(name)
+            rate = (schedule(optimizer.iterations) if schedule is not None
+                    else optimizer.learning_rate)
+            rates[f"lr/{name.replace('_optimizer', '')}"] = float(
+                tf.convert_to_tensor(rate).numpy())
+        return rates
 
     def distribute(self, dataset_fn):
         """A distributed dataset of per-replica batches from ``dataset_fn()``, a function
@@ -468,6 +525,7 @@ class GanTrainer:
 
     def _replica_step(self, batch):
         generator_gradients, d_gradients, out = self._local_step(batch)
+        self._follow_learning_rate_schedules()
         groups = [(self.generator_optimizer, generator_gradients, self.generator_variables)]
         split = len(self.image_discriminator_variables)
         if d_gradients is not None:
