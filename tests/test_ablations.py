@@ -350,14 +350,18 @@ def test_every_variant_command_changes_only_what_it_names(tmp_path):
         "gradient_l1_weight": 0.0}
     # The demo: 2 x 300 steps each of decoder and voice pre-training, then 2 x 300
     # generator steps.
+    # The demo flagfile decays the last half of its generator steps: so does every stage-1
+    # row, at its own length (sf2f: from step 150 of 300).
+    assert trained["sf2f"]["lr_decay_start_step"] == 150
     assert changes("demo_recipe") == {"gan_weight": 0.0, "ac_weight": 0.0,
                                       "perceptual_weight": 10.0, "gradient_l1_weight": 10.0,
-                                      "train_steps": 1800,
+                                      "train_steps": 1800, "lr_decay_start_step": 1500,
                                       "eval_every_steps": 1800, "voice_pretrain_steps": 600,
                                       "decoder_pretrain_steps": 600}
     assert changes("demo_no_pretrain") == {"gan_weight": 0.0, "ac_weight": 0.0,
                                            "perceptual_weight": 10.0,
                                            "gradient_l1_weight": 10.0, "train_steps": 600,
+                                           "lr_decay_start_step": 300,
                                            "eval_every_steps": 600}
     # The tables' list of runs names each row's change, also those that are not a flag.
     text = {v.name: v.change_text() for v in runner.variants}
@@ -416,6 +420,16 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path, decoder_steps):
                 "voice_pretrain_steps", "decoder_pretrain_steps", "learning_rate"):
         assert str(sf2f[key]) == demo[key] or float(sf2f[key]) == float(demo[key]), key
     assert {v["seed"] for v in trained.values()} == {7}
+    # The demo's own decay point in the row that is the demo, and the same share of the
+    # generator steps in every other stage-1 row.
+    assert sf2f["lr_decay_start_step"] == int(demo["lr_decay_start_step"])
+    share = plan.lr_decay_share
+    assert 0 < share <= 1
+    for v in runner.variants:
+        if not v.stage2_of and v.config == "base":
+            steps = trained[v.name]["train_steps"]
+            generator = runner.phase_steps(v)[2]
+            assert trained[v.name]["lr_decay_start_step"] == steps - round(generator * share)
 
     def changes(name):
         return {k: x for k, x in trained[name].items()
@@ -433,11 +447,14 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path, decoder_steps):
     assert changes("generator_ema") == {"generator_ema_decay": 0.99}
     assert changes("voice_quality") == {"model.voice_quality_channels": True}
     without_decoder = int(demo["train_steps"]) - int(demo["decoder_pretrain_steps"])
+    decaying = round(generator_steps * share)
     assert changes("no_decoder_pretrain") == {"decoder_pretrain_steps": 0,
                                               "train_steps": without_decoder,
+                                              "lr_decay_start_step": without_decoder - decaying,
                                               "eval_every_steps": without_decoder}
     assert changes("no_pretrain") == {"voice_pretrain_steps": 0, "decoder_pretrain_steps": 0,
                                       "train_steps": generator_steps,
+                                      "lr_decay_start_step": generator_steps - decaying,
                                       "eval_every_steps": generator_steps}
     # The tables' list of runs names each row's change, also those that are not a flag.
     text = {v.name: v.change_text() for v in runner.variants}

@@ -64,6 +64,11 @@ class Plan:
     # own proportions (set in __post_init__), so that its rows pre-train as the demo does.
     decoder_pretrain_share: float = 1.0
     voice_pretrain_share: float = 1.0
+    # The share of a row's generator steps, at their end, over which the learning rate decays:
+    # the base flagfile's (its --train_steps minus --lr_decay_start_step, over its generator
+    # steps; 0 when it does not decay), so that every stage-1 row decays at the same point of
+    # its own schedule whatever its length (an absolute step would fall outside shorter rows).
+    lr_decay_share: float = 0.0
 
     def evaluation_config(self):
         """The ``evaluate.EvaluationConfig`` every variant is evaluated with."""
@@ -76,8 +81,12 @@ class Plan:
         if self.recipe not in RECIPES:
             raise AblationError(f"unknown ablation recipe {self.recipe!r}; choose from "
                                 f"{', '.join(RECIPES)}")
+        base = read_flagfile(self.base_config)
+        decay_start = int(base.get("lr_decay_start_step", -1))
+        if decay_start >= 0 and "train_steps" in base:
+            self.lr_decay_share = min(1.0, (int(base.get("train_steps", 0)) - decay_start)
+                                      / self._demo_generator_steps(base))
         if self.recipe == "demo":
-            base = read_flagfile(self.base_config)
             generator_steps = self._demo_generator_steps(base)
             self.decoder_pretrain_share = (int(base.get("decoder_pretrain_steps", 0))
                                            / generator_steps)
@@ -95,6 +104,13 @@ class Plan:
         factors (the catalogue's; 0 leaves that pre-training out)."""
         return (round(self.train_steps * decoder_factor * self.decoder_pretrain_share),
                 round(self.train_steps * voice_factor * self.voice_pretrain_share))
+
+    def lr_decay_start_step(self, run_steps: int, generator_steps: int) -> int | None:
+        """--lr_decay_start_step of a stage-1 row of ``run_steps`` steps, the last
+        ``generator_steps`` of them generator steps (None: the base does not decay)."""
+        if self.lr_decay_share <= 0:
+            return None
+        return run_steps - round(generator_steps * self.lr_decay_share)
 
     def _demo_generator_steps(self, base: dict) -> int:
         """The base flagfile's generator steps (its --train_steps after its

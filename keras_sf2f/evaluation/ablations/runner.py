@@ -73,9 +73,12 @@ class Ablations:
         if v.config == "base" and v.reference_losses:
             args += list(REFERENCE_LOSS_FLAGS)
         if v.config == "base" and not v.stage2_of:
-            decoder_steps, voice_steps, _ = self.phase_steps(v)
+            decoder_steps, voice_steps, generator_steps = self.phase_steps(v)
             args.append(f"--voice_pretrain_steps={voice_steps}")
             args.append(f"--decoder_pretrain_steps={decoder_steps}")
+            decay_start = p.lr_decay_start_step(steps, generator_steps)
+            if decay_start is not None:
+                args.append(f"--lr_decay_start_step={decay_start}")
         if p.train_seed is not None:
             args.append(f"--seed={p.train_seed}")
         return args + list(v.overrides)
