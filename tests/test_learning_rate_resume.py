@@ -6,6 +6,7 @@ would fail this, since the fourth and fifth updates decay), a run stopped withou
 resumes with one, and a checkpoint written the older way still resumes.
 """
 
+import logging
 import os
 import signal
 
@@ -109,7 +110,8 @@ def test_a_checkpoint_written_the_older_way_resumes(straight, data_dir, tmp_path
     for name in DECAYING:
         assert any(n.startswith(name + "/") for n in saved)
         assert not any(n.startswith(name + "/") and "/_learning_rate/" in n for n in saved)
-    with caplog.at_level("INFO"):
+    # absl's logger: other tests in the process may have set its level above INFO.
+    with caplog.at_level(logging.INFO, logger="absl"):
         result, resumed = run(_config(tmp_path, data_dir, "run", **DECAY))
     assert "an older run's form" in caplog.text
     assert sorted(resumed) == [3, 4, 5]

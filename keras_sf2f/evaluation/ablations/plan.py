@@ -81,7 +81,11 @@ class Plan:
         if self.recipe not in RECIPES:
             raise AblationError(f"unknown ablation recipe {self.recipe!r}; choose from "
                                 f"{', '.join(RECIPES)}")
-        base = read_flagfile(self.base_config)
+        # The demo recipe's rows need the base flagfile's proportions; the reference recipe's
+        # only its decay, when there is a flagfile to read (a plan that only renders recorded
+        # variants' pages may name none that exists; training would name the missing file).
+        needs_base = self.recipe == "demo" or os.path.exists(self.base_config)
+        base = read_flagfile(self.base_config) if needs_base else {}
         decay_start = int(base.get("lr_decay_start_step", -1))
         if decay_start >= 0 and "train_steps" in base:
             self.lr_decay_share = min(1.0, (int(base.get("train_steps", 0)) - decay_start)
