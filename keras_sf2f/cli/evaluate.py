@@ -94,6 +94,10 @@ def main(argv):
         if not config.detection:
             notes.append("No face detection rate: dlib is not installed (pip install dlib-bin).")
 
+    # The steps before the first run and after the last take minutes on a slow machine: say
+    # what is going on.
+    logging.info("evaluation: embedding the %s split's photos and the face-identity "
+                 "network's identities", config.split)
     embedders, embedder_notes = ev.make_embedders(FLAGS.face_network, FLAGS.eval_dlib)
     notes = embedder_notes + notes
     centroids, note = ev.classifier_centroids(FLAGS.data_dir, embedders[0], image_size)
@@ -132,7 +136,7 @@ def main(argv):
         figures[model_name] = out["figures"]
 
     if FLAGS.eval_oracle:
-        out = evaluator.oracle()
+        out = evaluator.oracle(progress_write=logging.info)
         if out is None:
             notes.append("No voice-attribute oracle: the data is not the procedural corpus.")
         else:
@@ -157,6 +161,8 @@ def main(argv):
     # The ground-truth photos' figures are the ceiling the models are read against: the
     # report's first row, not a TensorBoard run (they have no training step).
     model_figures = dict(figures)
+    logging.info("evaluation: scoring the ground-truth photos, then writing the report to %s",
+                 FLAGS.report_dir)
     figures = {ev.GROUND_TRUTH_MODEL: evaluator.ground_truth_figures(), **figures}
     notes += evaluator.figure_notes
     summary_dir = FLAGS.summary_dir or os.path.join(FLAGS.report_dir, "tensorboard")

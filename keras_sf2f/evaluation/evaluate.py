@@ -76,6 +76,7 @@ from keras_sf2f.evaluation.results import (
     GROUND_TRUTH_MODEL, GROUND_TRUTH_PROTOCOL, ORACLE_PROTOCOL, ORACLE_VOICE_MEAN_PROTOCOL,
     ORACLE_VOICE_ONLY_PROTOCOL, VoiceTypicality, sample_resolutions)
 from keras_sf2f.image_ranges import normalized_to_uint8_np, pixels_to_normalized
+from keras_sf2f.progress import Progress
 from keras_sf2f.runs import checkpoint_step
 
 FRAMES_PER_SECOND = 100
@@ -385,14 +386,16 @@ class Evaluator:
                                                  in self.face_embeddings.items()}))
         return {GROUND_TRUTH_PROTOCOL: _summary(per_run)}
 
-    def oracle(self) -> dict | None:
+    def oracle(self, progress_write=None) -> dict | None:
         """The voice-attribute oracle's faces scored like a model's (``oracle.py``), one run per
         evaluation run with fresh donors, as three protocols: ``ORACLE_PROTOCOL`` (generous:
         the identity's own appearance draws), ``ORACLE_VOICE_ONLY_PROTOCOL`` (the same donors,
         their appearance draws too) and ``ORACLE_VOICE_MEAN_PROTOCOL`` (the pixel mean of
         ``oracle.MEAN_DRAWS`` voice-only faces). ``{"results": {protocol: ...}, "samples":
         {protocol: faces of the first run}, "figures": {protocol: ...}}``; ``None`` unless the
-        data is the procedural corpus."""
+        data is the procedural corpus. ``progress_write`` (e.g. ``logging.info``) gets a
+        progress line per run at most every few seconds: the oracle is scored like a model,
+        so on a slow machine it takes minutes."""
         info = oracle.procedural_identities(self.config.data_dir, self.config.split,
                                             self.split.names)
         if info is None:
@@ -414,10 +417,18 @@ class Evaluator:
                 mean_donors[r * oracle.MEAN_DRAWS:(r + 1) * oracle.MEAN_DRAWS],
                 self.image_size, quality),
         }
+        progress = (Progress(len(kinds) * runs, "voice-attribute oracle", unit="runs",
+                             write=progress_write) if progress_write else None)
+
+        def drawn(draw):
+            for r in range(runs):
+                yield pixels_to_normalized(draw(r)).numpy()
+                if progress:
+                    progress.update()
+
         out = {"results": {}, "samples": {}, "figures": {}}
         for protocol, draw in kinds.items():
-            results, figures, first = self.score_runs_with_figures(
-                pixels_to_normalized(draw(r)).numpy() for r in range(runs))
+            results, figures, first = self.score_runs_with_figures(drawn(draw))
             out["results"][protocol], out["samples"][protocol] = results, first
             if figures:
                 out["figures"][protocol] = figures

@@ -73,6 +73,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_sf2f import runs
 from keras_sf2f.models import builder, fast_conv
 from keras_sf2f.models.face_preprocessing import facenet_inputs_from_generator_images
 from keras_sf2f.training import losses
@@ -376,11 +377,10 @@ class GanTrainer:
         variable (runs with a decay written before 2026-12-07 built their Adam with the
         schedule) is built that way again, so that the checkpoint matches. Returns the names
         of the optimizers rebuilt."""
-        saved = [name for name, _ in tf.train.list_variables(prefix)]
         adopted = []
         for name in list(self.learning_rate_schedules):
-            mine = [n for n in saved if n.startswith(name + "/")]
-            if mine and not any("/_learning_rate/" in n for n in mine):
+            if (runs.checkpoint_has_object(prefix, (name,)) and
+                    not runs.checkpoint_has_object(prefix, (name, "_learning_rate"))):
                 self.build_optimizer_with_schedule(name)
                 adopted.append(name)
         return adopted

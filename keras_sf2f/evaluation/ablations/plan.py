@@ -89,9 +89,9 @@ class Plan:
         decay_start = int(base.get("lr_decay_start_step", -1))
         if decay_start >= 0 and "train_steps" in base:
             self.lr_decay_share = min(1.0, (int(base.get("train_steps", 0)) - decay_start)
-                                      / self._demo_generator_steps(base))
+                                      / self._base_generator_steps(base))
         if self.recipe == "demo":
-            generator_steps = self._demo_generator_steps(base)
+            generator_steps = self._base_generator_steps(base)
             self.decoder_pretrain_share = (int(base.get("decoder_pretrain_steps", 0))
                                            / generator_steps)
             self.voice_pretrain_share = int(base.get("voice_pretrain_steps", 0)) / generator_steps
@@ -116,10 +116,11 @@ class Plan:
             return None
         return run_steps - round(generator_steps * self.lr_decay_share)
 
-    def _demo_generator_steps(self, base: dict) -> int:
+    def _base_generator_steps(self, base: dict) -> int:
         """The base flagfile's generator steps (its --train_steps after its
         --decoder_pretrain_steps and --voice_pretrain_steps; ``base``: its flags as read by
-        read_flagfile): the demo recipe's rows run as long as the demo."""
+        read_flagfile): the demo recipe's rows run as long as the demo, and every recipe's
+        rows decay over the same share of them."""
         steps = (int(base.get("train_steps", 0)) - int(base.get("voice_pretrain_steps", 0))
                  - int(base.get("decoder_pretrain_steps", 0)))
         if steps < 1:
