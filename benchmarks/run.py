@@ -38,6 +38,7 @@ import platform
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import traceback
 
@@ -793,9 +794,11 @@ def readme_block(kinds: dict) -> str:
     lines = [README_BEGIN, ""]
     for kind, results in sorted(kinds.items()):
         m = results.get("meta", {}).get("machine", {})
-        lines += [f"**{kind}** ({m.get('cpu_model')}, {m.get('logical_cpus')} logical CPUs; "
-                  f"{measured_line(results)}; "
-                  f"[all figures](benchmarks/{RESULTS_DIR}/{kind}.md)):",
+        heading = (f"**{kind}** ({m.get('cpu_model')}, {m.get('logical_cpus')} logical CPUs; "
+                   f"{measured_line(results)}; "
+                   f"[all figures](benchmarks/{RESULTS_DIR}/{kind}.md)):")
+        # Wrapped at 100 columns, as the rest of the README is.
+        lines += [*textwrap.wrap(heading, 100, break_long_words=False, break_on_hyphens=False),
                   "", "| Keras / PyTorch (>= 1: keras-sf2f faster) | ratio |", "|---|---|"]
         training = training_headline(results)
         for precision in ("float32", "mixed_bfloat16"):

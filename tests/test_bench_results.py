@@ -117,6 +117,9 @@ def test_index_lists_every_kind_with_its_headline(tmp_path):
     assert "old table" not in block
     assert "**amd_epyc_avx2**" in block and "**intel_xeon_amx_bf16**" in block
     assert "benchmarks/results/intel_xeon_amx_bf16.md" in block
+    # The prose lines keep the README's 100 columns (tables excepted) however long the kind.
+    prose = [line for line in block.splitlines() if not line.startswith("|")]
+    assert max(len(line) for line in prose) <= 100
 
 
 def test_subset_run_merges_into_its_kind(tmp_path, monkeypatch):
