@@ -170,7 +170,9 @@ def test_evaluator_scores_the_oracle_against_the_ground_truth(tmp_path):
     config = ev.EvaluationConfig(data_dir=d, runs=3, durations=(1.25,))
     evaluator = ev.Evaluator(config, [_ColourEmbedder()], 64)
     lines = []
-    out = evaluator.oracle(progress_write=lines.append)
+    from keras_sf2f.progress import Progress  # noqa: PLC0415
+    out = evaluator.oracle(Progress(evaluator.oracle_runs, "voice-attribute oracle",
+                                    unit="runs", write=lines.append))
     # Its runs are reported as they go (minutes on a slow machine): the last line says all.
     assert lines and lines[-1].startswith("voice-attribute oracle: 9/9 (100%)")
     kinds = [ev.ORACLE_PROTOCOL, ev.ORACLE_VOICE_ONLY_PROTOCOL, ev.ORACLE_VOICE_MEAN_PROTOCOL]

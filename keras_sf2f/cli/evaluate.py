@@ -136,7 +136,8 @@ def main(argv):
         figures[model_name] = out["figures"]
 
     if FLAGS.eval_oracle:
-        out = evaluator.oracle(progress_write=logging.info)
+        out = evaluator.oracle(Progress(evaluator.oracle_runs, "voice-attribute oracle",
+                                        unit="runs", write=logging.info))
         if out is None:
             notes.append("No voice-attribute oracle: the data is not the procedural corpus.")
         else:

@@ -76,7 +76,6 @@ from keras_sf2f.evaluation.results import (
     GROUND_TRUTH_MODEL, GROUND_TRUTH_PROTOCOL, ORACLE_PROTOCOL, ORACLE_VOICE_MEAN_PROTOCOL,
     ORACLE_VOICE_ONLY_PROTOCOL, VoiceTypicality, sample_resolutions)
 from keras_sf2f.image_ranges import normalized_to_uint8_np, pixels_to_normalized
-from keras_sf2f.progress import Progress
 from keras_sf2f.runs import checkpoint_step
 
 FRAMES_PER_SECOND = 100
@@ -386,16 +385,24 @@ class Evaluator:
                                                  in self.face_embeddings.items()}))
         return {GROUND_TRUTH_PROTOCOL: _summary(per_run)}
 
-    def oracle(self, progress_write=None) -> dict | None:
+    # The oracle's three protocols (``oracle``), each scored over ``config.runs`` runs.
+    ORACLE_PROTOCOLS = (ORACLE_PROTOCOL, ORACLE_VOICE_ONLY_PROTOCOL, ORACLE_VOICE_MEAN_PROTOCOL)
+
+    @property
+    def oracle_runs(self) -> int:
+        """How many runs ``oracle`` scores: the total of its ``progress``."""
+        return len(self.ORACLE_PROTOCOLS) * self.config.runs
+
+    def oracle(self, progress=None) -> dict | None:
         """The voice-attribute oracle's faces scored like a model's (``oracle.py``), one run per
         evaluation run with fresh donors, as three protocols: ``ORACLE_PROTOCOL`` (generous:
         the identity's own appearance draws), ``ORACLE_VOICE_ONLY_PROTOCOL`` (the same donors,
         their appearance draws too) and ``ORACLE_VOICE_MEAN_PROTOCOL`` (the pixel mean of
         ``oracle.MEAN_DRAWS`` voice-only faces). ``{"results": {protocol: ...}, "samples":
         {protocol: faces of the first run}, "figures": {protocol: ...}}``; ``None`` unless the
-        data is the procedural corpus. ``progress_write`` (e.g. ``logging.info``) gets a
-        progress line per run at most every few seconds: the oracle is scored like a model,
-        so on a slow machine it takes minutes."""
+        data is the procedural corpus. ``progress`` (a ``Progress`` of ``oracle_runs``
+        total), as for ``evaluate``, advances once per run: the oracle is scored like a
+        model, so on a slow machine it takes minutes."""
         info = oracle.procedural_identities(self.config.data_dir, self.config.split,
                                             self.split.names)
         if info is None:
@@ -417,8 +424,7 @@ class Evaluator:
                 mean_donors[r * oracle.MEAN_DRAWS:(r + 1) * oracle.MEAN_DRAWS],
                 self.image_size, quality),
         }
-        progress = (Progress(len(kinds) * runs, "voice-attribute oracle", unit="runs",
-                             write=progress_write) if progress_write else None)
+        assert tuple(kinds) == self.ORACLE_PROTOCOLS
 
         def drawn(draw):
             for r in range(runs):
