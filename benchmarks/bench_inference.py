@@ -13,9 +13,10 @@ the largest image. Random weights (time does not depend on them).
 * ``keras graph``: one ``tf.function`` from the int16 waveform to the image
   (``keras_sf2f.serving.inference.waveform_to_face_function``): the samples of the windows
   used, then log mel filterbank (``keras_sf2f.audio.features``, default precision),
-  normalisation, windows and generator as one XLA cluster (``jit_compile``; compiled once per
-  window count, during the warm-up requests). Features included. The SavedModel rows run
-  no XLA (TF-Serving's XLA:CPU is off by default).
+  normalisation, windows and encoder as XLA clusters (two groups of windows side by side from
+  8 windows on, one below), then fusion and decoder as one more (``jit_compile``; compiled
+  once per window count, during the warm-up requests). Features included. The SavedModel
+  rows run no XLA (TF-Serving's XLA:CPU is off by default).
 * ``no-XLA keras graph``: the previous Keras graph, for comparison: one plain ``tf.function``
   with the features of the whole waveform and the generator.
 * ``keras eager``: the same steps with the Keras model called eagerly (op by op), as a

@@ -205,6 +205,12 @@ def test_served_graph_computes_the_channels(speech_like):
         tf.constant(speech, tf.float32))
     np.testing.assert_allclose(embedding[0] / np.linalg.norm(embedding[0]),
                                want["embedding"][0], atol=1e-5)
+    # Also with the two windows encoded as two groups: the second group's channels see the
+    # samples before its first frame, as in the whole utterance.
+    _, grouped = waveform_to_face_function(generator, 16000, max_windows=2, window_groups=2,
+                                           min_group_windows=1)(tf.constant(speech, tf.float32))
+    np.testing.assert_allclose(grouped[0] / np.linalg.norm(grouped[0]),
+                               want["embedding"][0], atol=1e-5)
     # Without the channels (zeros in their place) the embedding is another one.
     blind = windows.copy()
     blind[..., 40:] = 0.0

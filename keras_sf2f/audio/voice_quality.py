@@ -56,6 +56,8 @@ MIN_LAG, MAX_LAG = 40, 256   # 2.5 ms (400 Hz) .. 16 ms (62.5 Hz), MAX_LAG exclu
 _LEFT = 120           # the window starts 120 samples before the log-mel frame (centre + 200)
 #: Samples a frame's window reaches past the end of its 400-sample log-mel frame.
 LOOKAHEAD = WINDOW - _LEFT - 400
+#: Samples a frame's window reaches before the start of its log-mel frame.
+LOOKBEHIND = _LEFT
 _POWER_FLOOR = 1e-10
 UNVOICED = 1e-3       # harmonicity at or below this: no pitch peak to read
 _INT16 = 32768.0

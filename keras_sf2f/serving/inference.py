@@ -629,8 +629,14 @@ class FaceFromVoice:
 # Python inference (not exported)
 # --------------------------------------------------------------------------------------------
 
+#: ``waveform_to_face_function`` splits the windows into groups of at least this many.
+MIN_GROUP_WINDOWS = 4
+
+
 def waveform_to_face_function(generator, sample_rate: int = _RATE,
-                              max_windows: int = MAX_WINDOWS, jit_compile: bool = True):
+                              max_windows: int = MAX_WINDOWS, jit_compile: bool = True,
+                              window_groups: int | None = None,
+                              min_group_windows: int = MIN_GROUP_WINDOWS):
     """One ``tf.function`` for Python callers: a 1-D waveform on the int16 scale (any real
     dtype, any length with at least one 125-frame window) -> ``(largest image [1, H, W, 3]
     in the model's normalised space, embedding [1, D])``.
@@ -641,15 +647,24 @@ def waveform_to_face_function(generator, sample_rate: int = _RATE,
     ``generator(..., training=False)`` (its own fusion: the fuser, or the plain mean of a
     stage-1 model).
 
-    ``jit_compile``: features, windows and generator run as one XLA cluster. The waveform is
-    cut to the samples of whole windows first, so it compiles once per window count (at most
-    ``max_windows`` shapes, ~1-2 s each on first use), not per waveform length. On a 2-core
-    Xeon with oneDNN (sf2f_64_fuser, batch 1, interleaved with the uncompiled graph on a
-    loaded machine) this measured 1.0-1.4x (1 window), 1.2-1.6x (3) and 1.1-1.5x (20)
-    faster end to end: oneDNN convolutions re-lay-out variable weights on every call and pick
-    slow kernels for some window counts, and the features' elementwise passes fuse. Max abs
-    difference to the uncompiled graph: ~2e-6 on the log mel features (XLA's float32
+    ``jit_compile``: features and encoder, then fusion and decoder, run as XLA clusters. The
+    waveform is cut to the samples of whole windows first, so it compiles once per window
+    count (at most ``max_windows`` shapes, ~1-2 s each on first use), not per waveform length.
+    On a 2-core Xeon with oneDNN (sf2f_64_fuser, batch 1, interleaved with the uncompiled
+    graph on a loaded machine) this measured 1.0-1.4x (1 window), 1.2-1.6x (3) and 1.1-1.5x
+    (20) faster end to end: oneDNN convolutions re-lay-out variable weights on every call and
+    pick slow kernels for some window counts, and the features' elementwise passes fuse. Max
+    abs difference to the uncompiled graph: ~2e-6 on the log mel features (XLA's float32
     rounding), ~2e-7 on embeddings, ~1e-8 on the images.
+
+    ``window_groups``: the windows' features and encoder run as this many independent calls
+    of consecutive windows (each of at least ``min_group_windows`` windows, else one call),
+    which TensorFlow runs side by side on its inter-op threads before the fusion and the
+    decoder. Why: at batch 1 XLA's CPU kernels use a second core poorly (sf2f_64_fuser, 20
+    windows, 2-core Intel Xeon: 33.5 ms on one thread, 27.8 on two); two groups of 10 windows
+    took 24.4 ms against 27.8 for one call, with the same faces and embeddings (each window's
+    features and encoding are its own; a group's compilation only changes float rounding).
+    Default: 2 on a machine without a GPU, 1 with one (a GPU runs one call faster than two).
 
     Not used by the SavedModel export, on purpose: TF-Serving disables XLA:CPU by default
     (``--xla_cpu_compilation_enabled``) and fails requests that reach a must-compile function,
@@ -663,26 +678,52 @@ def waveform_to_face_function(generator, sample_rate: int = _RATE,
     if quality and rate != voice_quality.SAMPLE_RATE:
         raise ValueError(f"voice-quality channels are computed at "
                          f"{voice_quality.SAMPLE_RATE} Hz, got a {rate} Hz waveform")
+    if window_groups is None:
+        window_groups = 1 if tf.config.list_logical_devices("GPU") else 2
+    window_groups = int(window_groups)
+    if window_groups < 1:
+        raise ValueError(f"window_groups must be at least 1, got {window_groups}")
     log_mel = features.log_mel_filterbank_compilable if jit_compile else \
         features.log_mel_filterbank
 
-    # The voice-quality windows reach past the last frame, as in the served graph.
+    # The voice-quality windows reach past the last frame, as in the served graph, and
+    # LOOKBEHIND samples before the first: a group that does not start at sample 0 is given
+    # one frame more in front (its features are computed and dropped), so each of its frames
+    # sees exactly the samples it sees in the whole waveform.
     lookahead = voice_quality.LOOKAHEAD if quality else 0
+    if quality and voice_quality.LOOKBEHIND > step:
+        raise ValueError("a voice-quality window reaches more than one frame step back")
 
-    def windows_to_face(samples):
-        """Samples of exactly ``count`` whole windows (then up to ``lookahead`` more) ->
-        (image, embedding)."""
+    def embed_windows(samples, lead_frames):
+        """Samples of ``lead_frames`` frames, then of whole windows (then ``lookahead``
+        more) -> one unit-norm embedding per window [1, count, D]."""
         mel = features.normalize_log_mel(log_mel(samples[:tf.shape(samples)[0] - lookahead]
                                                  if lookahead else samples,
                                                  rate, num_mel_bins - quality))
         if quality:
             channels = voice_quality.voice_quality_channels(samples)[:tf.shape(mel)[0]]
             mel = tf.concat([mel, channels], axis=1)
-        windows = tf.reshape(mel, [1, -1, frames, num_mel_bins])
-        images, embedding = generator(windows, training=False)
+        windows = tf.reshape(mel[lead_frames:], [1, -1, frames, num_mel_bins])
+        return generator.encoder.embed_segments(windows, training=False)
+
+    def face_from_window_embeddings(embeddings):
+        # What generator(windows) does after the per-window embeddings.
+        embedding = generator.encoder.fuse(embeddings)
+        images = generator.decoder(embedding, training=False)
+        images = images if isinstance(images, (list, tuple)) else [images]
         return images[-1], embedding
 
-    model = tf.function(windows_to_face, autograph=False, jit_compile=bool(jit_compile))
+    xla = bool(jit_compile)
+    embed_first = tf.function(lambda s: embed_windows(s, 0), autograph=False, jit_compile=xla)
+    embed_later = tf.function(lambda s: embed_windows(s, 1), autograph=False, jit_compile=xla)
+    to_face = tf.function(face_from_window_embeddings, autograph=False, jit_compile=xla)
+
+    def samples_of(waveform, first, count):
+        """The samples that windows ``first`` .. ``first + count - 1`` read (and the
+        lookahead), from one frame earlier unless ``first`` is 0."""
+        begin = tf.maximum(first * frames * step - step, 0)
+        end = ((first + count) * frames - 1) * step + length + lookahead
+        return waveform[begin:end]
 
     def forward(waveform):
         count = features.num_frames(tf.shape(waveform)[0], rate) // frames
@@ -692,9 +733,22 @@ def waveform_to_face_function(generator, sample_rate: int = _RATE,
             count, message=f"need at least one window of {frames} frames "
                            f"({((frames - 1) * step + length) / rate:.3f} s)")
         with tf.control_dependencies([enough]):
-            # The samples that ``count`` windows read: exactly count * 125 frames.
-            samples = waveform[:(count * frames - 1) * step + length + lookahead]
-        return model(samples)
+            count = tf.identity(count)
+        # Groups of consecutive windows, the first ones one window larger when the count
+        # does not divide. Few windows are not worth the split (3 windows in 2 groups: 14.1
+        # against 13.6 ms): then the first group takes all and the others are empty (skipped).
+        most = min(window_groups, int(max_windows) if max_windows else window_groups)
+        used = tf.where(count >= most * int(min_group_windows), most, 1)
+        sizes = [tf.where(g < used, (count + used - 1 - g) // used, 0) for g in range(most)]
+        starts = [0]
+        for size in sizes[:-1]:
+            starts.append(starts[-1] + size)
+        parts = [embed_first(samples_of(waveform, 0, sizes[0]))]
+        for first, size in zip(starts[1:], sizes[1:]):
+            parts.append(tf.cond(size > 0,
+                                 lambda f=first, n=size: embed_later(samples_of(waveform, f, n)),
+                                 lambda: tf.zeros_like(parts[0][:, :0])))
+        return to_face(tf.concat(parts, axis=1) if len(parts) > 1 else parts[0])
 
     # reduce_retracing: one trace per input dtype, not one per waveform length.
     return tf.function(forward, autograph=False, reduce_retracing=True)
