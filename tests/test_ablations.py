@@ -426,7 +426,7 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path, decoder_steps):
     share = plan.lr_decay_share
     assert 0 < share <= 1
     for v in runner.variants:
-        if not v.stage2_of and v.config == "base":
+        if not v.stage2_of and v.config == "base" and v.name != "no_lr_decay":
             steps = trained[v.name]["train_steps"]
             generator = runner.phase_steps(v)[2]
             assert trained[v.name]["lr_decay_start_step"] == steps - round(generator * share)
@@ -440,6 +440,7 @@ def test_demo_recipe_rows_change_only_what_they_name(tmp_path, decoder_steps):
     assert changes("no_l1") == {"l1_weight": 0.0}
     assert changes("no_perceptual") == {"perceptual_weight": 0.0}
     assert changes("no_gradient_l1") == {"gradient_l1_weight": 0.0}
+    assert changes("no_lr_decay") == {"lr_decay_start_step": -1}
     assert changes("with_gan") == {"gan_weight": 1.0}
     assert changes("with_ac") == {"ac_weight": 0.05}
     assert changes("baseline_encoder") == {"model.encoder": "cnn"}

@@ -155,6 +155,9 @@ def _demo_variants(deconv: tuple) -> list:
             claim=BASE_ABOVE),
         row("no_gradient_l1", "w/o L1 on image gradients", ("2",),
             ("--gradient_l1_weight=0",)),
+        # After the row's own decay point (Plan.lr_decay_start_step); absl keeps the last value.
+        row("no_lr_decay", "w/o the late learning-rate decay", ("2",),
+            ("--lr_decay_start_step=-1",)),
         row("baseline_encoder", "baseline encoder (1D-CNN)", ("2",), ("--encoder=cnn",),
             claim=BASE_ABOVE),
         row("baseline_decoder", "baseline decoder (deconvolution)", ("2",), deconv,
