@@ -27,8 +27,9 @@ SHELL_LANGUAGES = ("bash", "sh")
 # Programs a shell block may start a command with, besides the repository's own scripts.
 PROGRAMS = {"bash", "cd", "curl", "docker", "echo", "git", "pip", "python", "python3"}
 PYTHON = re.compile(r"^(\.venv/bin/)?python3?$")
-# absl's own options, accepted by every tool.
-ABSL_OPTIONS = {"flagfile", "undefok", "help", "helpshort", "helpfull"}
+# absl's own options and the help options, accepted by every tool (as keras_sf2f.flags has them).
+ABSL_OPTIONS = set(tool_flags._ABSL_SPECIAL) | {
+    arg.lstrip("-") for arg in tool_flags._HELP_ARGUMENTS}
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 
@@ -61,6 +62,13 @@ def block_commands(block: str) -> list[str]:
     return commands
 
 
+def _without_assignments(words: list[str]) -> list[str]:
+    """A command's words after its leading ``NAME=value`` environment assignments."""
+    while words and re.match(r"^[A-Za-z_][A-Za-z_0-9]*=", words[0]):
+        words = words[1:]
+    return words
+
+
 def inline_python_commands(text: str) -> list[str]:
     prose = _FENCE.sub("", text)
     return [span for span in re.findall(r"`([^`\n]+)`", prose)
@@ -77,9 +85,7 @@ def structure_problems(block: str) -> list[str]:
                                              or not lines[index + 1].strip()):
             problems.append(f"a continuation with nothing after it: {line!r}")
     for command in block_commands(block):
-        words = command.split()
-        while words and re.match(r"^[A-Za-z_][A-Za-z_0-9]*=", words[0]):
-            words = words[1:]
+        words = _without_assignments(command.split())
         if not words:
             continue
         first = words[0]
@@ -97,9 +103,7 @@ def structure_problems(block: str) -> list[str]:
 
 def option_problems(command: str) -> list[str]:
     """A ``python SCRIPT.py --option ...`` command's missing script or unknown options."""
-    words = shlex.split(command.split(" #")[0])
-    while words and re.match(r"^[A-Za-z_][A-Za-z_0-9]*=", words[0]):
-        words = words[1:]
+    words = _without_assignments(shlex.split(command.split(" #")[0]))
     if len(words) < 2 or not PYTHON.match(words[0]) or not words[1].endswith(".py"):
         return []
     script = words[1]
