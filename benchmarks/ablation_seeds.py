@@ -11,7 +11,10 @@ crops only; rows trained from different seeds differ by more (about ± 0.05 reca
 demo). This writes, per embedder, each row's recall@10 per seed and the mean over seeds, and
 each of the paper's orderings (``keras_sf2f/evaluation/ablations/orderings.py``, the recipe's
 claims) judged on every seed's own runs: a claim is established only when it holds on every
-seed. Rows missing from a seed's directory are shown as "-" for that seed.
+seed. Then each row's difference from full SF2F of the same seed, with its mean and standard
+error over the seeds: the spread between training runs, which the per-seed verdicts (judged
+against the spread over evaluation crops) do not see. Rows missing from a seed's directory are
+shown as "-" for that seed.
 
 A seed may also be given as a kept snapshot of an ablations run: a directory holding the
 ``ablations.csv`` the run wrote (as under ``docs/ablations/``), or that file itself. The CSV
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import shlex
 import sys
@@ -176,8 +180,56 @@ def combine(seed_runs: list, recipe: str, metric: str = "recall@10") -> str:
         for claim in claims:
             lines.append(f"| {claim} | "
                          + " | ".join(v.get(claim, "-") for v in verdicts) + " |")
-        lines.append("")
+        lines += [""] + _differences(seed_runs, names, labels, embedder, metric)
     return "\n".join(lines)
+
+
+#: The row every other row is compared with, seed by seed.
+REFERENCE_ROW = "sf2f"
+
+
+def _differences(seed_runs: list, names: list, labels: dict, embedder: str,
+                 metric: str) -> list:
+    """Markdown lines: each row minus ``REFERENCE_ROW`` of the same seed, per seed, with the
+    mean and standard error over the seeds that ran both. The verdicts above judge each seed
+    against the spread over evaluation crops; this spread is the one between training runs,
+    which is the larger (about 0.05 recall@10 for the demo)."""
+    seeds = [str(s) for s, _ in seed_runs]
+    lines = [f"### Differences from `{REFERENCE_ROW}` over seeds, embedder `{embedder}`", "",
+             f"Each row's {metric} minus `{REFERENCE_ROW}`'s of the same seed and input; mean "
+             f"± standard error over the seeds that ran both (n - 1 in the standard deviation; "
+             f"none for one seed). \"every seed\" says the sign did not change between seeds.",
+             "", "| variant | input | " + " | ".join(f"seed {s}" for s in seeds)
+             + " | mean ± s.e. | sign |", "|---|---|" + "---|" * (len(seeds) + 2)]
+    for name in names:
+        if name == REFERENCE_ROW:
+            continue
+        for protocol in TABLE_PROTOCOLS:
+            diffs = []
+            for _, r in seed_runs:
+                value = _value(r, name, protocol, embedder, metric)
+                reference = _value(r, REFERENCE_ROW, protocol, embedder, metric)
+                diffs.append(None if value is None or reference is None
+                             else value - reference)
+            present = [d for d in diffs if d is not None]
+            if not present:
+                continue
+            mean = sum(present) / len(present)
+            spread = ""
+            if len(present) > 1:
+                variance = sum((d - mean) ** 2 for d in present) / (len(present) - 1)
+                spread = f" ± {math.sqrt(variance / len(present)):.3f}"
+            if len(present) > 1 and all(d < 0 for d in present):
+                sign = "below on every seed"
+            elif len(present) > 1 and all(d > 0 for d in present):
+                sign = "above on every seed"
+            else:
+                sign = "mixed" if len(present) > 1 else "one seed"
+            cells = ["-" if d is None else f"{d:+.3f}" for d in diffs]
+            lines.append(f"| {labels[name]} (`{name}`) | {protocol_label(protocol)} | "
+                         + " | ".join(cells) + f" | {mean:+.3f}{spread} | {sign} |")
+    lines.append("")
+    return lines
 
 
 def main(argv=None) -> int:

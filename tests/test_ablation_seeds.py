@@ -26,9 +26,11 @@ def test_two_seeds_give_per_seed_values_means_and_verdicts(tmp_path, capsys):
     _variant(s0, "sf2f", 0, 0.50, 0.60)
     _variant(s0, "no_l1", 0, 0.30, 0.30)
     _variant(s0, "with_gan", 0, 0.20, 0.20)
+    _variant(s0, "no_perceptual", 0, 0.20, 0.30)
     _variant(s0, "baseline_encoder", 0, 0.9, 0.9, status="running")  # unfinished: left out
     _variant(s1, "sf2f", 1, 0.40, 0.50)
     _variant(s1, "no_l1", 1, 0.41, 0.50)
+    _variant(s1, "no_perceptual", 1, 0.30, 0.30)
     out = tmp_path / "seeds.md"
     assert ablation_seeds.main(["--recipe=demo", f"--output={out}", str(s0), str(s1)]) == 0
     text = out.read_text()
@@ -40,6 +42,14 @@ def test_two_seeds_give_per_seed_values_means_and_verdicts(tmp_path, capsys):
     # seed 0 and not run on seed 1.
     assert "| removing/replacing for `no_l1` hurts | holds | within noise |" in text
     assert "| adding for `with_gan` helps | reversed | - |" in text
+    # Each row minus sf2f of the same seed; mean ± standard error over the seeds with both.
+    assert "(`no_perceptual`) | 1.25 s | -0.300 | -0.100 | -0.200 ± 0.100 | below on every " \
+           "seed |" in text
+    assert "(`no_perceptual`) | 5 s | -0.300 | -0.200 | -0.250 ± 0.050 | below on every " \
+           "seed |" in text
+    assert "(`no_l1`) | 5 s | -0.300 | +0.000 | -0.150 ± 0.150 | mixed |" in text
+    assert "(`with_gan`) | 5 s | -0.400 | - | -0.400 | one seed |" in text
+    assert "(`sf2f`) | 5 s | +" not in text  # the reference row has no difference line
 
 
 def test_refuses_what_is_not_one_seeds_ablation_output(tmp_path, capsys):
