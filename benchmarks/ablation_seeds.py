@@ -31,6 +31,7 @@ import json
 import math
 import os
 import shlex
+import statistics
 import sys
 
 from keras_sf2f import files, runs
@@ -214,11 +215,10 @@ def _differences(seed_runs: list, names: list, labels: dict, embedder: str,
             present = [d for d in diffs if d is not None]
             if not present:
                 continue
-            mean = sum(present) / len(present)
+            mean = statistics.mean(present)
             spread = ""
-            if len(present) > 1:
-                variance = sum((d - mean) ** 2 for d in present) / (len(present) - 1)
-                spread = f" ± {math.sqrt(variance / len(present)):.3f}"
+            if len(present) > 1:  # the standard error: sample deviation / sqrt(n)
+                spread = f" ± {statistics.stdev(present) / math.sqrt(len(present)):.3f}"
             if len(present) > 1 and all(d < 0 for d in present):
                 sign = "below on every seed"
             elif len(present) > 1 and all(d > 0 for d in present):
